@@ -1,0 +1,82 @@
+//! Why a packet was dropped. Every drop in the appliance carries exactly one of these, and each is
+//! counted per port and exported as `appliance_port_drops_total{port,reason}`.
+
+/// Defines [`DropReason`] together with its metric label and help text, so the three never drift.
+macro_rules! drop_reasons {
+    ($($variant:ident => $label:literal, $help:literal;)+) => {
+        /// A counted reason for dropping a packet.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        #[repr(u8)]
+        pub enum DropReason {
+            $(#[doc = $help] $variant,)+
+        }
+
+        impl DropReason {
+            /// Every reason, in declaration order (the order of [`DropReason::index`]).
+            pub const ALL: &'static [DropReason] = &[$(DropReason::$variant,)+];
+            /// Number of reasons: the size of a per-reason counter array.
+            pub const COUNT: usize = Self::ALL.len();
+
+            /// The `reason` label value used in metrics and summaries (snake_case, stable).
+            pub const fn label(self) -> &'static str {
+                match self { $(DropReason::$variant => $label,)+ }
+            }
+
+            /// One sentence for operators: what happened to the packet.
+            pub const fn help(self) -> &'static str {
+                match self { $(DropReason::$variant => $help,)+ }
+            }
+        }
+    };
+}
+
+drop_reasons! {
+    Runt => "runt", "Frame shorter than an Ethernet header (14 bytes), or its 802.1Q/802.1ad tag is cut off.";
+    Ipv4Truncated => "ipv4_truncated", "EtherType IPv4 but fewer than 20 bytes of IPv4 header, or fewer than the header length (IHL) says.";
+    Ipv4BadVersion => "ipv4_bad_version", "EtherType IPv4 but the version field is not 4.";
+    Ipv4BadHeaderLength => "ipv4_bad_header_length", "IPv4 header length (IHL) below 5 words.";
+    Ipv4BadTotalLength => "ipv4_bad_total_length", "IPv4 total length smaller than the header or larger than the frame carries.";
+    Ipv4BadChecksum => "ipv4_bad_checksum", "IPv4 header checksum does not verify (checked in software unless the NIC verified it).";
+    Ipv6Truncated => "ipv6_truncated", "EtherType IPv6 but fewer than 40 bytes of IPv6 header.";
+    Ipv6BadVersion => "ipv6_bad_version", "EtherType IPv6 but the version field is not 6.";
+    Ipv6BadPayloadLength => "ipv6_bad_payload_length", "IPv6 payload length larger than the frame carries.";
+    Ipv6BadExtensionHeader => "ipv6_bad_extension_header", "IPv6 extension header chain runs past the payload or is longer than the parser follows.";
+    L4Truncated => "l4_truncated", "TCP, UDP or ICMP header cut off by the end of the IP payload.";
+    TcpBadDataOffset => "tcp_bad_data_offset", "TCP data offset below 5 words or past the end of the IP payload.";
+    UdpBadLength => "udp_bad_length", "UDP length field below 8 or larger than the IP payload.";
+    NoRoute => "no_route", "No classifier or forwarding entry of the ingress port decided where the packet goes.";
+    ActionDrop => "action_drop", "A configured action (forwarding entry or classifier action) dropped the packet.";
+    RedirectLoop => "redirect_loop", "Redirected between egress hooks more than the nest limit (4) allows.";
+    TxQueueFull => "tx_queue_full", "The egress port's transmit queue did not accept the packet.";
+}
+
+impl DropReason {
+    /// Position of this reason in [`DropReason::ALL`]: an index for per-reason counter arrays.
+    #[inline]
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl std::fmt::Display for DropReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.label())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn index_matches_position_and_labels_are_unique_snake_case() {
+        let mut seen = std::collections::HashSet::new();
+        for (i, r) in DropReason::ALL.iter().enumerate() {
+            assert_eq!(r.index(), i);
+            assert!(seen.insert(r.label()), "duplicate label {}", r.label());
+            assert!(r.label().bytes().all(|b| b.is_ascii_lowercase() || b == b'_' || b.is_ascii_digit()));
+            assert!(r.help().ends_with('.'));
+        }
+        assert_eq!(DropReason::COUNT, DropReason::ALL.len());
+    }
+}

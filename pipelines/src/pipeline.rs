@@ -1,0 +1,321 @@
+//! The per-packet pipeline: parse once, run the ingress port's classifier chain, fall back to the
+//! port's forwarding entry, run the egress port's chain, hand the packet to a [`Sink`].
+//!
+//! Configuration is one immutable [`Generation`]; workers read it through a
+//! [`GenerationReader`], which costs one relaxed-ordering atomic load per burst and no lock. A new
+//! generation is published by the control thread with [`GenerationCell::publish`] and picked up
+//! by every worker at its next burst boundary.
+//!
+//! Stages plug in as [`Classifier`]s (they choose; they do not move packets) whose [`Filter`]
+//! carries the [`Action`]s to run on a match, as Linux tc filters carry actions.
+use crate::packet::Packet;
+use crate::stats::StatsWriter;
+use crate::wire::{self, Parsed};
+use crate::DropReason;
+use arc_swap::ArcSwap;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// A port as the pipeline names it: an index into [`Generation::ports`]. Physical (DPDK) ports
+/// and, later, virtual ports (tunnels) share this space.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct PortIndex(pub u16);
+
+impl fmt::Display for PortIndex {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// Maximum number of times a packet may be redirected from one port's egress hook to
+/// another's before it is dropped (Linux act_mirred's nest limit).
+pub const REDIRECT_NEST_LIMIT: u8 = 4;
+
+/// What a classifier sees of a packet.
+#[derive(Debug, Clone, Copy)]
+pub struct PacketView<'a> {
+    /// First segment from the Ethernet header.
+    pub data: &'a [u8],
+    /// Total frame length.
+    pub frame_len: u32,
+    /// The parse result (headers already validated).
+    pub parsed: &'a Parsed,
+    /// The port the packet arrived on.
+    pub ingress: PortIndex,
+    /// NIC RSS hash, if any.
+    pub rss_hash: Option<u32>,
+    /// Packet mark / class id set by earlier actions (0 = none).
+    pub mark: u32,
+}
+
+/// Chooses whether a filter matches a packet. Implementations are immutable (shared by every
+/// lcore through the generation) and must not allocate, lock or panic per packet.
+pub trait Classifier: Send + Sync + fmt::Debug {
+    /// `Some(class id)` when the packet matches (0 when the classifier has no class ids),
+    /// `None` otherwise.
+    fn classify(&self, pkt: &PacketView<'_>) -> Option<u32>;
+}
+
+/// What to do with a packet a filter matched. Actions of a filter run in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Stop classifying; the packet takes the port's forwarding entry (tc "ok").
+    Pass,
+    /// Drop the packet (counted as `action_drop`).
+    Drop,
+    /// Send the packet out of `port` (tc mirred egress redirect).
+    Redirect(PortIndex),
+    /// Set the packet's mark (for later filters and stages) and go on with the next action.
+    SetMark(u32),
+    /// Stop running this filter's actions and try the next filter (tc "unspec"/"continue").
+    Continue,
+}
+
+/// A classifier with its actions, as configured on a port hook.
+#[derive(Debug)]
+pub struct Filter {
+    /// Name used in errors, metrics and logs.
+    pub name: String,
+    /// Decides whether the filter matches.
+    pub classifier: Box<dyn Classifier>,
+    /// Run in order on a match.
+    pub actions: Vec<Action>,
+}
+
+/// The port's forwarding entry: where packets go that no filter decided on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Forward {
+    /// No entry: dropped as `no_route`.
+    #[default]
+    None,
+    /// Send out of this port.
+    To(PortIndex),
+    /// Drop (counted as `action_drop`).
+    Drop,
+}
+
+/// One port's pipeline configuration.
+#[derive(Debug, Default)]
+pub struct PortPipeline {
+    /// Port name (from the configuration).
+    pub name: String,
+    /// Filters run on packets received on this port, in order.
+    pub ingress: Vec<Filter>,
+    /// Filters run on packets about to be sent on this port, in order.
+    pub egress: Vec<Filter>,
+    /// The forwarding entry.
+    pub forward: Forward,
+}
+
+/// One immutable version of the whole pipeline configuration.
+#[derive(Debug, Default)]
+pub struct Generation {
+    /// Every port, indexed by [`PortIndex`].
+    pub ports: Vec<PortPipeline>,
+}
+
+/// Where the pipeline puts packets it decided to send. The worker implements it with per-port
+/// transmit buffers; tests implement it with vectors.
+pub trait Sink<P> {
+    /// Queue `pkt` for transmission on `port` (a valid index of the generation); count what
+    /// is sent or dropped in `stats`.
+    fn send(&mut self, port: PortIndex, pkt: P, stats: &mut StatsWriter);
+}
+
+/// Why a generation is not valid.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GenerationError(pub String);
+
+impl fmt::Display for GenerationError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for GenerationError {}
+
+enum ChainResult {
+    /// No filter decided: use the forwarding entry.
+    Fallthrough,
+    Send(PortIndex),
+    Drop,
+}
+
+impl Generation {
+    /// Checks that every port reference points at a port of this generation.
+    pub fn validate(&self) -> Result<(), GenerationError> {
+        if self.ports.len() > usize::from(u16::MAX) {
+            return Err(GenerationError(format!("{} ports: at most {} allowed", self.ports.len(), u16::MAX)));
+        }
+        let n = self.ports.len();
+        let check = |p: PortIndex, what: &str| {
+            if usize::from(p.0) < n {
+                Ok(())
+            } else {
+                Err(GenerationError(format!("{what} refers to port index {p}, but only {n} ports exist")))
+            }
+        };
+        for port in &self.ports {
+            if let Forward::To(p) = port.forward {
+                check(p, &format!("port {:?} forwarding entry", port.name))?;
+            }
+            for f in port.ingress.iter().chain(&port.egress) {
+                for a in &f.actions {
+                    if let Action::Redirect(p) = a {
+                        check(*p, &format!("port {:?} filter {:?} redirect", port.name, f.name))?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs `filters` on `view`; the first decisive action wins.
+    #[inline]
+    fn run_chain(filters: &[Filter], view: &mut PacketView<'_>) -> ChainResult {
+        for f in filters {
+            if f.classifier.classify(view).is_none() {
+                continue;
+            }
+            for a in &f.actions {
+                match *a {
+                    Action::Pass => return ChainResult::Fallthrough,
+                    Action::Drop => return ChainResult::Drop,
+                    Action::Redirect(p) => return ChainResult::Send(p),
+                    Action::SetMark(m) => view.mark = m,
+                    Action::Continue => break,
+                }
+            }
+        }
+        ChainResult::Fallthrough
+    }
+
+    /// Processes one packet received on `ingress`: validates its headers, classifies it, and
+    /// either hands it to `sink` or drops it with a counted reason. Never panics, never
+    /// allocates.
+    #[inline]
+    pub fn process<P: Packet, S: Sink<P>>(&self, pkt: P, ingress: PortIndex, stats: &mut StatsWriter, sink: &mut S) {
+        let Some(in_port) = self.ports.get(usize::from(ingress.0)) else {
+            stats.drop(ingress, DropReason::NoRoute, 1);
+            return;
+        };
+        let parsed = match wire::parse(pkt.data(), pkt.frame_len(), pkt.ipv4_checksum_verified()) {
+            Ok(p) => p,
+            Err(reason) => {
+                stats.drop(ingress, reason, 1);
+                return;
+            }
+        };
+        let mut view = PacketView {
+            data: pkt.data(),
+            frame_len: pkt.frame_len(),
+            parsed: &parsed,
+            ingress,
+            rss_hash: pkt.rss_hash(),
+            mark: 0,
+        };
+        let mut out = match Self::run_chain(&in_port.ingress, &mut view) {
+            ChainResult::Send(p) => p,
+            ChainResult::Drop => {
+                stats.drop(ingress, DropReason::ActionDrop, 1);
+                return;
+            }
+            ChainResult::Fallthrough => match in_port.forward {
+                Forward::To(p) => p,
+                Forward::Drop => {
+                    stats.drop(ingress, DropReason::ActionDrop, 1);
+                    return;
+                }
+                Forward::None => {
+                    stats.drop(ingress, DropReason::NoRoute, 1);
+                    return;
+                }
+            },
+        };
+        // Egress hooks; a redirect there moves the packet to another port's egress, at most
+        // REDIRECT_NEST_LIMIT times.
+        let mut nest = 0u8;
+        loop {
+            let Some(out_port) = self.ports.get(usize::from(out.0)) else {
+                stats.drop(ingress, DropReason::NoRoute, 1);
+                return;
+            };
+            if out_port.egress.is_empty() {
+                break;
+            }
+            match Self::run_chain(&out_port.egress, &mut view) {
+                ChainResult::Fallthrough => break,
+                ChainResult::Drop => {
+                    stats.drop(out, DropReason::ActionDrop, 1);
+                    return;
+                }
+                ChainResult::Send(p) if p == out => break,
+                ChainResult::Send(p) => {
+                    nest += 1;
+                    if nest > REDIRECT_NEST_LIMIT {
+                        stats.drop(out, DropReason::RedirectLoop, 1);
+                        return;
+                    }
+                    out = p;
+                }
+            }
+        }
+        sink.send(out, pkt, stats);
+    }
+}
+
+/// Holds the current generation for every worker.
+#[derive(Debug)]
+pub struct GenerationCell {
+    epoch: AtomicU64,
+    current: ArcSwap<Generation>,
+}
+
+impl GenerationCell {
+    /// A cell holding `gen` (validated).
+    pub fn new(gen: Generation) -> Result<Arc<Self>, GenerationError> {
+        gen.validate()?;
+        Ok(Arc::new(GenerationCell { epoch: AtomicU64::new(1), current: ArcSwap::from_pointee(gen) }))
+    }
+
+    /// Replaces the generation (control thread only). Workers switch at their next burst.
+    /// Returns the new epoch.
+    pub fn publish(&self, gen: Generation) -> Result<u64, GenerationError> {
+        gen.validate()?;
+        self.current.store(Arc::new(gen));
+        Ok(self.epoch.fetch_add(1, Ordering::AcqRel) + 1)
+    }
+
+    /// The current epoch (incremented by every publish).
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    /// A reader for one worker.
+    pub fn reader(self: &Arc<Self>) -> GenerationReader {
+        let epoch = self.epoch();
+        GenerationReader { cell: self.clone(), epoch, gen: self.current.load_full() }
+    }
+}
+
+/// One worker's view of the current generation.
+#[derive(Debug)]
+pub struct GenerationReader {
+    cell: Arc<GenerationCell>,
+    epoch: u64,
+    gen: Arc<Generation>,
+}
+
+impl GenerationReader {
+    /// The generation to use for the next burst: re-reads the cell only when its epoch moved.
+    #[inline]
+    pub fn current(&mut self) -> &Generation {
+        let e = self.cell.epoch.load(Ordering::Acquire);
+        if e != self.epoch {
+            self.gen = self.cell.current.load_full();
+            self.epoch = e;
+        }
+        &self.gen
+    }
+}

@@ -1,0 +1,18 @@
+/* Headers bindgen reads. Everything DPDK exports from these is bound; static-inline
+ * functions are reached through shim.c instead. */
+#include <rte_config.h>
+#include <rte_common.h>
+#include <rte_eal.h>
+#include <rte_errno.h>
+#include <rte_lcore.h>
+#include <rte_launch.h>
+#include <rte_cycles.h>
+#include <rte_log.h>
+#include <rte_dev.h>
+#include <rte_bus_vdev.h>
+#include <rte_mempool.h>
+#include <rte_mbuf.h>
+#include <rte_ethdev.h>
+#include <rte_cryptodev.h>
+#include <rte_version.h>
+#include "shim.h"

@@ -1,0 +1,143 @@
+//! Real DPDK, one EAL per test binary: the virtual devices the appliance relies on load, a
+//! net_ring port loops packets back through rx/tx bursts, mbuf ownership and clones behave,
+//! and every mbuf is back in its pool at the end.
+use pmd_glue::lcore;
+use pmd_glue::{cryptodev, Burst, Eal, Mempool, Port, PortConfig, SocketId, TxBuffer};
+
+fn eal_args(dir: &std::path::Path) -> Vec<String> {
+    let pcap_in = dir.join("in.pcap");
+    // A tiny valid pcap (one 60-byte frame) for net_pcap to read.
+    let mut f = Vec::new();
+    f.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
+    f.extend_from_slice(&2u16.to_le_bytes());
+    f.extend_from_slice(&4u16.to_le_bytes());
+    f.extend_from_slice(&[0; 8]);
+    f.extend_from_slice(&65535u32.to_le_bytes());
+    f.extend_from_slice(&1u32.to_le_bytes());
+    f.extend_from_slice(&[0; 8]);
+    f.extend_from_slice(&60u32.to_le_bytes());
+    f.extend_from_slice(&60u32.to_le_bytes());
+    f.extend_from_slice(&[0xffu8; 60]);
+    std::fs::write(&pcap_in, f).unwrap();
+    let prefix = format!("pmdglue-test-{}", std::process::id());
+    [
+        "-l", "0-1", "--no-huge", "-m", "256", "--no-pci", "--no-shconf", "--file-prefix", &prefix, "--log-level=error",
+        "--vdev", "net_null0", "--vdev", "net_ring0",
+        "--vdev", &format!("net_pcap0,rx_pcap={},tx_pcap={}", pcap_in.display(), dir.join("out.pcap").display()),
+        "--vdev", "net_tap0,iface=pmdglue_tap0",
+        "--vdev", "crypto_aesni_mb0", "--vdev", "crypto_openssl0",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+#[test]
+fn dpdk_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let eal = Eal::init("pmd-glue-test", &eal_args(dir.path())).expect("EAL init with vdevs");
+    assert!(matches!(Eal::init("again", &["-l", "0"]), Err(pmd_glue::eal::EalError::AlreadyInitialized)));
+    assert!(pmd_glue::dpdk_version().starts_with("DPDK 22.11"), "{}", pmd_glue::dpdk_version());
+    assert_eq!(lcore::worker_lcores().len(), 1);
+
+    // Every virtual device the appliance documents is loadable.
+    let mut ports = Vec::new();
+    for name in ["net_null0", "net_ring0", "net_pcap0", "net_tap0"] {
+        let p = Port::by_name(name).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let info = p.info().unwrap();
+        assert_eq!(info.name, name);
+        assert!(info.driver.starts_with("net_"), "{}", info.driver);
+        ports.push(p);
+    }
+    assert!(Port::by_name("net_nonexistent7").is_err());
+    let crypto: Vec<String> = cryptodev::list().into_iter().map(|c| c.driver).collect();
+    assert!(crypto.iter().any(|d| d == "crypto_aesni_mb"), "{crypto:?}");
+    assert!(crypto.iter().any(|d| d == "crypto_openssl"), "{crypto:?}");
+
+    // Workers: a return value comes back; a panic is caught at the FFI boundary.
+    let w = lcore::worker_lcores()[0];
+    let job = lcore::launch(w, || 7).expect("launch");
+    assert_eq!(job.wait(), Ok(7));
+    let job = lcore::launch(w, || panic!("boom on purpose")).expect("launch");
+    let err = job.wait().expect_err("panic is reported");
+    assert_eq!(err.lcore, w);
+    assert!(err.message.contains("boom on purpose"), "{err}");
+    let job = lcore::launch(w, || lcore::current().map(|l| l.0 as i32).unwrap_or(-1)).unwrap();
+    assert_eq!(job.wait(), Ok(w.0 as i32), "closure runs on the worker lcore");
+    assert!(lcore::launch(lcore::main_lcore(), || 0).is_err(), "main lcore is not a worker");
+
+    let pool = Mempool::pktmbuf("test_pool", 2047, 0, 2176, SocketId::ANY).expect("pool");
+    let clones = Mempool::pktmbuf("clone_pool", 1023, 0, 0 + 128 + 256, SocketId::ANY).expect("clone pool");
+    assert_eq!(pool.size(), 2047);
+    assert!(pool.is_full());
+
+    // Mbuf ownership, bytes and clones.
+    {
+        let mut m = pool.alloc().expect("alloc");
+        assert!(m.fill(&[0xa5; 100]));
+        assert_eq!(m.pkt_len(), 100);
+        assert_eq!(m.data(), &[0xa5; 100][..]);
+        m.data_mut().unwrap()[0] = 1;
+        let c = m.clone_indirect(&clones).expect("clone");
+        assert_eq!(c.data()[0], 1);
+        assert!(m.data_mut().is_none(), "shared bytes must not be writable");
+        assert!(!c.is_exclusive());
+        assert_eq!(pool.in_use(), 1);
+        assert_eq!(clones.in_use(), 1);
+        drop(m);
+        assert_eq!(pool.in_use(), 1, "the clone keeps the direct buffer alive");
+        assert_eq!(c.data()[0], 1);
+        drop(c);
+        assert!(pool.is_full() && clones.is_full());
+        let mut m = pool.alloc().unwrap();
+        assert!(m.prepend(10).is_some());
+        assert!(m.append(20).is_some());
+        assert_eq!(m.pkt_len(), 30);
+        assert!(m.adj(5));
+        assert!(m.trim(5));
+        assert_eq!(m.pkt_len(), 20);
+    }
+    assert!(pool.is_full());
+
+    // net_ring loops transmitted packets back to its receive side.
+    let mut ring = ports.remove(1);
+    assert_eq!(ring.info().unwrap().name, "net_ring0");
+    let conf = PortConfig { rx_queues: 1, tx_queues: 1, rx_desc: 256, tx_desc: 256, promiscuous: true, mtu: None };
+    ring.configure(&conf, &pool).expect("configure net_ring0");
+    ring.start().unwrap();
+    let (mut rxq, mut txq) = ring.take_queues().unwrap();
+    assert!(ring.take_queues().is_err(), "queues are handed out once");
+    let mut buf = TxBuffer::new();
+    for i in 0..32u8 {
+        let mut m = pool.alloc().unwrap();
+        assert!(m.fill(&[i; 64]));
+        buf.push(m).unwrap();
+    }
+    assert!(buf.is_full());
+    let extra = pool.alloc().unwrap();
+    let extra = buf.push(extra).expect_err("full buffer hands the packet back");
+    drop(extra);
+    let (sent, bytes, dropped) = txq[0].flush(&mut buf);
+    assert_eq!((sent, bytes, dropped), (32, 32 * 64, 0));
+    let mut burst = Burst::new();
+    let n = rxq[0].rx_burst(&mut burst);
+    assert_eq!(n, 32);
+    let first = burst.pop_front().unwrap();
+    assert_eq!(first.data(), &[0u8; 64][..]);
+    drop(first);
+    assert_eq!(burst.remaining(), 31);
+    // Stopping is refused while queue handles live.
+    assert!(ring.stop().is_err());
+    drop(burst); // frees the 31 left
+    drop(rxq);
+    drop(txq);
+    ring.close().expect("close");
+    assert!(pool.is_full(), "in use: {}", pool.in_use());
+
+    // Cleanup is refused while handles are alive, then succeeds.
+    drop(clones);
+    assert!(matches!(Eal::init("x", &["-l", "0"]), Err(pmd_glue::eal::EalError::AlreadyInitialized)));
+    drop(ports); // closes net_null0, net_pcap0, net_tap0
+    drop(pool);
+    eal.cleanup().expect("EAL cleanup with nothing alive");
+}
