@@ -1,0 +1,517 @@
+//! The appliance's YAML configuration: schema, parsing with precise errors, and the semantic
+//! checks that must pass before anything (DPDK included) starts.
+//!
+//! Every error names the key path (`ports[1].rx_queues`) and what is allowed. Unknown keys are
+//! errors.
+use serde::Deserialize;
+use std::collections::BTreeSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+
+/// A configuration error: where, and what is wrong or allowed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Key path, e.g. `ports[0].rx_queues` (empty for whole-document errors).
+    pub path: String,
+    /// What is wrong and what is allowed.
+    pub message: String,
+}
+
+impl ConfigError {
+    pub(crate) fn at(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { path: path.into(), message: message.into() }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "`{}`: {}", self.path, self.message)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// DPDK environment.
+    #[serde(default)]
+    pub eal: EalConfig,
+    /// Packet buffer pool.
+    #[serde(default)]
+    pub mempool: MempoolConfig,
+    /// Ethernet ports (at least one).
+    pub ports: Vec<PortConfig>,
+    /// The forwarding table: where packets received on a port go.
+    #[serde(default)]
+    pub forwarding: Vec<ForwardEntry>,
+    /// Worker lcore behaviour.
+    #[serde(default)]
+    pub workers: WorkersConfig,
+    /// Prometheus metrics endpoint.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+    /// When to stop on its own (for captures and tests); by default it runs until signalled.
+    #[serde(default)]
+    pub run: RunConfig,
+}
+
+/// DPDK EAL settings. The appliance builds the EAL arguments from these.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct EalConfig {
+    /// Lcores as EAL's `-l` takes them: a list of ids and ranges, e.g. "0-3" or "0,2,4". The
+    /// first is the main lcore (control plane); every other one runs a worker.
+    pub lcores: String,
+    /// Memory to reserve in MiB (`-m`); required with `no_huge`.
+    pub memory_mb: Option<u32>,
+    /// Run without hugepages (`--no-huge`): for virtual devices and tests, not for speed.
+    pub no_huge: bool,
+    /// Do not scan the PCI bus (`--no-pci`): for virtual devices only.
+    pub no_pci: bool,
+    /// Prefix of EAL's runtime files (`--file-prefix`); default `appliance-<pid>`, so several
+    /// instances never collide.
+    pub file_prefix: Option<String>,
+    /// EAL log level (`--log-level`): emergency, alert, critical, error, warning, notice,
+    /// info or debug.
+    pub log_level: String,
+    /// Extra directories or files of PMD drivers to load (`-d`), beyond the system's driver
+    /// directory that EAL loads by itself.
+    pub driver_paths: Vec<String>,
+    /// Crypto (or other) virtual devices to create (`--vdev`), e.g. "crypto_aesni_mb0".
+    pub vdevs: Vec<String>,
+    /// Further EAL arguments, passed as they are, after the generated ones.
+    pub extra_args: Vec<String>,
+}
+
+impl Default for EalConfig {
+    fn default() -> Self {
+        EalConfig {
+            lcores: "0-1".into(),
+            memory_mb: None,
+            no_huge: false,
+            no_pci: false,
+            file_prefix: None,
+            log_level: "notice".into(),
+            driver_paths: Vec::new(),
+            vdevs: Vec::new(),
+            extra_args: Vec::new(),
+        }
+    }
+}
+
+/// The packet buffer pool (one, shared by every port).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MempoolConfig {
+    /// Number of mbufs (best as 2^n - 1).
+    pub mbufs: u32,
+    /// Per-lcore cache size (at most 512 and at most mbufs / 1.5).
+    pub cache: u32,
+    /// Bytes per buffer including the 128-byte headroom; 2176 fits a 1518-byte frame plus
+    /// headroom.
+    pub data_room: u16,
+}
+
+impl Default for MempoolConfig {
+    fn default() -> Self {
+        MempoolConfig { mbufs: 16383, cache: 256, data_room: 2176 }
+    }
+}
+
+/// One Ethernet port.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PortConfig {
+    /// Name used everywhere else in the configuration, in metrics and in logs.
+    pub name: String,
+    /// The DPDK device: a PCI address ("0000:3b:00.0") or a virtual device name ("net_pcap0",
+    /// "net_null0", "net_ring0", "net_tap0", "net_af_packet0").
+    pub device: String,
+    /// Device arguments, e.g. "rx_pcap=in.pcap,tx_pcap=out.pcap" for net_pcap.
+    #[serde(default)]
+    pub args: Option<String>,
+    /// Receive queues, spread over workers; RSS distributes flows when more than one.
+    #[serde(default = "one")]
+    pub rx_queues: u16,
+    /// Receive descriptors per queue.
+    #[serde(default = "default_desc")]
+    pub rx_desc: u16,
+    /// Transmit descriptors per queue.
+    #[serde(default = "default_desc")]
+    pub tx_desc: u16,
+    /// Receive every frame regardless of its destination MAC.
+    #[serde(default = "yes")]
+    pub promiscuous: bool,
+    /// MTU to set; the device default when absent.
+    #[serde(default)]
+    pub mtu: Option<u16>,
+}
+
+fn one() -> u16 {
+    1
+}
+fn default_desc() -> u16 {
+    1024
+}
+fn yes() -> bool {
+    true
+}
+
+/// One forwarding-table entry: packets received on `from` go out of `to`, or are dropped.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardEntry {
+    /// Receiving port name.
+    pub from: String,
+    /// Sending port name (exclusive with `action: drop`).
+    #[serde(default)]
+    pub to: Option<String>,
+    /// `forward` (the default when `to` is given) or `drop`.
+    #[serde(default)]
+    pub action: Option<ForwardAction>,
+}
+
+/// The action of a forwarding entry.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ForwardAction {
+    /// Send out of `to`.
+    Forward,
+    /// Drop, counted as `action_drop`.
+    Drop,
+}
+
+/// Worker lcore behaviour.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkersConfig {
+    /// Longest time a partial transmit burst waits before it is sent, in microseconds
+    /// (1..=100000).
+    pub tx_drain_us: u32,
+}
+
+impl Default for WorkersConfig {
+    fn default() -> Self {
+        WorkersConfig { tx_drain_us: 100 }
+    }
+}
+
+/// The Prometheus endpoint.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Address of the HTTP server serving `/metrics`; loopback by default. `null` disables it.
+    pub listen: Option<String>,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig { listen: Some("127.0.0.1:9091".into()) }
+    }
+}
+
+/// Self-termination conditions.
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunConfig {
+    /// Stop once no packet has been received for this many milliseconds (after the first
+    /// packet, or after start when none ever arrives). For finite inputs such as pcap files.
+    pub exit_when_idle_ms: Option<u64>,
+    /// Stop after this many seconds.
+    pub duration_s: Option<f64>,
+}
+
+/// True for `DDDD:BB:DD.F` or `BB:DD.F` PCI addresses.
+pub fn is_pci_address(s: &str) -> bool {
+    let hex = |p: &str, n: usize| p.len() == n && p.bytes().all(|b| b.is_ascii_hexdigit());
+    let parts: Vec<&str> = s.split(':').collect();
+    let (bus, devfn) = match parts.as_slice() {
+        [d, b, df] if hex(d, 4) => (*b, *df),
+        [b, df] => (*b, *df),
+        _ => return false,
+    };
+    match devfn.split_once('.') {
+        Some((dev, f)) => hex(bus, 2) && hex(dev, 2) && f.len() == 1 && matches!(f.as_bytes()[0], b'0'..=b'7'),
+        None => false,
+    }
+}
+
+const LOG_LEVELS: &[&str] = &["emergency", "alert", "critical", "error", "warning", "notice", "info", "debug"];
+/// Virtual-device drivers whose ports this appliance is tested with.
+const KNOWN_VDEV_DRIVERS: &[&str] = &["net_pcap", "net_null", "net_ring", "net_tap", "net_af_packet", "net_memif", "net_vhost", "net_virtio_user"];
+
+/// Parses an EAL lcore list ("0-3", "0,2,4", "1,3-5") into ascending, distinct ids.
+pub fn parse_lcores(s: &str) -> Result<Vec<u32>, String> {
+    let mut out = BTreeSet::new();
+    if s.trim().is_empty() {
+        return Err("empty; give lcore ids and ranges such as \"0-1\" or \"0,2,4\"".into());
+    }
+    for part in s.split(',') {
+        let part = part.trim();
+        let num = |t: &str| {
+            t.trim().parse::<u32>().ok().filter(|&n| n < 128).ok_or_else(|| format!("{t:?} is not an lcore id (0..=127)"))
+        };
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b) = (num(a)?, num(b)?);
+                if a > b {
+                    return Err(format!("range {part:?} runs backwards"));
+                }
+                out.extend(a..=b);
+            }
+            None => {
+                out.insert(num(part)?);
+            }
+        }
+    }
+    Ok(out.into_iter().collect())
+}
+
+/// Reads and validates a configuration file.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::at("", format!("cannot read config file {}: {e}", path.display())))?;
+    parse(&text)
+}
+
+/// Parses and validates configuration text.
+pub fn parse(text: &str) -> Result<Config, ConfigError> {
+    let cfg: Config = match serde_saphyr::from_str(text) {
+        Ok(c) => c,
+        Err(direct) => return Err(describe_parse_error(text, &direct.to_string())),
+    };
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+/// Builds the error for a document that did not deserialize: the key path (found by a second
+/// pass through serde_path_to_error) plus the parser's line and column.
+fn describe_parse_error(text: &str, direct: &str) -> ConfigError {
+    // First line of the parser's message, e.g. "error: line 3 column 16: invalid u16".
+    let first = direct.lines().next().unwrap_or(direct).trim_start_matches("error: ").to_owned();
+    let value: serde_json::Value = match serde_saphyr::from_str(text) {
+        Ok(v) => v,
+        Err(_) => return ConfigError::at("", format!("YAML syntax: {first}")),
+    };
+    match serde_path_to_error::deserialize::<_, Config>(&value) {
+        Err(e) => {
+            let path = e.path().to_string();
+            let path = if path == "." { String::new() } else { path };
+            let location = first.split(": ").next().unwrap_or("");
+            ConfigError::at(path, format!("{} ({location})", e.inner()))
+        }
+        Ok(_) => ConfigError::at("", first),
+    }
+}
+
+impl Config {
+    /// Semantic checks beyond types: references, ranges, sizes.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let e = &self.eal;
+        let lcores = parse_lcores(&e.lcores).map_err(|m| ConfigError::at("eal.lcores", m))?;
+        if lcores.len() < 2 {
+            return Err(ConfigError::at(
+                "eal.lcores",
+                format!("{:?} names {} lcore; at least 2 are needed (the first for control, the rest for workers)", e.lcores, lcores.len()),
+            ));
+        }
+        if e.no_huge && e.memory_mb.is_none() {
+            return Err(ConfigError::at("eal.memory_mb", "required with no_huge: true (e.g. 1024)"));
+        }
+        if let Some(m) = e.memory_mb {
+            if !(64..=1 << 20).contains(&m) {
+                return Err(ConfigError::at("eal.memory_mb", format!("{m}: allowed 64..=1048576 MiB")));
+            }
+        }
+        if !LOG_LEVELS.contains(&e.log_level.as_str()) {
+            return Err(ConfigError::at("eal.log_level", format!("{:?}: allowed {}", e.log_level, LOG_LEVELS.join(", "))));
+        }
+        if let Some(p) = &e.file_prefix {
+            if p.is_empty() || !p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+                return Err(ConfigError::at("eal.file_prefix", format!("{p:?}: letters, digits, '-' and '_' only")));
+            }
+        }
+        for (i, a) in e.extra_args.iter().chain(&e.vdevs).chain(&e.driver_paths).enumerate() {
+            if a.contains('\0') {
+                return Err(ConfigError::at(format!("eal (argument {i})"), "contains a NUL byte"));
+            }
+        }
+
+        let m = &self.mempool;
+        if !(1023..=(1 << 26)).contains(&m.mbufs) {
+            return Err(ConfigError::at("mempool.mbufs", format!("{}: allowed 1023..=67108864", m.mbufs)));
+        }
+        if m.cache > 512 || u64::from(m.cache) * 3 > u64::from(m.mbufs) * 2 {
+            return Err(ConfigError::at("mempool.cache", format!("{}: allowed 0..=512 and at most mbufs / 1.5", m.cache)));
+        }
+        if !(256 + 128..=u16::MAX).contains(&m.data_room) {
+            return Err(ConfigError::at("mempool.data_room", format!("{}: allowed 384..=65535 (128 bytes are headroom)", m.data_room)));
+        }
+
+        if self.ports.is_empty() {
+            return Err(ConfigError::at("ports", "at least one port is required"));
+        }
+        let mut names = BTreeSet::new();
+        let mut devices = BTreeSet::new();
+        for (i, p) in self.ports.iter().enumerate() {
+            let at = |k: &str| format!("ports[{i}].{k}");
+            if p.name.is_empty() || !p.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+                return Err(ConfigError::at(at("name"), format!("{:?}: letters, digits, '-' and '_' only, not empty", p.name)));
+            }
+            if !names.insert(p.name.as_str()) {
+                return Err(ConfigError::at(at("name"), format!("{:?} is already the name of another port", p.name)));
+            }
+            if !devices.insert(p.device.as_str()) {
+                return Err(ConfigError::at(at("device"), format!("{:?} is already used by another port", p.device)));
+            }
+            if !is_pci_address(&p.device) {
+                let ok = KNOWN_VDEV_DRIVERS.iter().any(|d| {
+                    p.device.strip_prefix(d).is_some_and(|rest| !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
+                });
+                if !ok {
+                    return Err(ConfigError::at(
+                        at("device"),
+                        format!(
+                            "{:?}: a PCI address (0000:3b:00.0) or a virtual device named <driver><id> with driver one of {}",
+                            p.device,
+                            KNOWN_VDEV_DRIVERS.join(", ")
+                        ),
+                    ));
+                }
+            }
+            if let Some(a) = &p.args {
+                if a.contains('\0') || a.contains(' ') {
+                    return Err(ConfigError::at(at("args"), "must not contain spaces or NUL bytes (key=value pairs joined by ',')"));
+                }
+            }
+            if !(1..=128).contains(&p.rx_queues) {
+                return Err(ConfigError::at(at("rx_queues"), format!("{}: allowed 1..=128", p.rx_queues)));
+            }
+            for (k, v) in [("rx_desc", p.rx_desc), ("tx_desc", p.tx_desc)] {
+                if !(32..=16384).contains(&v) {
+                    return Err(ConfigError::at(at(k), format!("{v}: allowed 32..=16384")));
+                }
+            }
+            if let Some(mtu) = p.mtu {
+                if !(68..=9600).contains(&mtu) {
+                    return Err(ConfigError::at(at("mtu"), format!("{mtu}: allowed 68..=9600")));
+                }
+            }
+        }
+
+        let mut seen_from = BTreeSet::new();
+        for (i, f) in self.forwarding.iter().enumerate() {
+            let at = |k: &str| format!("forwarding[{i}].{k}");
+            let known = |n: &str| names.contains(n);
+            let list = || self.ports.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ");
+            if !known(&f.from) {
+                return Err(ConfigError::at(at("from"), format!("unknown port {:?}; ports are: {}", f.from, list())));
+            }
+            if !seen_from.insert(f.from.as_str()) {
+                return Err(ConfigError::at(at("from"), format!("port {:?} already has a forwarding entry", f.from)));
+            }
+            match (f.action.unwrap_or(ForwardAction::Forward), &f.to) {
+                (ForwardAction::Forward, Some(to)) if !known(to) => {
+                    return Err(ConfigError::at(at("to"), format!("unknown port {to:?}; ports are: {}", list())));
+                }
+                (ForwardAction::Forward, Some(_)) => {}
+                (ForwardAction::Forward, None) => {
+                    return Err(ConfigError::at(at("to"), "required unless `action: drop`"));
+                }
+                (ForwardAction::Drop, Some(_)) => {
+                    return Err(ConfigError::at(at("to"), "not allowed with `action: drop`"));
+                }
+                (ForwardAction::Drop, None) => {}
+            }
+        }
+
+        if !(1..=100_000).contains(&self.workers.tx_drain_us) {
+            return Err(ConfigError::at("workers.tx_drain_us", format!("{}: allowed 1..=100000", self.workers.tx_drain_us)));
+        }
+        if let Some(l) = &self.metrics.listen {
+            l.parse::<SocketAddr>()
+                .map_err(|_| ConfigError::at("metrics.listen", format!("{l:?}: an address:port such as 127.0.0.1:9091 or [::1]:9091, or null to disable")))?;
+        }
+        if let Some(d) = self.run.duration_s {
+            if !(d.is_finite() && d > 0.0) {
+                return Err(ConfigError::at("run.duration_s", format!("{d}: a positive number of seconds")));
+            }
+        }
+        if self.run.exit_when_idle_ms == Some(0) {
+            return Err(ConfigError::at("run.exit_when_idle_ms", "0: a positive number of milliseconds, or absent"));
+        }
+
+        // Enough mbufs for every descriptor ring, every lcore cache and the bursts in flight,
+        // or the appliance would start and then starve.
+        let workers = (lcores.len() - 1) as u64;
+        let rings: u64 = self
+            .ports
+            .iter()
+            .map(|p| u64::from(p.rx_queues) * u64::from(p.rx_desc) + workers * u64::from(p.tx_desc))
+            .sum();
+        let need = rings + (workers + 1) * (u64::from(m.cache) + 32 * (self.ports.len() as u64 + 1));
+        if u64::from(m.mbufs) < need {
+            return Err(ConfigError::at(
+                "mempool.mbufs",
+                format!("{} is too few: the port rings, lcore caches and bursts need at least {need}", m.mbufs),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Worker lcore ids (every configured lcore but the first).
+    pub fn worker_lcores(&self) -> Vec<u32> {
+        parse_lcores(&self.eal.lcores).map(|l| l[1..].to_vec()).unwrap_or_default()
+    }
+
+    /// Index of the port named `name`.
+    pub fn port_index(&self, name: &str) -> Option<usize> {
+        self.ports.iter().position(|p| p.name == name)
+    }
+
+    /// The EAL arguments this configuration stands for (without argv[0]).
+    pub fn eal_args(&self) -> Vec<String> {
+        let e = &self.eal;
+        let mut a = vec!["-l".to_owned(), e.lcores.clone()];
+        if let Some(m) = e.memory_mb {
+            a.extend(["-m".to_owned(), m.to_string()]);
+        }
+        if e.no_huge {
+            a.push("--no-huge".into());
+        }
+        if e.no_pci {
+            a.push("--no-pci".into());
+        }
+        // No shared runtime config: this process is always a primary with its own files.
+        a.push("--no-shconf".into());
+        a.push("--file-prefix".into());
+        a.push(e.file_prefix.clone().unwrap_or_else(|| format!("appliance-{}", std::process::id())));
+        a.push(format!("--log-level={}", e.log_level));
+        for d in &e.driver_paths {
+            a.extend(["-d".to_owned(), d.clone()]);
+        }
+        for p in &self.ports {
+            let dev = match &p.args {
+                Some(args) if !args.is_empty() => format!("{},{}", p.device, args),
+                _ => p.device.clone(),
+            };
+            if is_pci_address(&p.device) {
+                a.extend(["-a".to_owned(), dev]);
+            } else {
+                a.extend(["--vdev".to_owned(), dev]);
+            }
+        }
+        for v in &e.vdevs {
+            a.extend(["--vdev".to_owned(), v.clone()]);
+        }
+        a.extend(e.extra_args.iter().cloned());
+        a
+    }
+}

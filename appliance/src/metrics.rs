@@ -1,0 +1,196 @@
+//! `/metrics` in Prometheus/OpenMetrics text format, served by a control thread that never runs
+//! on a worker lcore. Per-lcore counters are summed at scrape time (VPP-style), DPDK port
+//! counters and xstats are read from the devices.
+use pipelines::stats::{port_totals, LcoreStats};
+use pipelines::DropReason;
+use pmd_glue::{Mempool, StatsReader};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+use std::fmt::Error as FmtError;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+/// What the collector reads at each scrape.
+#[derive(Debug)]
+pub struct Telemetry {
+    /// Port names, indexed like the pipeline's ports.
+    pub port_names: Vec<String>,
+    /// DPDK counter readers, one per port (same order).
+    pub readers: Vec<StatsReader>,
+    /// Every worker's counters.
+    pub lcores: Vec<Arc<LcoreStats>>,
+    /// Packet pools.
+    pub pools: Vec<Mempool>,
+    /// Start time, for the uptime gauge.
+    pub started: Instant,
+}
+
+fn counter(enc: &mut DescriptorEncoder, name: &str, help: &str, series: &[(Vec<(&str, &str)>, u64)]) -> Result<(), FmtError> {
+    let mut m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (labels, v) in series {
+        ConstCounter::new(*v).encode(m.encode_family(&labels.as_slice())?)?;
+    }
+    Ok(())
+}
+
+fn gauge(enc: &mut DescriptorEncoder, name: &str, help: &str, series: &[(Vec<(&str, &str)>, i64)]) -> Result<(), FmtError> {
+    let mut m = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for (labels, v) in series {
+        ConstGauge::new(*v).encode(m.encode_family(&labels.as_slice())?)?;
+    }
+    Ok(())
+}
+
+impl prometheus_client::collector::Collector for Telemetry {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), FmtError> {
+        let e = &mut enc;
+        let version = env!("CARGO_PKG_VERSION");
+        let dpdk = pmd_glue::dpdk_version();
+        gauge(e, "appliance_build_info", "Build information; the value is always 1.", &[(vec![("version", version), ("dpdk", dpdk.as_str())], 1)])?;
+        gauge(e, "appliance_uptime_seconds", "Seconds since the appliance started.", &[(vec![], self.started.elapsed().as_secs() as i64)])?;
+
+        let totals = port_totals(&self.lcores, self.port_names.len());
+        let per_port = |f: &dyn Fn(&pipelines::stats::PortTotals) -> u64| -> Vec<(Vec<(&str, &str)>, u64)> {
+            self.port_names.iter().zip(&totals).map(|(n, t)| (vec![("port", n.as_str())], f(t))).collect()
+        };
+        counter(e, "appliance_port_rx_packets", "Packets received from the port by worker lcores.", &per_port(&|t| t.rx_packets))?;
+        counter(e, "appliance_port_rx_bytes", "Bytes received from the port by worker lcores (frames without FCS).", &per_port(&|t| t.rx_bytes))?;
+        counter(e, "appliance_port_tx_packets", "Packets the port's transmit queues accepted.", &per_port(&|t| t.tx_packets))?;
+        counter(e, "appliance_port_tx_bytes", "Bytes the port's transmit queues accepted.", &per_port(&|t| t.tx_bytes))?;
+        let mut drops = Vec::new();
+        for (n, t) in self.port_names.iter().zip(&totals) {
+            for r in DropReason::ALL {
+                drops.push((vec![("port", n.as_str()), ("reason", r.label())], t.drops[r.index()]));
+            }
+        }
+        counter(e, "appliance_port_drops", "Packets dropped, by port and reason (see the reason list in the README).", &drops)?;
+
+        // Device counters, read from DPDK now.
+        let mut dev: [Vec<(Vec<(&str, &str)>, u64)>; 8] = Default::default();
+        let mut link_up = Vec::new();
+        let mut link_speed = Vec::new();
+        let mut xstats_owned = Vec::new();
+        for (n, r) in self.port_names.iter().zip(&self.readers) {
+            if let Ok(s) = r.stats() {
+                let vals = [s.ipackets, s.opackets, s.ibytes, s.obytes, s.imissed, s.ierrors, s.oerrors, s.rx_nombuf];
+                for (d, v) in dev.iter_mut().zip(vals) {
+                    d.push((vec![("port", n.as_str())], v));
+                }
+            }
+            if let Ok((up, speed)) = r.link() {
+                link_up.push((vec![("port", n.as_str())], i64::from(up)));
+                link_speed.push((vec![("port", n.as_str())], i64::from(speed)));
+            }
+            if let Ok(x) = r.xstats() {
+                xstats_owned.push((n.as_str(), x));
+            }
+        }
+        let names = [
+            ("appliance_port_dev_rx_packets", "Packets the device received (rte_eth_stats.ipackets)."),
+            ("appliance_port_dev_tx_packets", "Packets the device sent (rte_eth_stats.opackets)."),
+            ("appliance_port_dev_rx_bytes", "Bytes the device received (rte_eth_stats.ibytes)."),
+            ("appliance_port_dev_tx_bytes", "Bytes the device sent (rte_eth_stats.obytes)."),
+            ("appliance_port_dev_rx_missed", "Packets the device dropped because receive queues were full (imissed)."),
+            ("appliance_port_dev_rx_errors", "Erroneous packets the device received (ierrors)."),
+            ("appliance_port_dev_tx_errors", "Packets the device failed to send (oerrors)."),
+            ("appliance_port_dev_rx_nombuf", "Receive mbuf allocation failures (rx_nombuf)."),
+        ];
+        for ((name, help), series) in names.iter().zip(&dev) {
+            counter(e, name, help, series)?;
+        }
+        gauge(e, "appliance_port_link_up", "1 when the port's link is up.", &link_up)?;
+        gauge(e, "appliance_port_link_speed_mbps", "Link speed in Mbit/s as the device reports it.", &link_speed)?;
+        let xs: Vec<(Vec<(&str, &str)>, u64)> = xstats_owned
+            .iter()
+            .flat_map(|(port, list)| list.iter().map(move |(name, v)| (vec![("port", *port), ("xstat", name.as_str())], *v)))
+            .collect();
+        counter(e, "appliance_port_xstats", "DPDK extended statistics of the port, by driver-defined name.", &xs)?;
+
+        let per_lcore = |f: &dyn Fn(&LcoreStats) -> u64| -> Vec<(Vec<(&str, String)>, u64)> {
+            self.lcores.iter().map(|l| (vec![("lcore", l.lcore.to_string())], f(l))).collect()
+        };
+        for (name, help, series) in [
+            ("appliance_lcore_polls", "Poll rounds over the lcore's receive queues.", per_lcore(&|l| l.polls.get())),
+            ("appliance_lcore_busy_polls", "Poll rounds that received at least one packet.", per_lcore(&|l| l.busy_polls.get())),
+            ("appliance_lcore_packets", "Packets the lcore received and processed.", per_lcore(&|l| l.packets.get())),
+        ] {
+            let mut m = e.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for (labels, v) in &series {
+                ConstCounter::new(*v).encode(m.encode_family(&labels.as_slice())?)?;
+            }
+        }
+
+        let pools: Vec<(String, u32, u32)> = self.pools.iter().map(|p| (p.name().to_owned(), p.size(), p.available())).collect();
+        gauge(e, "appliance_mempool_size", "Mbufs in the pool.", &pools.iter().map(|(n, s, _)| (vec![("pool", n.as_str())], i64::from(*s))).collect::<Vec<_>>())?;
+        gauge(e, "appliance_mempool_available", "Mbufs free in the pool (including lcore caches).", &pools.iter().map(|(n, _, a)| (vec![("pool", n.as_str())], i64::from(*a))).collect::<Vec<_>>())?;
+        Ok(())
+    }
+}
+
+/// The running metrics server.
+pub struct MetricsServer {
+    server: Arc<tiny_http::Server>,
+    thread: Option<JoinHandle<()>>,
+    /// The bound address (useful when the configured port was 0).
+    pub addr: SocketAddr,
+}
+
+/// Renders the exposition text for `registry`.
+pub fn render(registry: &Registry) -> String {
+    let mut out = String::with_capacity(16 * 1024);
+    if prometheus_client::encoding::text::encode(&mut out, registry).is_err() {
+        out.clear();
+    }
+    out
+}
+
+/// Binds the metrics socket (done before DPDK starts, so a taken address fails early).
+pub fn bind(listen: SocketAddr) -> Result<tiny_http::Server, String> {
+    tiny_http::Server::http(listen).map_err(|e| format!("`metrics.listen`: cannot listen on {listen}: {e}"))
+}
+
+/// Serves `/metrics` from `server` in a control thread (not an EAL lcore).
+pub fn serve(server: tiny_http::Server, telemetry: Telemetry) -> MetricsServer {
+    let addr = server.server_addr().to_ip().unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+    let server = Arc::new(server);
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(telemetry));
+    let s = server.clone();
+    let thread = std::thread::Builder::new()
+        .name("metrics".into())
+        .spawn(move || {
+            let ct = tiny_http::Header::from_bytes("Content-Type", "application/openmetrics-text; version=1.0.0; charset=utf-8")
+                .expect("static header");
+            for req in s.incoming_requests() {
+                let resp = match (req.method(), req.url()) {
+                    (tiny_http::Method::Get, "/metrics") => tiny_http::Response::from_string(render(&registry)).with_header(ct.clone()),
+                    (tiny_http::Method::Get, "/") => tiny_http::Response::from_string("appliance: GET /metrics\n"),
+                    _ => tiny_http::Response::from_string("not found\n").with_status_code(404),
+                };
+                let _ = req.respond(resp);
+            }
+        })
+        .ok();
+    MetricsServer { server, thread, addr }
+}
+
+impl std::fmt::Debug for MetricsServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MetricsServer").field("addr", &self.addr).finish()
+    }
+}
+
+impl MetricsServer {
+    /// Stops serving and joins the thread (dropping its DPDK stats readers).
+    pub fn stop(mut self) {
+        self.server.unblock();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

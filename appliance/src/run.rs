@@ -1,0 +1,297 @@
+//! `appliance run`: bring up EAL, the pool and the ports from the configuration, launch one
+//! worker per worker lcore, run until told to stop, then shut down in order (stop polling,
+//! flush, stop and close ports, check every mbuf is back) and report.
+use crate::config::{Config, ForwardAction};
+use crate::metrics::{MetricsServer, Telemetry};
+use crate::summary::{LcoreSummary, PoolSummary, PortSummary, Summary};
+use crate::worker::Worker;
+use pipelines::pipeline::{Forward, Generation, GenerationCell, PortIndex, PortPipeline};
+use pipelines::stats::{port_totals, LcoreStats, StatsWriter};
+use pmd_glue::lcore::{self, LcoreId};
+use pmd_glue::{Eal, Mempool, Port, PortConfig as DevPortConfig, SocketId};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Exit codes of `appliance run`.
+pub mod exit {
+    /// Clean run.
+    pub const OK: i32 = 0;
+    /// Bad configuration (nothing was started).
+    pub const CONFIG: i32 = 2;
+    /// DPDK (EAL, port or pool) could not be brought up; everything started was torn down.
+    pub const STARTUP: i32 = 3;
+    /// The run ended but mbufs were not all returned to their pools.
+    pub const LEAK: i32 = 4;
+    /// A worker panicked (caught); the appliance shut down in order.
+    pub const WORKER_PANIC: i32 = 70;
+}
+
+/// Failure before the workers ran.
+#[derive(Debug)]
+pub struct StartupError {
+    /// Exit code to use.
+    pub code: i32,
+    /// What went wrong.
+    pub message: String,
+}
+
+fn startup(message: impl Into<String>) -> StartupError {
+    StartupError { code: exit::STARTUP, message: message.into() }
+}
+
+/// Sets the stop flag when dropped: on a normal return and while unwinding from a panic, so one
+/// failing worker stops the others.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Builds the pipeline generation (ports and forwarding table) from the configuration.
+pub fn build_generation(cfg: &Config) -> Generation {
+    let mut ports: Vec<PortPipeline> =
+        cfg.ports.iter().map(|p| PortPipeline { name: p.name.clone(), ..Default::default() }).collect();
+    for f in &cfg.forwarding {
+        let (Some(from), action) = (cfg.port_index(&f.from), f.action.unwrap_or(ForwardAction::Forward)) else { continue };
+        ports[from].forward = match (action, f.to.as_deref().and_then(|t| cfg.port_index(t))) {
+            (ForwardAction::Drop, _) => Forward::Drop,
+            (ForwardAction::Forward, Some(to)) => Forward::To(PortIndex(to as u16)),
+            (ForwardAction::Forward, None) => Forward::None,
+        };
+    }
+    Generation { ports }
+}
+
+/// Ports that packets can be sent to under `gen` (they need transmit queues).
+fn tx_targets(gen: &Generation) -> Vec<bool> {
+    let mut t = vec![false; gen.ports.len()];
+    for p in &gen.ports {
+        if let Forward::To(i) = p.forward {
+            t[usize::from(i.0)] = true;
+        }
+        for f in p.ingress.iter().chain(&p.egress) {
+            for a in &f.actions {
+                if let pipelines::pipeline::Action::Redirect(i) = a {
+                    t[usize::from(i.0)] = true;
+                }
+            }
+        }
+    }
+    t
+}
+
+/// Runs the appliance; returns the summary and the exit code.
+pub fn run(cfg: &Config) -> Result<(Summary, i32), StartupError> {
+    let started = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        // A second signal while shutting down exits at once.
+        signal_hook::flag::register_conditional_shutdown(sig, 130, stop.clone())
+            .and_then(|_| signal_hook::flag::register(sig, stop.clone()))
+            .map_err(|e| startup(format!("cannot install signal handler: {e}")))?;
+    }
+    // Bind the metrics socket before DPDK starts, so a taken port fails with nothing started.
+    let listener = match &cfg.metrics.listen {
+        Some(l) => {
+            let addr: SocketAddr = l.parse().map_err(|_| StartupError { code: exit::CONFIG, message: format!("`metrics.listen`: {l:?} is not address:port") })?;
+            Some(crate::metrics::bind(addr).map_err(|m| StartupError { code: exit::CONFIG, message: m })?)
+        }
+        None => None,
+    };
+
+    let eal = Eal::init("appliance", &cfg.eal_args()).map_err(|e| startup(format!("{e}\n  EAL arguments: {}", cfg.eal_args().join(" "))))?;
+    // From here on, errors return through `bring_up`'s caller, which tears down what exists.
+    let result = bring_up_and_run(cfg, &stop, listener, started);
+    let cleanup = eal.cleanup();
+    let (summary, code) = result?;
+    if let Err(e) = cleanup {
+        eprintln!("appliance: {e}");
+        let code = if code == exit::OK { exit::LEAK } else { code };
+        return Ok((summary, code));
+    }
+    Ok((summary, code))
+}
+
+fn bring_up_and_run(
+    cfg: &Config,
+    stop: &Arc<AtomicBool>,
+    listener: Option<tiny_http::Server>,
+    started: Instant,
+) -> Result<(Summary, i32), StartupError> {
+    let want: Vec<u32> = cfg.worker_lcores();
+    let workers: Vec<LcoreId> = lcore::worker_lcores();
+    if workers.iter().map(|l| l.0).collect::<Vec<_>>() != want {
+        return Err(startup(format!("EAL enabled worker lcores {workers:?}, configuration asked for {want:?} (eal.lcores)")));
+    }
+    let socket = lcore::socket_of(lcore::main_lcore());
+    let pool = Mempool::pktmbuf("mbuf_pool", cfg.mempool.mbufs, cfg.mempool.cache, cfg.mempool.data_room, socket)
+        .or_else(|_| Mempool::pktmbuf("mbuf_pool", cfg.mempool.mbufs, cfg.mempool.cache, cfg.mempool.data_room, SocketId::ANY))
+        .map_err(|e| startup(format!("mempool ({} mbufs of {} bytes): {e}", cfg.mempool.mbufs, cfg.mempool.data_room)))?;
+
+    let gen = build_generation(cfg);
+    let targets = tx_targets(&gen);
+    let nworkers = workers.len();
+
+    // Ports: configure and start; any failure drops (stops and closes) the ones already up.
+    let mut ports: Vec<Port> = Vec::with_capacity(cfg.ports.len());
+    let mut rx_assign: Vec<Vec<(PortIndex, pmd_glue::RxQueue)>> = (0..nworkers).map(|_| Vec::new()).collect();
+    let mut tx_assign: Vec<Vec<Option<pmd_glue::TxQueue>>> = (0..nworkers).map(|_| (0..cfg.ports.len()).map(|_| None).collect()).collect();
+    let mut rr = 0usize;
+    for (i, pc) in cfg.ports.iter().enumerate() {
+        let at = |m: String| startup(format!("ports[{i}] ({}): {m}", pc.name));
+        let mut port = Port::by_name(&dpdk_device_name(&pc.device))
+            .map_err(|e| at(format!("device {:?} not found: {e}. Is its driver loaded? (see README: virtual devices)", pc.device)))?;
+        let tx_queues = if targets[i] { nworkers as u16 } else { 0 };
+        let conf = DevPortConfig {
+            rx_queues: pc.rx_queues,
+            tx_queues,
+            rx_desc: pc.rx_desc,
+            tx_desc: pc.tx_desc,
+            promiscuous: pc.promiscuous,
+            mtu: pc.mtu,
+        };
+        port.configure(&conf, &pool).map_err(|e| at(e.to_string()))?;
+        port.start().map_err(|e| at(e.to_string()))?;
+        let (rxq, txq) = port.take_queues().map_err(|e| at(e.to_string()))?;
+        for q in rxq {
+            rx_assign[rr % nworkers].push((PortIndex(i as u16), q));
+            rr += 1;
+        }
+        for (w, q) in txq.into_iter().enumerate() {
+            tx_assign[w][i] = Some(q);
+        }
+        ports.push(port);
+    }
+
+    let cell = GenerationCell::new(gen).map_err(|e| startup(format!("pipeline: {e}")))?;
+    let mut lcore_stats: Vec<Arc<LcoreStats>> = Vec::new();
+    let mut jobs = Vec::new();
+    let drain_ticks = pmd_glue::tsc_hz().max(1) * u64::from(cfg.workers.tx_drain_us) / 1_000_000;
+    for ((lc, rx), tx) in workers.iter().zip(rx_assign).zip(tx_assign) {
+        let (writer, reader) = StatsWriter::new(lc.0, cfg.ports.len());
+        lcore_stats.push(reader);
+        jobs.push((*lc, Worker { rx, tx, generation: cell.reader(), stats: writer, stop: stop.clone(), drain_ticks: drain_ticks.max(1) }));
+    }
+
+    let readers = ports.iter().map(|p| p.stats_reader()).collect::<Result<Vec<_>, _>>().map_err(|e| startup(e.to_string()))?;
+    let metrics: Option<MetricsServer> = listener.map(|l| {
+        crate::metrics::serve(
+            l,
+            Telemetry { port_names: cfg.ports.iter().map(|p| p.name.clone()).collect(), readers: readers.clone(), lcores: lcore_stats.clone(), pools: vec![pool.clone()], started },
+        )
+    });
+    if let Some(m) = &metrics {
+        eprintln!("appliance: metrics at http://{}/metrics", m.addr);
+    }
+
+    let mut launched = Vec::new();
+    let mut launch_error = None;
+    for (lc, w) in jobs {
+        let stop_guard = stop.clone();
+        match lcore::launch(lc, move || {
+            let _guard = StopOnDrop(stop_guard);
+            w.run()
+        }) {
+            Ok(l) => launched.push(l),
+            Err(e) => {
+                launch_error = Some(e);
+                stop.store(true, Ordering::Relaxed);
+                break;
+            }
+        }
+    }
+    eprintln!(
+        "appliance: {} worker lcore(s) {:?} forwarding on {} port(s); Ctrl-C to stop",
+        launched.len(),
+        launched.iter().map(|l| l.lcore().0).collect::<Vec<_>>(),
+        ports.len()
+    );
+
+    // Control loop: stop on signal, duration, idleness or a worker's exit.
+    let deadline = cfg.run.duration_s.map(|s| started + Duration::from_secs_f64(s));
+    let idle = cfg.run.exit_when_idle_ms.map(Duration::from_millis);
+    let mut last_rx = 0u64;
+    let mut last_change = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(10));
+        let now = Instant::now();
+        if deadline.is_some_and(|d| now >= d) {
+            break;
+        }
+        if let Some(idle) = idle {
+            let rx: u64 = lcore_stats.iter().map(|l| l.packets.get()).sum();
+            if rx != last_rx {
+                last_rx = rx;
+                last_change = now;
+            } else if now - last_change >= idle {
+                break;
+            }
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+
+    // Shutdown, in order.
+    let mut panics = Vec::new();
+    for l in launched {
+        if let Err(p) = l.wait() {
+            eprintln!("appliance: {p}");
+            panics.push(p.to_string());
+        }
+    }
+    let dev_stats: Vec<_> = readers.iter().map(|r| r.stats().unwrap_or_default()).collect();
+    if let Some(m) = metrics {
+        m.stop();
+    }
+    drop(readers);
+    let mut port_errors = Vec::new();
+    for p in ports {
+        if let Err(e) = p.close() {
+            port_errors.push(e.to_string());
+        }
+    }
+    let totals = port_totals(&lcore_stats, cfg.ports.len());
+    let pools = vec![PoolSummary { name: pool.name().to_owned(), size: pool.size(), available: pool.available(), in_use: pool.in_use() }];
+    let leaked: u64 = pools.iter().map(|p| u64::from(p.in_use)).sum();
+    drop(pool);
+    let summary = Summary {
+        duration_s: started.elapsed().as_secs_f64(),
+        ports: cfg
+            .ports
+            .iter()
+            .zip(&totals)
+            .zip(&dev_stats)
+            .map(|((pc, t), d)| PortSummary::new(pc, t, d))
+            .collect(),
+        lcores: lcore_stats
+            .iter()
+            .map(|l| LcoreSummary { lcore: l.lcore, polls: l.polls.get(), busy_polls: l.busy_polls.get(), packets: l.packets.get() })
+            .collect(),
+        mempools: pools,
+        leaked_mbufs: leaked,
+        worker_panics: panics.clone(),
+        errors: port_errors.iter().cloned().chain(launch_error.iter().map(|e| e.to_string())).collect(),
+    };
+    let code = if !panics.is_empty() {
+        exit::WORKER_PANIC
+    } else if leaked > 0 {
+        exit::LEAK
+    } else if !summary.errors.is_empty() {
+        exit::STARTUP
+    } else {
+        exit::OK
+    };
+    Ok((summary, code))
+}
+
+/// The name DPDK gives a device: vdev names as written, PCI addresses with their domain.
+fn dpdk_device_name(device: &str) -> String {
+    if crate::config::is_pci_address(device) && device.matches(':').count() == 1 {
+        format!("0000:{device}")
+    } else {
+        device.to_owned()
+    }
+}

@@ -1,0 +1,154 @@
+//! The end-of-run report: printed for people, written as JSON for tests and tooling.
+use crate::config::PortConfig;
+use pipelines::stats::PortTotals;
+use pipelines::DropReason;
+use pmd_glue::PortStats;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+/// One port's totals.
+#[derive(Debug, Clone, Serialize)]
+pub struct PortSummary {
+    /// Configured name.
+    pub name: String,
+    /// DPDK device.
+    pub device: String,
+    /// Packets received by workers.
+    pub rx_packets: u64,
+    /// Bytes received by workers.
+    pub rx_bytes: u64,
+    /// Packets sent.
+    pub tx_packets: u64,
+    /// Bytes sent.
+    pub tx_bytes: u64,
+    /// Drops by reason label (non-zero only).
+    pub drops: BTreeMap<&'static str, u64>,
+    /// Device counters.
+    pub dev_ipackets: u64,
+    /// Device counters.
+    pub dev_opackets: u64,
+    /// Device counters.
+    pub dev_imissed: u64,
+    /// Device counters.
+    pub dev_ierrors: u64,
+    /// Device counters.
+    pub dev_oerrors: u64,
+    /// Device counters.
+    pub dev_rx_nombuf: u64,
+    /// Output capture written by a net_pcap port, if any.
+    pub output_pcap: Option<String>,
+}
+
+impl PortSummary {
+    /// Builds a port's summary.
+    pub fn new(pc: &PortConfig, t: &PortTotals, d: &PortStats) -> Self {
+        let drops = DropReason::ALL.iter().filter(|r| t.drops[r.index()] > 0).map(|r| (r.label(), t.drops[r.index()])).collect();
+        let output_pcap = pc
+            .args
+            .as_deref()
+            .and_then(|a| a.split(',').find_map(|kv| kv.strip_prefix("tx_pcap=")))
+            .filter(|_| pc.device.starts_with("net_pcap"))
+            .map(str::to_owned);
+        PortSummary {
+            name: pc.name.clone(),
+            device: pc.device.clone(),
+            rx_packets: t.rx_packets,
+            rx_bytes: t.rx_bytes,
+            tx_packets: t.tx_packets,
+            tx_bytes: t.tx_bytes,
+            drops,
+            dev_ipackets: d.ipackets,
+            dev_opackets: d.opackets,
+            dev_imissed: d.imissed,
+            dev_ierrors: d.ierrors,
+            dev_oerrors: d.oerrors,
+            dev_rx_nombuf: d.rx_nombuf,
+            output_pcap,
+        }
+    }
+}
+
+/// One worker's totals.
+#[derive(Debug, Clone, Serialize)]
+pub struct LcoreSummary {
+    /// Lcore id.
+    pub lcore: u32,
+    /// Poll rounds.
+    pub polls: u64,
+    /// Poll rounds that received packets.
+    pub busy_polls: u64,
+    /// Packets processed.
+    pub packets: u64,
+}
+
+/// A pool's state after shutdown.
+#[derive(Debug, Clone, Serialize)]
+pub struct PoolSummary {
+    /// Pool name.
+    pub name: String,
+    /// Mbufs in the pool.
+    pub size: u32,
+    /// Mbufs free.
+    pub available: u32,
+    /// Mbufs not returned (leaked) — 0 after a correct shutdown.
+    pub in_use: u32,
+}
+
+/// The whole run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    /// Wall time of the run.
+    pub duration_s: f64,
+    /// Per port.
+    pub ports: Vec<PortSummary>,
+    /// Per worker lcore.
+    pub lcores: Vec<LcoreSummary>,
+    /// Pools after shutdown.
+    pub mempools: Vec<PoolSummary>,
+    /// Sum of `in_use` over pools.
+    pub leaked_mbufs: u64,
+    /// Caught worker panics.
+    pub worker_panics: Vec<String>,
+    /// Errors during shutdown.
+    pub errors: Vec<String>,
+}
+
+impl Summary {
+    /// The human-readable report.
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(s, "\n==== appliance summary ({:.2} s) ====", self.duration_s);
+        let _ = writeln!(s, "{:<12} {:>12} {:>14} {:>12} {:>14} {:>10}", "port", "rx-packets", "rx-bytes", "tx-packets", "tx-bytes", "drops");
+        for p in &self.ports {
+            let drops: u64 = p.drops.values().sum();
+            let _ = writeln!(s, "{:<12} {:>12} {:>14} {:>12} {:>14} {:>10}", p.name, p.rx_packets, p.rx_bytes, p.tx_packets, p.tx_bytes, drops);
+            for (r, n) in &p.drops {
+                let _ = writeln!(s, "{:<12}   drop {r}: {n}", "");
+            }
+            if p.dev_imissed + p.dev_ierrors + p.dev_oerrors + p.dev_rx_nombuf > 0 {
+                let _ = writeln!(
+                    s,
+                    "{:<12}   device: imissed {} ierrors {} oerrors {} rx_nombuf {}",
+                    "", p.dev_imissed, p.dev_ierrors, p.dev_oerrors, p.dev_rx_nombuf
+                );
+            }
+        }
+        let _ = writeln!(s, "{:<12} {:>12} {:>12} {:>8} {:>12}", "lcore", "polls", "busy-polls", "busy%", "packets");
+        for l in &self.lcores {
+            let pct = if l.polls == 0 { 0.0 } else { 100.0 * l.busy_polls as f64 / l.polls as f64 };
+            let _ = writeln!(s, "{:<12} {:>12} {:>12} {:>7.1}% {:>12}", l.lcore, l.polls, l.busy_polls, pct, l.packets);
+        }
+        for m in &self.mempools {
+            let state = if m.in_use == 0 { "all mbufs returned".to_owned() } else { format!("LEAK: {} mbufs not returned", m.in_use) };
+            let _ = writeln!(s, "mempool {}: {}/{} free ({state})", m.name, m.available, m.size);
+        }
+        for p in self.ports.iter().filter_map(|p| p.output_pcap.as_ref().map(|o| (p, o))) {
+            let _ = writeln!(s, "output capture of port {}: {} (tcpdump -nn -r {})", p.0.name, p.1, p.1);
+        }
+        for e in self.worker_panics.iter().chain(&self.errors) {
+            let _ = writeln!(s, "error: {e}");
+        }
+        s
+    }
+}

@@ -1,0 +1,130 @@
+#!/usr/bin/env bash
+# Whole-appliance forwarding benchmark against dpdk-testpmd, side by side in one run.
+#
+# Scenario (issue 2): one worker lcore forwarding port 0 -> port 1, where port 0 is net_pcap with
+# infinite_rx=1 over a generated capture and port 1 is net_null (no-rx=1, so neither app spends
+# time on packets the null device would invent). dpdk-testpmd in io forwarding mode runs on the
+# same vdevs with the same lcores, burst size and mbuf count. Frame sizes: 64 and 1500 bytes.
+#
+# Throughput: the median of per-second receive rates over a window after warm-up (testpmd: its
+# own "Rx-pps" stats lines; appliance: /metrics scraped every second). Mpps on a shared VM drifts
+# between runs, so the ratio of the two in the same run is the number that counts.
+# Instructions per packet: valgrind --tool=callgrind restricted to each app's forwarding loop.
+#
+# Usage: perf/run.sh [--seconds N] [--rounds R] [--no-callgrind]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECONDS_PER_RUN=8
+ROUNDS=3
+CALLGRIND=1
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --seconds) SECONDS_PER_RUN=$2; shift 2 ;;
+    --rounds) ROUNDS=$2; shift 2 ;;
+    --no-callgrind) CALLGRIND=0; shift ;;
+    *) echo "usage: $0 [--seconds N] [--rounds R] [--no-callgrind]" >&2; exit 2 ;;
+  esac
+done
+bash deploy/install-deps.sh
+[ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
+cargo build --release --locked -p appliance >&2
+APP=target/release/appliance
+OUT=perf/results
+mkdir -p "$OUT"
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+MBUFS=16383
+EAL_COMMON="--no-huge -m 1024 --no-pci --no-shconf --log-level=error -l 0-1"
+
+median() { sort -n | awk '{a[NR]=$1} END {if (NR==0) print 0; else if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
+
+testpmd_mpps() { # $1 pcap
+  local log="$WORK/testpmd.log"
+  timeout -s INT "$((SECONDS_PER_RUN + 3))" dpdk-testpmd $EAL_COMMON --file-prefix "perf-tp-$$" \
+    --vdev "net_pcap0,rx_pcap=$1,infinite_rx=1" --vdev "net_null0,no-rx=1" -- \
+    --forward-mode=io --nb-cores=1 --auto-start --stats-period 1 --total-num-mbufs=$MBUFS \
+    --rxd=1024 --txd=1024 --burst=32 >"$log" 2>&1 || true
+  # Port 0 statistics blocks print "Rx-pps:" first; skip the first two samples (warm-up).
+  awk '/Port statistics for port 0/ {p=1} p && /Rx-pps:/ {print $2; p=0}' "$log" | tail -n +3 | median | awk '{printf "%.3f", $1/1e6}'
+}
+
+appliance_mpps() { # $1 pcap
+  local cfg="$WORK/app.yaml" port=19391
+  cat >"$cfg" <<YAML
+eal: { lcores: "0-1", no_huge: true, memory_mb: 1024, no_pci: true, file_prefix: perf-app-$$, log_level: error }
+mempool: { mbufs: $MBUFS, cache: 256 }
+ports:
+  - { name: in, device: net_pcap0, args: "rx_pcap=$1,infinite_rx=1", rx_desc: 1024, tx_desc: 1024 }
+  - { name: out, device: net_null0, args: "no-rx=1", rx_desc: 1024, tx_desc: 1024 }
+forwarding:
+  - { from: in, to: out }
+metrics: { listen: "127.0.0.1:$port" }
+YAML
+  "$APP" run --config "$cfg" --duration "$((SECONDS_PER_RUN + 1))" >"$WORK/app.log" 2>&1 &
+  local pid=$! prev="" samples=()
+  sleep 2
+  for _ in $(seq 1 "$SECONDS_PER_RUN"); do
+    local now v
+    now=$(date +%s.%N)
+    v=$(curl -s "http://127.0.0.1:$port/metrics" | awk '/^appliance_port_rx_packets_total\{port="in"\}/ {print $2}')
+    if [ -n "$prev" ] && [ -n "$v" ]; then
+      samples+=("$(awk -v a="$v" -v b="${prev#* }" -v t="$now" -v s="${prev% *}" 'BEGIN {print (a-b)/(t-s)}')")
+    fi
+    prev="$now $v"
+    sleep 1
+  done
+  wait "$pid" || { echo "appliance run failed:" >&2; cat "$WORK/app.log" >&2; exit 1; }
+  printf '%s\n' "${samples[@]:1}" | median | awk '{printf "%.3f", $1/1e6}'
+}
+
+callgrind_ipp() { # $1 app|testpmd, $2 pcap -> instructions per packet in the forwarding loop
+  local cg="$WORK/cg.out"
+  rm -f "$cg"
+  if [ "$1" = testpmd ]; then
+    timeout -s INT 40 valgrind --tool=callgrind --callgrind-out-file="$cg" --collect-atstart=no \
+      --toggle-collect='run_pkt_fwd_on_lcore' dpdk-testpmd $EAL_COMMON --file-prefix "perf-cg-$$" \
+      --vdev "net_pcap0,rx_pcap=$2,infinite_rx=1" --vdev "net_null0,no-rx=1" -- \
+      --forward-mode=io --nb-cores=1 --auto-start --total-num-mbufs=$MBUFS >"$WORK/cg.log" 2>&1 || true
+    pkts=$(awk '/Accumulated forward statistics for all ports/ {p=1} p && /RX-packets:/ {print $2; exit}' "$WORK/cg.log")
+  else
+    cat >"$WORK/cg.yaml" <<YAML
+eal: { lcores: "0-1", no_huge: true, memory_mb: 1024, no_pci: true, file_prefix: perf-cga-$$, log_level: error }
+mempool: { mbufs: $MBUFS, cache: 256 }
+ports:
+  - { name: in, device: net_pcap0, args: "rx_pcap=$2,infinite_rx=1" }
+  - { name: out, device: net_null0, args: "no-rx=1" }
+forwarding:
+  - { from: in, to: out }
+metrics: { listen: null }
+YAML
+    valgrind --tool=callgrind --callgrind-out-file="$cg" --collect-atstart=no \
+      --toggle-collect='appliance::worker::Worker::run' "$APP" run --config "$WORK/cg.yaml" --duration 30 \
+      --summary-json "$WORK/cg.json" >"$WORK/cg.log" 2>&1 || true
+    pkts=$(python3 -c "import json;print(json.load(open('$WORK/cg.json'))['ports'][0]['rx_packets'])")
+  fi
+  local ir
+  ir=$(awk '/^summary:/ {print $2}' "$cg" 2>/dev/null || echo 0)
+  awk -v i="${ir:-0}" -v p="${pkts:-0}" 'BEGIN { if (p > 0) printf "%.1f", i/p; else print "n/a" }'
+}
+
+echo "# perf/run.sh $(date -u +%Y-%m-%dT%H:%M:%SZ) $(nproc) cores, $(dpdk-testpmd --version 2>/dev/null | head -1 || true)"
+printf '%-6s %-7s %12s %12s %8s\n' size round testpmd_Mpps appliance_Mpps ratio
+for size in 64 1500; do
+  pcap="$WORK/in-$size.pcap"
+  "$APP" gen --pcap "$pcap" --count 4096 --flows 256 --ip 4 --proto udp --size "$size" --seed 7 >/dev/null
+  ratios=()
+  for r in $(seq 1 "$ROUNDS"); do
+    t=$(testpmd_mpps "$pcap")
+    a=$(appliance_mpps "$pcap")
+    ratio=$(awk -v a="$a" -v t="$t" 'BEGIN { if (t > 0) printf "%.3f", a/t; else print "n/a" }')
+    ratios+=("$ratio")
+    printf '%-6s %-7s %12s %12s %8s\n' "$size" "$r" "$t" "$a" "$ratio"
+  done
+  printf '%-6s %-7s %12s %12s %8s\n' "$size" median "" "" "$(printf '%s\n' "${ratios[@]}" | median)"
+done
+if [ "$CALLGRIND" = 1 ]; then
+  pcap="$WORK/in-64.pcap"
+  echo "# callgrind instructions per packet, forwarding loop only (64-byte frames)"
+  echo "testpmd_io   $(callgrind_ipp testpmd "$pcap")"
+  echo "appliance    $(callgrind_ipp app "$pcap")"
+fi

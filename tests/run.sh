@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# README command 2: install what is missing, then every check CI runs: formatting, lints (warnings
+# are errors), unit tests, real-DPDK tests and end-to-end tests on net_pcap virtual devices.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash deploy/install-deps.sh
+[ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
+export CARGO_TERM_COLOR=never
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy (warnings are errors)"
+cargo clippy --locked --workspace --all-targets -- -D warnings
+echo "== cargo test (unit, real DPDK, end-to-end)"
+# End-to-end tests each start a DPDK process polling a core; two at a time fit two cores.
+cargo test --locked --workspace -- --test-threads=2
