@@ -10,6 +10,8 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy (warnings are errors)"
 cargo clippy --locked --workspace --all-targets -- -D warnings
+echo "== cargo doc (warnings are errors)"
+RUSTDOCFLAGS="-D warnings" cargo doc --locked --workspace --no-deps --document-private-items
 echo "== cargo test (unit, real DPDK, end-to-end)"
 # End-to-end tests each start a DPDK process polling a core; two at a time fit two cores.
 cargo test --locked --workspace -- --test-threads=2

@@ -20,7 +20,10 @@ pub struct ConfigError {
 
 impl ConfigError {
     pub(crate) fn at(path: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { path: path.into(), message: message.into() }
+        Self {
+            path: path.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -121,7 +124,11 @@ pub struct MempoolConfig {
 
 impl Default for MempoolConfig {
     fn default() -> Self {
-        MempoolConfig { mbufs: 16383, cache: 256, data_room: 2176 }
+        MempoolConfig {
+            mbufs: 16383,
+            cache: 256,
+            data_room: 2176,
+        }
     }
 }
 
@@ -213,7 +220,9 @@ pub struct MetricsConfig {
 
 impl Default for MetricsConfig {
     fn default() -> Self {
-        MetricsConfig { listen: Some("127.0.0.1:9091".into()) }
+        MetricsConfig {
+            listen: Some("127.0.0.1:9091".into()),
+        }
     }
 }
 
@@ -238,14 +247,34 @@ pub fn is_pci_address(s: &str) -> bool {
         _ => return false,
     };
     match devfn.split_once('.') {
-        Some((dev, f)) => hex(bus, 2) && hex(dev, 2) && f.len() == 1 && matches!(f.as_bytes()[0], b'0'..=b'7'),
+        Some((dev, f)) => {
+            hex(bus, 2) && hex(dev, 2) && f.len() == 1 && matches!(f.as_bytes()[0], b'0'..=b'7')
+        }
         None => false,
     }
 }
 
-const LOG_LEVELS: &[&str] = &["emergency", "alert", "critical", "error", "warning", "notice", "info", "debug"];
+const LOG_LEVELS: &[&str] = &[
+    "emergency",
+    "alert",
+    "critical",
+    "error",
+    "warning",
+    "notice",
+    "info",
+    "debug",
+];
 /// Virtual-device drivers whose ports this appliance is tested with.
-const KNOWN_VDEV_DRIVERS: &[&str] = &["net_pcap", "net_null", "net_ring", "net_tap", "net_af_packet", "net_memif", "net_vhost", "net_virtio_user"];
+const KNOWN_VDEV_DRIVERS: &[&str] = &[
+    "net_pcap",
+    "net_null",
+    "net_ring",
+    "net_tap",
+    "net_af_packet",
+    "net_memif",
+    "net_vhost",
+    "net_virtio_user",
+];
 
 /// Parses an EAL lcore list ("0-3", "0,2,4", "1,3-5") into ascending, distinct ids.
 pub fn parse_lcores(s: &str) -> Result<Vec<u32>, String> {
@@ -256,7 +285,11 @@ pub fn parse_lcores(s: &str) -> Result<Vec<u32>, String> {
     for part in s.split(',') {
         let part = part.trim();
         let num = |t: &str| {
-            t.trim().parse::<u32>().ok().filter(|&n| n < 128).ok_or_else(|| format!("{t:?} is not an lcore id (0..=127)"))
+            t.trim()
+                .parse::<u32>()
+                .ok()
+                .filter(|&n| n < 128)
+                .ok_or_else(|| format!("{t:?} is not an lcore id (0..=127)"))
         };
         match part.split_once('-') {
             Some((a, b)) => {
@@ -276,8 +309,12 @@ pub fn parse_lcores(s: &str) -> Result<Vec<u32>, String> {
 
 /// Reads and validates a configuration file.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| ConfigError::at("", format!("cannot read config file {}: {e}", path.display())))?;
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigError::at(
+            "",
+            format!("cannot read config file {}: {e}", path.display()),
+        )
+    })?;
     parse(&text)
 }
 
@@ -295,7 +332,12 @@ pub fn parse(text: &str) -> Result<Config, ConfigError> {
 /// pass through serde_path_to_error) plus the parser's line and column.
 fn describe_parse_error(text: &str, direct: &str) -> ConfigError {
     // First line of the parser's message, e.g. "error: line 3 column 16: invalid u16".
-    let first = direct.lines().next().unwrap_or(direct).trim_start_matches("error: ").to_owned();
+    let first = direct
+        .lines()
+        .next()
+        .unwrap_or(direct)
+        .trim_start_matches("error: ")
+        .to_owned();
     let value: serde_json::Value = match serde_saphyr::from_str(text) {
         Ok(v) => v,
         Err(_) => return ConfigError::at("", format!("YAML syntax: {first}")),
@@ -323,36 +365,73 @@ impl Config {
             ));
         }
         if e.no_huge && e.memory_mb.is_none() {
-            return Err(ConfigError::at("eal.memory_mb", "required with no_huge: true (e.g. 1024)"));
+            return Err(ConfigError::at(
+                "eal.memory_mb",
+                "required with no_huge: true (e.g. 1024)",
+            ));
         }
         if let Some(m) = e.memory_mb {
             if !(64..=1 << 20).contains(&m) {
-                return Err(ConfigError::at("eal.memory_mb", format!("{m}: allowed 64..=1048576 MiB")));
+                return Err(ConfigError::at(
+                    "eal.memory_mb",
+                    format!("{m}: allowed 64..=1048576 MiB"),
+                ));
             }
         }
         if !LOG_LEVELS.contains(&e.log_level.as_str()) {
-            return Err(ConfigError::at("eal.log_level", format!("{:?}: allowed {}", e.log_level, LOG_LEVELS.join(", "))));
+            return Err(ConfigError::at(
+                "eal.log_level",
+                format!("{:?}: allowed {}", e.log_level, LOG_LEVELS.join(", ")),
+            ));
         }
         if let Some(p) = &e.file_prefix {
-            if p.is_empty() || !p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-                return Err(ConfigError::at("eal.file_prefix", format!("{p:?}: letters, digits, '-' and '_' only")));
+            if p.is_empty()
+                || !p
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                return Err(ConfigError::at(
+                    "eal.file_prefix",
+                    format!("{p:?}: letters, digits, '-' and '_' only"),
+                ));
             }
         }
-        for (i, a) in e.extra_args.iter().chain(&e.vdevs).chain(&e.driver_paths).enumerate() {
+        for (i, a) in e
+            .extra_args
+            .iter()
+            .chain(&e.vdevs)
+            .chain(&e.driver_paths)
+            .enumerate()
+        {
             if a.contains('\0') {
-                return Err(ConfigError::at(format!("eal (argument {i})"), "contains a NUL byte"));
+                return Err(ConfigError::at(
+                    format!("eal (argument {i})"),
+                    "contains a NUL byte",
+                ));
             }
         }
 
         let m = &self.mempool;
         if !(1023..=(1 << 26)).contains(&m.mbufs) {
-            return Err(ConfigError::at("mempool.mbufs", format!("{}: allowed 1023..=67108864", m.mbufs)));
+            return Err(ConfigError::at(
+                "mempool.mbufs",
+                format!("{}: allowed 1023..=67108864", m.mbufs),
+            ));
         }
         if m.cache > 512 || u64::from(m.cache) * 3 > u64::from(m.mbufs) * 2 {
-            return Err(ConfigError::at("mempool.cache", format!("{}: allowed 0..=512 and at most mbufs / 1.5", m.cache)));
+            return Err(ConfigError::at(
+                "mempool.cache",
+                format!("{}: allowed 0..=512 and at most mbufs / 1.5", m.cache),
+            ));
         }
         if !(256 + 128..=u16::MAX).contains(&m.data_room) {
-            return Err(ConfigError::at("mempool.data_room", format!("{}: allowed 384..=65535 (128 bytes are headroom)", m.data_room)));
+            return Err(ConfigError::at(
+                "mempool.data_room",
+                format!(
+                    "{}: allowed 384..=65535 (128 bytes are headroom)",
+                    m.data_room
+                ),
+            ));
         }
 
         if self.ports.is_empty() {
@@ -362,18 +441,35 @@ impl Config {
         let mut devices = BTreeSet::new();
         for (i, p) in self.ports.iter().enumerate() {
             let at = |k: &str| format!("ports[{i}].{k}");
-            if p.name.is_empty() || !p.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-                return Err(ConfigError::at(at("name"), format!("{:?}: letters, digits, '-' and '_' only, not empty", p.name)));
+            if p.name.is_empty()
+                || !p
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                return Err(ConfigError::at(
+                    at("name"),
+                    format!("{:?}: letters, digits, '-' and '_' only, not empty", p.name),
+                ));
             }
             if !names.insert(p.name.as_str()) {
-                return Err(ConfigError::at(at("name"), format!("{:?} is already the name of another port", p.name)));
+                return Err(ConfigError::at(
+                    at("name"),
+                    format!("{:?} is already the name of another port", p.name),
+                ));
             }
             if !devices.insert(p.device.as_str()) {
-                return Err(ConfigError::at(at("device"), format!("{:?} is already used by another port", p.device)));
+                return Err(ConfigError::at(
+                    at("device"),
+                    format!("{:?} is already used by another port", p.device),
+                ));
             }
             if !is_pci_address(&p.device) {
                 let ok = KNOWN_VDEV_DRIVERS.iter().any(|d| {
-                    p.device.strip_prefix(d).is_some_and(|rest| !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
+                    p.device.strip_prefix(d).is_some_and(|rest| {
+                        !rest.is_empty()
+                            && rest.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                    })
                 });
                 if !ok {
                     return Err(ConfigError::at(
@@ -388,11 +484,17 @@ impl Config {
             }
             if let Some(a) = &p.args {
                 if a.contains('\0') || a.contains(' ') {
-                    return Err(ConfigError::at(at("args"), "must not contain spaces or NUL bytes (key=value pairs joined by ',')"));
+                    return Err(ConfigError::at(
+                        at("args"),
+                        "must not contain spaces or NUL bytes (key=value pairs joined by ',')",
+                    ));
                 }
             }
             if !(1..=128).contains(&p.rx_queues) {
-                return Err(ConfigError::at(at("rx_queues"), format!("{}: allowed 1..=128", p.rx_queues)));
+                return Err(ConfigError::at(
+                    at("rx_queues"),
+                    format!("{}: allowed 1..=128", p.rx_queues),
+                ));
             }
             for (k, v) in [("rx_desc", p.rx_desc), ("tx_desc", p.tx_desc)] {
                 if !(32..=16384).contains(&v) {
@@ -401,7 +503,10 @@ impl Config {
             }
             if let Some(mtu) = p.mtu {
                 if !(68..=9600).contains(&mtu) {
-                    return Err(ConfigError::at(at("mtu"), format!("{mtu}: allowed 68..=9600")));
+                    return Err(ConfigError::at(
+                        at("mtu"),
+                        format!("{mtu}: allowed 68..=9600"),
+                    ));
                 }
             }
         }
@@ -410,16 +515,31 @@ impl Config {
         for (i, f) in self.forwarding.iter().enumerate() {
             let at = |k: &str| format!("forwarding[{i}].{k}");
             let known = |n: &str| names.contains(n);
-            let list = || self.ports.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ");
+            let list = || {
+                self.ports
+                    .iter()
+                    .map(|p| p.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
             if !known(&f.from) {
-                return Err(ConfigError::at(at("from"), format!("unknown port {:?}; ports are: {}", f.from, list())));
+                return Err(ConfigError::at(
+                    at("from"),
+                    format!("unknown port {:?}; ports are: {}", f.from, list()),
+                ));
             }
             if !seen_from.insert(f.from.as_str()) {
-                return Err(ConfigError::at(at("from"), format!("port {:?} already has a forwarding entry", f.from)));
+                return Err(ConfigError::at(
+                    at("from"),
+                    format!("port {:?} already has a forwarding entry", f.from),
+                ));
             }
             match (f.action.unwrap_or(ForwardAction::Forward), &f.to) {
                 (ForwardAction::Forward, Some(to)) if !known(to) => {
-                    return Err(ConfigError::at(at("to"), format!("unknown port {to:?}; ports are: {}", list())));
+                    return Err(ConfigError::at(
+                        at("to"),
+                        format!("unknown port {to:?}; ports are: {}", list()),
+                    ));
                 }
                 (ForwardAction::Forward, Some(_)) => {}
                 (ForwardAction::Forward, None) => {
@@ -433,7 +553,10 @@ impl Config {
         }
 
         if !(1..=100_000).contains(&self.workers.tx_drain_us) {
-            return Err(ConfigError::at("workers.tx_drain_us", format!("{}: allowed 1..=100000", self.workers.tx_drain_us)));
+            return Err(ConfigError::at(
+                "workers.tx_drain_us",
+                format!("{}: allowed 1..=100000", self.workers.tx_drain_us),
+            ));
         }
         if let Some(l) = &self.metrics.listen {
             l.parse::<SocketAddr>()
@@ -441,11 +564,17 @@ impl Config {
         }
         if let Some(d) = self.run.duration_s {
             if !(d.is_finite() && d > 0.0) {
-                return Err(ConfigError::at("run.duration_s", format!("{d}: a positive number of seconds")));
+                return Err(ConfigError::at(
+                    "run.duration_s",
+                    format!("{d}: a positive number of seconds"),
+                ));
             }
         }
         if self.run.exit_when_idle_ms == Some(0) {
-            return Err(ConfigError::at("run.exit_when_idle_ms", "0: a positive number of milliseconds, or absent"));
+            return Err(ConfigError::at(
+                "run.exit_when_idle_ms",
+                "0: a positive number of milliseconds, or absent",
+            ));
         }
 
         // Enough mbufs for every descriptor ring, every lcore cache and the bursts in flight,
@@ -456,11 +585,15 @@ impl Config {
             .iter()
             .map(|p| u64::from(p.rx_queues) * u64::from(p.rx_desc) + workers * u64::from(p.tx_desc))
             .sum();
-        let need = rings + (workers + 1) * (u64::from(m.cache) + 32 * (self.ports.len() as u64 + 1));
+        let need =
+            rings + (workers + 1) * (u64::from(m.cache) + 32 * (self.ports.len() as u64 + 1));
         if u64::from(m.mbufs) < need {
             return Err(ConfigError::at(
                 "mempool.mbufs",
-                format!("{} is too few: the port rings, lcore caches and bursts need at least {need}", m.mbufs),
+                format!(
+                    "{} is too few: the port rings, lcore caches and bursts need at least {need}",
+                    m.mbufs
+                ),
             ));
         }
         Ok(())
@@ -468,7 +601,9 @@ impl Config {
 
     /// Worker lcore ids (every configured lcore but the first).
     pub fn worker_lcores(&self) -> Vec<u32> {
-        parse_lcores(&self.eal.lcores).map(|l| l[1..].to_vec()).unwrap_or_default()
+        parse_lcores(&self.eal.lcores)
+            .map(|l| l[1..].to_vec())
+            .unwrap_or_default()
     }
 
     /// Index of the port named `name`.
@@ -476,7 +611,7 @@ impl Config {
         self.ports.iter().position(|p| p.name == name)
     }
 
-    /// The EAL arguments this configuration stands for (without argv[0]).
+    /// The EAL arguments this configuration stands for (without `argv[0]`).
     pub fn eal_args(&self) -> Vec<String> {
         let e = &self.eal;
         let mut a = vec!["-l".to_owned(), e.lcores.clone()];
@@ -492,7 +627,11 @@ impl Config {
         // No shared runtime config: this process is always a primary with its own files.
         a.push("--no-shconf".into());
         a.push("--file-prefix".into());
-        a.push(e.file_prefix.clone().unwrap_or_else(|| format!("appliance-{}", std::process::id())));
+        a.push(
+            e.file_prefix
+                .clone()
+                .unwrap_or_else(|| format!("appliance-{}", std::process::id())),
+        );
         a.push(format!("--log-level={}", e.log_level));
         for d in &e.driver_paths {
             a.extend(["-d".to_owned(), d.clone()]);

@@ -20,7 +20,11 @@ const DEMO_YAML: &str = include_str!("../../deploy/examples/demo.yaml");
 const DEMO_DIR: &str = "/tmp/appliance-demo";
 
 #[derive(Parser, Debug)]
-#[command(name = "appliance", version, about = "DPDK packet appliance: poll-mode run-to-completion pipeline")]
+#[command(
+    name = "appliance",
+    version,
+    about = "DPDK packet appliance: poll-mode run-to-completion pipeline"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -79,7 +83,7 @@ struct GenArgs {
     /// possible (pcap: 1 µs apart).
     #[arg(long)]
     rate_pps: Option<f64>,
-    /// With --pcap: also write one line per frame, "valid" or "malformed <kind> <drop reason>",
+    /// With --pcap: also write one line per frame, `valid` or `malformed <kind> <drop reason>`,
     /// the ground truth tests compare the appliance's counters with.
     #[arg(long, requires = "pcap")]
     kinds_out: Option<PathBuf>,
@@ -164,10 +168,14 @@ fn cmd_run(a: RunArgs) -> i32 {
 fn prepare_demo() -> Result<config::Config, String> {
     std::fs::create_dir_all(DEMO_DIR).map_err(|e| format!("cannot create {DEMO_DIR}: {e}"))?;
     let cfg = config::parse(DEMO_YAML).map_err(|e| format!("embedded demo config: {e}"))?;
-    for (file, seed, count, malformed) in [("in-west.pcap", 1u64, 20_000u64, 5u16), ("in-east.pcap", 2, 10_000, 5)] {
+    for (file, seed, count, malformed) in [
+        ("in-west.pcap", 1u64, 20_000u64, 5u16),
+        ("in-east.pcap", 2, 10_000, 5),
+    ] {
         let opts = demo_gen_options(seed, malformed)?;
         let path = PathBuf::from(DEMO_DIR).join(file);
-        let report = gen::write_pcap(&opts, count, None, &path).map_err(|e| format!("generating {}: {e}", path.display()))?;
+        let report = gen::write_pcap(&opts, count, None, &path)
+            .map_err(|e| format!("generating {}: {e}", path.display()))?;
         eprintln!(
             "appliance: demo input {}: {} frames ({} malformed on purpose), {} flows, IPv4+IPv6, TCP/UDP/ICMP, IMIX sizes",
             path.display(),
@@ -180,7 +188,11 @@ fn prepare_demo() -> Result<config::Config, String> {
 }
 
 /// Replays the generator (deterministic) and writes each frame's kind.
-fn write_kinds(opts: &gen::GenOptions, count: u64, path: &std::path::Path) -> Result<(), gen::GenError> {
+fn write_kinds(
+    opts: &gen::GenOptions,
+    count: u64,
+    path: &std::path::Path,
+) -> Result<(), gen::GenError> {
     use std::io::Write as _;
     let mut g = gen::FrameGenerator::new(opts)?;
     let mut buf = Vec::new();
@@ -189,11 +201,20 @@ fn write_kinds(opts: &gen::GenOptions, count: u64, path: &std::path::Path) -> Re
         match g.next_frame(&mut buf) {
             gen::FrameKind::Valid { .. } => out.push_str("valid\n"),
             gen::FrameKind::Malformed(k) => {
-                out.push_str(&format!("malformed {} {}\n", k.label(), k.expected_drop().label()));
+                out.push_str(&format!(
+                    "malformed {} {}\n",
+                    k.label(),
+                    k.expected_drop().label()
+                ));
             }
         }
     }
-    std::fs::File::create(path).and_then(|mut f| f.write_all(out.as_bytes())).map_err(|source| gen::GenError::Io { path: path.to_path_buf(), source })
+    std::fs::File::create(path)
+        .and_then(|mut f| f.write_all(out.as_bytes()))
+        .map_err(|source| gen::GenError::Io {
+            path: path.to_path_buf(),
+            source,
+        })
 }
 
 /// Parses generator options the way the command line would (so defaults stay in one place).
@@ -204,8 +225,16 @@ struct GenOptionsOnly {
 }
 
 fn demo_gen_options(seed: u64, malformed_permille: u16) -> Result<gen::GenOptions, String> {
-    let args = ["gen".to_owned(), "--flows=64".into(), "--size=imix".into(), format!("--seed={seed}"), format!("--malformed-permille={malformed_permille}")];
-    GenOptionsOnly::try_parse_from(args).map(|g| g.opts).map_err(|e| e.to_string())
+    let args = [
+        "gen".to_owned(),
+        "--flows=64".into(),
+        "--size=imix".into(),
+        format!("--seed={seed}"),
+        format!("--malformed-permille={malformed_permille}"),
+    ];
+    GenOptionsOnly::try_parse_from(args)
+        .map(|g| g.opts)
+        .map_err(|e| e.to_string())
 }
 
 fn cmd_gen(a: GenArgs) -> i32 {

@@ -30,7 +30,17 @@ pub struct Telemetry {
     pub started: Instant,
 }
 
-fn counter(enc: &mut DescriptorEncoder, name: &str, help: &str, series: &[(Vec<(&str, &str)>, u64)]) -> Result<(), FmtError> {
+/// Label pairs of one series.
+type Labels<'a> = Vec<(&'a str, &'a str)>;
+/// The series of one metric family: labels and value.
+type Series<'a, V> = Vec<(Labels<'a>, V)>;
+
+fn counter(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    series: &[(Labels<'_>, u64)],
+) -> Result<(), FmtError> {
     let mut m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
     for (labels, v) in series {
         ConstCounter::new(*v).encode(m.encode_family(&labels.as_slice())?)?;
@@ -38,7 +48,12 @@ fn counter(enc: &mut DescriptorEncoder, name: &str, help: &str, series: &[(Vec<(
     Ok(())
 }
 
-fn gauge(enc: &mut DescriptorEncoder, name: &str, help: &str, series: &[(Vec<(&str, &str)>, i64)]) -> Result<(), FmtError> {
+fn gauge(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    series: &[(Labels<'_>, i64)],
+) -> Result<(), FmtError> {
     let mut m = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
     for (labels, v) in series {
         ConstGauge::new(*v).encode(m.encode_family(&labels.as_slice())?)?;
@@ -51,33 +66,85 @@ impl prometheus_client::collector::Collector for Telemetry {
         let e = &mut enc;
         let version = env!("CARGO_PKG_VERSION");
         let dpdk = pmd_glue::dpdk_version();
-        gauge(e, "appliance_build_info", "Build information; the value is always 1.", &[(vec![("version", version), ("dpdk", dpdk.as_str())], 1)])?;
-        gauge(e, "appliance_uptime_seconds", "Seconds since the appliance started.", &[(vec![], self.started.elapsed().as_secs() as i64)])?;
+        gauge(
+            e,
+            "appliance_build_info",
+            "Build information; the value is always 1.",
+            &[(vec![("version", version), ("dpdk", dpdk.as_str())], 1)],
+        )?;
+        gauge(
+            e,
+            "appliance_uptime_seconds",
+            "Seconds since the appliance started.",
+            &[(vec![], self.started.elapsed().as_secs() as i64)],
+        )?;
 
         let totals = port_totals(&self.lcores, self.port_names.len());
-        let per_port = |f: &dyn Fn(&pipelines::stats::PortTotals) -> u64| -> Vec<(Vec<(&str, &str)>, u64)> {
-            self.port_names.iter().zip(&totals).map(|(n, t)| (vec![("port", n.as_str())], f(t))).collect()
-        };
-        counter(e, "appliance_port_rx_packets", "Packets received from the port by worker lcores.", &per_port(&|t| t.rx_packets))?;
-        counter(e, "appliance_port_rx_bytes", "Bytes received from the port by worker lcores (frames without FCS).", &per_port(&|t| t.rx_bytes))?;
-        counter(e, "appliance_port_tx_packets", "Packets the port's transmit queues accepted.", &per_port(&|t| t.tx_packets))?;
-        counter(e, "appliance_port_tx_bytes", "Bytes the port's transmit queues accepted.", &per_port(&|t| t.tx_bytes))?;
+        let per_port =
+            |f: &dyn Fn(&pipelines::stats::PortTotals) -> u64| -> Vec<(Vec<(&str, &str)>, u64)> {
+                self.port_names
+                    .iter()
+                    .zip(&totals)
+                    .map(|(n, t)| (vec![("port", n.as_str())], f(t)))
+                    .collect()
+            };
+        counter(
+            e,
+            "appliance_port_rx_packets",
+            "Packets received from the port by worker lcores.",
+            &per_port(&|t| t.rx_packets),
+        )?;
+        counter(
+            e,
+            "appliance_port_rx_bytes",
+            "Bytes received from the port by worker lcores (frames without FCS).",
+            &per_port(&|t| t.rx_bytes),
+        )?;
+        counter(
+            e,
+            "appliance_port_tx_packets",
+            "Packets the port's transmit queues accepted.",
+            &per_port(&|t| t.tx_packets),
+        )?;
+        counter(
+            e,
+            "appliance_port_tx_bytes",
+            "Bytes the port's transmit queues accepted.",
+            &per_port(&|t| t.tx_bytes),
+        )?;
         let mut drops = Vec::new();
         for (n, t) in self.port_names.iter().zip(&totals) {
             for r in DropReason::ALL {
-                drops.push((vec![("port", n.as_str()), ("reason", r.label())], t.drops[r.index()]));
+                drops.push((
+                    vec![("port", n.as_str()), ("reason", r.label())],
+                    t.drops[r.index()],
+                ));
             }
         }
-        counter(e, "appliance_port_drops", "Packets dropped, by port and reason (see the reason list in the README).", &drops)?;
+        counter(
+            e,
+            "appliance_port_drops",
+            "Packets dropped, by port and reason (see the reason list in the README).",
+            &drops,
+        )?;
 
         // Device counters, read from DPDK now.
-        let mut dev: [Vec<(Vec<(&str, &str)>, u64)>; 8] = Default::default();
+        let mut dev: [Series<'_, u64>; 8] = Default::default();
         let mut link_up = Vec::new();
         let mut link_speed = Vec::new();
         let mut xstats_owned = Vec::new();
         for (n, r) in self.port_names.iter().zip(&self.readers) {
             if let Ok(s) = r.stats() {
-                let vals = [s.ipackets, s.opackets, s.ibytes, s.obytes, s.imissed, s.ierrors, s.oerrors, s.rx_nombuf];
+                let vals = [
+                    s.ipackets,
+                    s.opackets,
+                    s.ibytes,
+                    s.obytes,
+                    s.imissed,
+                    s.ierrors,
+                    s.oerrors,
+                    s.rx_nombuf,
+                ];
                 for (d, v) in dev.iter_mut().zip(vals) {
                     d.push((vec![("port", n.as_str())], v));
                 }
@@ -91,33 +158,90 @@ impl prometheus_client::collector::Collector for Telemetry {
             }
         }
         let names = [
-            ("appliance_port_dev_rx_packets", "Packets the device received (rte_eth_stats.ipackets)."),
-            ("appliance_port_dev_tx_packets", "Packets the device sent (rte_eth_stats.opackets)."),
-            ("appliance_port_dev_rx_bytes", "Bytes the device received (rte_eth_stats.ibytes)."),
-            ("appliance_port_dev_tx_bytes", "Bytes the device sent (rte_eth_stats.obytes)."),
-            ("appliance_port_dev_rx_missed", "Packets the device dropped because receive queues were full (imissed)."),
-            ("appliance_port_dev_rx_errors", "Erroneous packets the device received (ierrors)."),
-            ("appliance_port_dev_tx_errors", "Packets the device failed to send (oerrors)."),
-            ("appliance_port_dev_rx_nombuf", "Receive mbuf allocation failures (rx_nombuf)."),
+            (
+                "appliance_port_dev_rx_packets",
+                "Packets the device received (rte_eth_stats.ipackets).",
+            ),
+            (
+                "appliance_port_dev_tx_packets",
+                "Packets the device sent (rte_eth_stats.opackets).",
+            ),
+            (
+                "appliance_port_dev_rx_bytes",
+                "Bytes the device received (rte_eth_stats.ibytes).",
+            ),
+            (
+                "appliance_port_dev_tx_bytes",
+                "Bytes the device sent (rte_eth_stats.obytes).",
+            ),
+            (
+                "appliance_port_dev_rx_missed",
+                "Packets the device dropped because receive queues were full (imissed).",
+            ),
+            (
+                "appliance_port_dev_rx_errors",
+                "Erroneous packets the device received (ierrors).",
+            ),
+            (
+                "appliance_port_dev_tx_errors",
+                "Packets the device failed to send (oerrors).",
+            ),
+            (
+                "appliance_port_dev_rx_nombuf",
+                "Receive mbuf allocation failures (rx_nombuf).",
+            ),
         ];
         for ((name, help), series) in names.iter().zip(&dev) {
             counter(e, name, help, series)?;
         }
-        gauge(e, "appliance_port_link_up", "1 when the port's link is up.", &link_up)?;
-        gauge(e, "appliance_port_link_speed_mbps", "Link speed in Mbit/s as the device reports it.", &link_speed)?;
-        let xs: Vec<(Vec<(&str, &str)>, u64)> = xstats_owned
+        gauge(
+            e,
+            "appliance_port_link_up",
+            "1 when the port's link is up.",
+            &link_up,
+        )?;
+        gauge(
+            e,
+            "appliance_port_link_speed_mbps",
+            "Link speed in Mbit/s as the device reports it.",
+            &link_speed,
+        )?;
+        let xs: Series<'_, u64> = xstats_owned
             .iter()
-            .flat_map(|(port, list)| list.iter().map(move |(name, v)| (vec![("port", *port), ("xstat", name.as_str())], *v)))
+            .flat_map(|(port, list)| {
+                list.iter()
+                    .map(move |(name, v)| (vec![("port", *port), ("xstat", name.as_str())], *v))
+            })
             .collect();
-        counter(e, "appliance_port_xstats", "DPDK extended statistics of the port, by driver-defined name.", &xs)?;
+        counter(
+            e,
+            "appliance_port_xstats",
+            "DPDK extended statistics of the port, by driver-defined name.",
+            &xs,
+        )?;
 
         let per_lcore = |f: &dyn Fn(&LcoreStats) -> u64| -> Vec<(Vec<(&str, String)>, u64)> {
-            self.lcores.iter().map(|l| (vec![("lcore", l.lcore.to_string())], f(l))).collect()
+            self.lcores
+                .iter()
+                .map(|l| (vec![("lcore", l.lcore.to_string())], f(l)))
+                .collect()
         };
         for (name, help, series) in [
-            ("appliance_lcore_polls", "Poll rounds over the lcore's receive queues.", per_lcore(&|l| l.polls.get())),
-            ("appliance_lcore_busy_polls", "Poll rounds that received at least one packet.", per_lcore(&|l| l.busy_polls.get())),
-            ("appliance_lcore_packets", "Packets the lcore received and processed.", per_lcore(&|l| l.packets.get())),
+            (
+                "appliance_lcore_polls",
+                "Poll rounds over the lcore's receive queues.",
+                per_lcore(&|l| l.polls.get()),
+            ),
+            (
+                "appliance_lcore_busy_polls",
+                "Poll rounds that received at least one packet.",
+                per_lcore(&|l| l.busy_polls.get()),
+            ),
+            (
+                "appliance_lcore_packets",
+                "Packets the lcore received and processed.",
+                per_lcore(&|l| l.packets.get()),
+            ),
         ] {
             let mut m = e.encode_descriptor(name, help, None, MetricType::Counter)?;
             for (labels, v) in &series {
@@ -125,9 +249,29 @@ impl prometheus_client::collector::Collector for Telemetry {
             }
         }
 
-        let pools: Vec<(String, u32, u32)> = self.pools.iter().map(|p| (p.name().to_owned(), p.size(), p.available())).collect();
-        gauge(e, "appliance_mempool_size", "Mbufs in the pool.", &pools.iter().map(|(n, s, _)| (vec![("pool", n.as_str())], i64::from(*s))).collect::<Vec<_>>())?;
-        gauge(e, "appliance_mempool_available", "Mbufs free in the pool (including lcore caches).", &pools.iter().map(|(n, _, a)| (vec![("pool", n.as_str())], i64::from(*a))).collect::<Vec<_>>())?;
+        let pools: Vec<(String, u32, u32)> = self
+            .pools
+            .iter()
+            .map(|p| (p.name().to_owned(), p.size(), p.available()))
+            .collect();
+        gauge(
+            e,
+            "appliance_mempool_size",
+            "Mbufs in the pool.",
+            &pools
+                .iter()
+                .map(|(n, s, _)| (vec![("pool", n.as_str())], i64::from(*s)))
+                .collect::<Vec<_>>(),
+        )?;
+        gauge(
+            e,
+            "appliance_mempool_available",
+            "Mbufs free in the pool (including lcore caches).",
+            &pools
+                .iter()
+                .map(|(n, _, a)| (vec![("pool", n.as_str())], i64::from(*a)))
+                .collect::<Vec<_>>(),
+        )?;
         Ok(())
     }
 }
@@ -140,7 +284,7 @@ pub struct MetricsServer {
     pub addr: SocketAddr,
 }
 
-/// Renders the exposition text for `registry`.
+/// Renders the OpenMetrics exposition for `registry`.
 pub fn render(registry: &Registry) -> String {
     let mut out = String::with_capacity(16 * 1024);
     if prometheus_client::encoding::text::encode(&mut out, registry).is_err() {
@@ -149,14 +293,51 @@ pub fn render(registry: &Registry) -> String {
     out
 }
 
+/// Converts the OpenMetrics text this module produces (counters and gauges only) into the
+/// classic Prometheus text format 0.0.4: counter families are named with their `_total`
+/// suffix in HELP/TYPE, empty label sets are dropped, and there is no `# EOF`. Served to
+/// scrapers that do not ask for OpenMetrics (and what `promtool check metrics` lints).
+pub fn to_prometheus_text(openmetrics: &str) -> String {
+    let mut out = String::with_capacity(openmetrics.len());
+    let mut pending_help: Option<(&str, &str)> = None;
+    for line in openmetrics.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            pending_help = rest.split_once(' ').or(Some((rest, "")));
+        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap_or((rest, "untyped"));
+            let full = if kind == "counter" {
+                format!("{name}_total")
+            } else {
+                name.to_owned()
+            };
+            if let Some((_, help)) = pending_help.take() {
+                out.push_str(&format!("# HELP {full} {help}\n"));
+            }
+            out.push_str(&format!("# TYPE {full} {kind}\n"));
+        } else if line.starts_with("# ") {
+            // `# EOF` and `# UNIT` have no classic equivalent.
+        } else if let Some((name, value)) = line.split_once("{} ") {
+            out.push_str(&format!("{name} {value}\n"));
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
 /// Binds the metrics socket (done before DPDK starts, so a taken address fails early).
 pub fn bind(listen: SocketAddr) -> Result<tiny_http::Server, String> {
-    tiny_http::Server::http(listen).map_err(|e| format!("`metrics.listen`: cannot listen on {listen}: {e}"))
+    tiny_http::Server::http(listen)
+        .map_err(|e| format!("`metrics.listen`: cannot listen on {listen}: {e}"))
 }
 
 /// Serves `/metrics` from `server` in a control thread (not an EAL lcore).
 pub fn serve(server: tiny_http::Server, telemetry: Telemetry) -> MetricsServer {
-    let addr = server.server_addr().to_ip().unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+    let addr = server
+        .server_addr()
+        .to_ip()
+        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
     let server = Arc::new(server);
     let mut registry = Registry::default();
     registry.register_collector(Box::new(telemetry));
@@ -164,24 +345,45 @@ pub fn serve(server: tiny_http::Server, telemetry: Telemetry) -> MetricsServer {
     let thread = std::thread::Builder::new()
         .name("metrics".into())
         .spawn(move || {
-            let ct = tiny_http::Header::from_bytes("Content-Type", "application/openmetrics-text; version=1.0.0; charset=utf-8")
-                .expect("static header");
+            let header =
+                |v: &str| tiny_http::Header::from_bytes("Content-Type", v).expect("static header");
+            let openmetrics = header("application/openmetrics-text; version=1.0.0; charset=utf-8");
+            let classic = header("text/plain; version=0.0.4; charset=utf-8");
             for req in s.incoming_requests() {
+                let wants_openmetrics = req.headers().iter().any(|h| {
+                    h.field.equiv("Accept")
+                        && h.value.as_str().contains("application/openmetrics-text")
+                });
                 let resp = match (req.method(), req.url()) {
-                    (tiny_http::Method::Get, "/metrics") => tiny_http::Response::from_string(render(&registry)).with_header(ct.clone()),
-                    (tiny_http::Method::Get, "/") => tiny_http::Response::from_string("appliance: GET /metrics\n"),
+                    (tiny_http::Method::Get, "/metrics") if wants_openmetrics => {
+                        tiny_http::Response::from_string(render(&registry))
+                            .with_header(openmetrics.clone())
+                    }
+                    (tiny_http::Method::Get, "/metrics") => {
+                        tiny_http::Response::from_string(to_prometheus_text(&render(&registry)))
+                            .with_header(classic.clone())
+                    }
+                    (tiny_http::Method::Get, "/") => {
+                        tiny_http::Response::from_string("appliance: GET /metrics\n")
+                    }
                     _ => tiny_http::Response::from_string("not found\n").with_status_code(404),
                 };
                 let _ = req.respond(resp);
             }
         })
         .ok();
-    MetricsServer { server, thread, addr }
+    MetricsServer {
+        server,
+        thread,
+        addr,
+    }
 }
 
 impl std::fmt::Debug for MetricsServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MetricsServer").field("addr", &self.addr).finish()
+        f.debug_struct("MetricsServer")
+            .field("addr", &self.addr)
+            .finish()
     }
 }
 
@@ -192,5 +394,22 @@ impl MetricsServer {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::to_prometheus_text;
+
+    #[test]
+    fn openmetrics_counters_become_classic_total_families() {
+        let om = "# HELP a_packets Packets seen.\n# TYPE a_packets counter\na_packets_total{port=\"x\"} 5\n\
+                  # HELP up Seconds up.\n# TYPE up gauge\nup{} 3\n# EOF\n";
+        let classic = to_prometheus_text(om);
+        assert_eq!(
+            classic,
+            "# HELP a_packets_total Packets seen.\n# TYPE a_packets_total counter\na_packets_total{port=\"x\"} 5\n\
+             # HELP up Seconds up.\n# TYPE up gauge\nup 3\n"
+        );
     }
 }

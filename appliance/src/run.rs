@@ -38,7 +38,10 @@ pub struct StartupError {
 }
 
 fn startup(message: impl Into<String>) -> StartupError {
-    StartupError { code: exit::STARTUP, message: message.into() }
+    StartupError {
+        code: exit::STARTUP,
+        message: message.into(),
+    }
 }
 
 /// Sets the stop flag when dropped: on a normal return and while unwinding from a panic, so one
@@ -53,10 +56,21 @@ impl Drop for StopOnDrop {
 
 /// Builds the pipeline generation (ports and forwarding table) from the configuration.
 pub fn build_generation(cfg: &Config) -> Generation {
-    let mut ports: Vec<PortPipeline> =
-        cfg.ports.iter().map(|p| PortPipeline { name: p.name.clone(), ..Default::default() }).collect();
+    let mut ports: Vec<PortPipeline> = cfg
+        .ports
+        .iter()
+        .map(|p| PortPipeline {
+            name: p.name.clone(),
+            ..Default::default()
+        })
+        .collect();
     for f in &cfg.forwarding {
-        let (Some(from), action) = (cfg.port_index(&f.from), f.action.unwrap_or(ForwardAction::Forward)) else { continue };
+        let (Some(from), action) = (
+            cfg.port_index(&f.from),
+            f.action.unwrap_or(ForwardAction::Forward),
+        ) else {
+            continue;
+        };
         ports[from].forward = match (action, f.to.as_deref().and_then(|t| cfg.port_index(t))) {
             (ForwardAction::Drop, _) => Forward::Drop,
             (ForwardAction::Forward, Some(to)) => Forward::To(PortIndex(to as u16)),
@@ -97,13 +111,24 @@ pub fn run(cfg: &Config) -> Result<(Summary, i32), StartupError> {
     // Bind the metrics socket before DPDK starts, so a taken port fails with nothing started.
     let listener = match &cfg.metrics.listen {
         Some(l) => {
-            let addr: SocketAddr = l.parse().map_err(|_| StartupError { code: exit::CONFIG, message: format!("`metrics.listen`: {l:?} is not address:port") })?;
-            Some(crate::metrics::bind(addr).map_err(|m| StartupError { code: exit::CONFIG, message: m })?)
+            let addr: SocketAddr = l.parse().map_err(|_| StartupError {
+                code: exit::CONFIG,
+                message: format!("`metrics.listen`: {l:?} is not address:port"),
+            })?;
+            Some(crate::metrics::bind(addr).map_err(|m| StartupError {
+                code: exit::CONFIG,
+                message: m,
+            })?)
         }
         None => None,
     };
 
-    let eal = Eal::init("appliance", &cfg.eal_args()).map_err(|e| startup(format!("{e}\n  EAL arguments: {}", cfg.eal_args().join(" "))))?;
+    let eal = Eal::init("appliance", &cfg.eal_args()).map_err(|e| {
+        startup(format!(
+            "{e}\n  EAL arguments: {}",
+            cfg.eal_args().join(" ")
+        ))
+    })?;
     // From here on, errors return through `bring_up`'s caller, which tears down what exists.
     let result = bring_up_and_run(cfg, &stop, listener, started);
     let cleanup = eal.cleanup();
@@ -125,12 +150,33 @@ fn bring_up_and_run(
     let want: Vec<u32> = cfg.worker_lcores();
     let workers: Vec<LcoreId> = lcore::worker_lcores();
     if workers.iter().map(|l| l.0).collect::<Vec<_>>() != want {
-        return Err(startup(format!("EAL enabled worker lcores {workers:?}, configuration asked for {want:?} (eal.lcores)")));
+        return Err(startup(format!(
+            "EAL enabled worker lcores {workers:?}, configuration asked for {want:?} (eal.lcores)"
+        )));
     }
     let socket = lcore::socket_of(lcore::main_lcore());
-    let pool = Mempool::pktmbuf("mbuf_pool", cfg.mempool.mbufs, cfg.mempool.cache, cfg.mempool.data_room, socket)
-        .or_else(|_| Mempool::pktmbuf("mbuf_pool", cfg.mempool.mbufs, cfg.mempool.cache, cfg.mempool.data_room, SocketId::ANY))
-        .map_err(|e| startup(format!("mempool ({} mbufs of {} bytes): {e}", cfg.mempool.mbufs, cfg.mempool.data_room)))?;
+    let pool = Mempool::pktmbuf(
+        "mbuf_pool",
+        cfg.mempool.mbufs,
+        cfg.mempool.cache,
+        cfg.mempool.data_room,
+        socket,
+    )
+    .or_else(|_| {
+        Mempool::pktmbuf(
+            "mbuf_pool",
+            cfg.mempool.mbufs,
+            cfg.mempool.cache,
+            cfg.mempool.data_room,
+            SocketId::ANY,
+        )
+    })
+    .map_err(|e| {
+        startup(format!(
+            "mempool ({} mbufs of {} bytes): {e}",
+            cfg.mempool.mbufs, cfg.mempool.data_room
+        ))
+    })?;
 
     let gen = build_generation(cfg);
     let targets = tx_targets(&gen);
@@ -138,13 +184,20 @@ fn bring_up_and_run(
 
     // Ports: configure and start; any failure drops (stops and closes) the ones already up.
     let mut ports: Vec<Port> = Vec::with_capacity(cfg.ports.len());
-    let mut rx_assign: Vec<Vec<(PortIndex, pmd_glue::RxQueue)>> = (0..nworkers).map(|_| Vec::new()).collect();
-    let mut tx_assign: Vec<Vec<Option<pmd_glue::TxQueue>>> = (0..nworkers).map(|_| (0..cfg.ports.len()).map(|_| None).collect()).collect();
+    let mut rx_assign: Vec<Vec<(PortIndex, pmd_glue::RxQueue)>> =
+        (0..nworkers).map(|_| Vec::new()).collect();
+    let mut tx_assign: Vec<Vec<Option<pmd_glue::TxQueue>>> = (0..nworkers)
+        .map(|_| (0..cfg.ports.len()).map(|_| None).collect())
+        .collect();
     let mut rr = 0usize;
     for (i, pc) in cfg.ports.iter().enumerate() {
         let at = |m: String| startup(format!("ports[{i}] ({}): {m}", pc.name));
-        let mut port = Port::by_name(&dpdk_device_name(&pc.device))
-            .map_err(|e| at(format!("device {:?} not found: {e}. Is its driver loaded? (see README: virtual devices)", pc.device)))?;
+        let mut port = Port::by_name(&dpdk_device_name(&pc.device)).map_err(|e| {
+            at(format!(
+                "device {:?} not found: {e}. Is its driver loaded? (see README: virtual devices)",
+                pc.device
+            ))
+        })?;
         let tx_queues = if targets[i] { nworkers as u16 } else { 0 };
         let conf = DevPortConfig {
             rx_queues: pc.rx_queues,
@@ -154,7 +207,8 @@ fn bring_up_and_run(
             promiscuous: pc.promiscuous,
             mtu: pc.mtu,
         };
-        port.configure(&conf, &pool).map_err(|e| at(e.to_string()))?;
+        port.configure(&conf, &pool)
+            .map_err(|e| at(e.to_string()))?;
         port.start().map_err(|e| at(e.to_string()))?;
         let (rxq, txq) = port.take_queues().map_err(|e| at(e.to_string()))?;
         for q in rxq {
@@ -174,14 +228,34 @@ fn bring_up_and_run(
     for ((lc, rx), tx) in workers.iter().zip(rx_assign).zip(tx_assign) {
         let (writer, reader) = StatsWriter::new(lc.0, cfg.ports.len());
         lcore_stats.push(reader);
-        jobs.push((*lc, Worker { rx, tx, generation: cell.reader(), stats: writer, stop: stop.clone(), drain_ticks: drain_ticks.max(1) }));
+        jobs.push((
+            *lc,
+            Worker {
+                rx,
+                tx,
+                generation: cell.reader(),
+                stats: writer,
+                stop: stop.clone(),
+                drain_ticks: drain_ticks.max(1),
+            },
+        ));
     }
 
-    let readers = ports.iter().map(|p| p.stats_reader()).collect::<Result<Vec<_>, _>>().map_err(|e| startup(e.to_string()))?;
+    let readers = ports
+        .iter()
+        .map(|p| p.stats_reader())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| startup(e.to_string()))?;
     let metrics: Option<MetricsServer> = listener.map(|l| {
         crate::metrics::serve(
             l,
-            Telemetry { port_names: cfg.ports.iter().map(|p| p.name.clone()).collect(), readers: readers.clone(), lcores: lcore_stats.clone(), pools: vec![pool.clone()], started },
+            Telemetry {
+                port_names: cfg.ports.iter().map(|p| p.name.clone()).collect(),
+                readers: readers.clone(),
+                lcores: lcore_stats.clone(),
+                pools: vec![pool.clone()],
+                started,
+            },
         )
     });
     if let Some(m) = &metrics {
@@ -212,7 +286,10 @@ fn bring_up_and_run(
     );
 
     // Control loop: stop on signal, duration, idleness or a worker's exit.
-    let deadline = cfg.run.duration_s.map(|s| started + Duration::from_secs_f64(s));
+    let deadline = cfg
+        .run
+        .duration_s
+        .map(|s| started + Duration::from_secs_f64(s));
     let idle = cfg.run.exit_when_idle_ms.map(Duration::from_millis);
     let mut last_rx = 0u64;
     let mut last_change = Instant::now();
@@ -242,7 +319,10 @@ fn bring_up_and_run(
             panics.push(p.to_string());
         }
     }
-    let dev_stats: Vec<_> = readers.iter().map(|r| r.stats().unwrap_or_default()).collect();
+    let dev_stats: Vec<_> = readers
+        .iter()
+        .map(|r| r.stats().unwrap_or_default())
+        .collect();
     if let Some(m) = metrics {
         m.stop();
     }
@@ -254,7 +334,12 @@ fn bring_up_and_run(
         }
     }
     let totals = port_totals(&lcore_stats, cfg.ports.len());
-    let pools = vec![PoolSummary { name: pool.name().to_owned(), size: pool.size(), available: pool.available(), in_use: pool.in_use() }];
+    let pools = vec![PoolSummary {
+        name: pool.name().to_owned(),
+        size: pool.size(),
+        available: pool.available(),
+        in_use: pool.in_use(),
+    }];
     let leaked: u64 = pools.iter().map(|p| u64::from(p.in_use)).sum();
     drop(pool);
     let summary = Summary {
@@ -268,12 +353,21 @@ fn bring_up_and_run(
             .collect(),
         lcores: lcore_stats
             .iter()
-            .map(|l| LcoreSummary { lcore: l.lcore, polls: l.polls.get(), busy_polls: l.busy_polls.get(), packets: l.packets.get() })
+            .map(|l| LcoreSummary {
+                lcore: l.lcore,
+                polls: l.polls.get(),
+                busy_polls: l.busy_polls.get(),
+                packets: l.packets.get(),
+            })
             .collect(),
         mempools: pools,
         leaked_mbufs: leaked,
         worker_panics: panics.clone(),
-        errors: port_errors.iter().cloned().chain(launch_error.iter().map(|e| e.to_string())).collect(),
+        errors: port_errors
+            .iter()
+            .cloned()
+            .chain(launch_error.iter().map(|e| e.to_string()))
+            .collect(),
     };
     let code = if !panics.is_empty() {
         exit::WORKER_PANIC

@@ -43,7 +43,11 @@ pub struct PortSummary {
 impl PortSummary {
     /// Builds a port's summary.
     pub fn new(pc: &PortConfig, t: &PortTotals, d: &PortStats) -> Self {
-        let drops = DropReason::ALL.iter().filter(|r| t.drops[r.index()] > 0).map(|r| (r.label(), t.drops[r.index()])).collect();
+        let drops = DropReason::ALL
+            .iter()
+            .filter(|r| t.drops[r.index()] > 0)
+            .map(|r| (r.label(), t.drops[r.index()]))
+            .collect();
         let output_pcap = pc
             .args
             .as_deref()
@@ -118,11 +122,23 @@ impl Summary {
     /// The human-readable report.
     pub fn render(&self) -> String {
         let mut s = String::new();
-        let _ = writeln!(s, "\n==== appliance summary ({:.2} s) ====", self.duration_s);
-        let _ = writeln!(s, "{:<12} {:>12} {:>14} {:>12} {:>14} {:>10}", "port", "rx-packets", "rx-bytes", "tx-packets", "tx-bytes", "drops");
+        let _ = writeln!(
+            s,
+            "\n==== appliance summary ({:.2} s) ====",
+            self.duration_s
+        );
+        let _ = writeln!(
+            s,
+            "{:<12} {:>12} {:>14} {:>12} {:>14} {:>10}",
+            "port", "rx-packets", "rx-bytes", "tx-packets", "tx-bytes", "drops"
+        );
         for p in &self.ports {
             let drops: u64 = p.drops.values().sum();
-            let _ = writeln!(s, "{:<12} {:>12} {:>14} {:>12} {:>14} {:>10}", p.name, p.rx_packets, p.rx_bytes, p.tx_packets, p.tx_bytes, drops);
+            let _ = writeln!(
+                s,
+                "{:<12} {:>12} {:>14} {:>12} {:>14} {:>10}",
+                p.name, p.rx_packets, p.rx_bytes, p.tx_packets, p.tx_bytes, drops
+            );
             for (r, n) in &p.drops {
                 let _ = writeln!(s, "{:<12}   drop {r}: {n}", "");
             }
@@ -134,17 +150,45 @@ impl Summary {
                 );
             }
         }
-        let _ = writeln!(s, "{:<12} {:>12} {:>12} {:>8} {:>12}", "lcore", "polls", "busy-polls", "busy%", "packets");
+        let _ = writeln!(
+            s,
+            "{:<12} {:>12} {:>12} {:>8} {:>12}",
+            "lcore", "polls", "busy-polls", "busy%", "packets"
+        );
         for l in &self.lcores {
-            let pct = if l.polls == 0 { 0.0 } else { 100.0 * l.busy_polls as f64 / l.polls as f64 };
-            let _ = writeln!(s, "{:<12} {:>12} {:>12} {:>7.1}% {:>12}", l.lcore, l.polls, l.busy_polls, pct, l.packets);
+            let pct = if l.polls == 0 {
+                0.0
+            } else {
+                100.0 * l.busy_polls as f64 / l.polls as f64
+            };
+            let _ = writeln!(
+                s,
+                "{:<12} {:>12} {:>12} {:>7.1}% {:>12}",
+                l.lcore, l.polls, l.busy_polls, pct, l.packets
+            );
         }
         for m in &self.mempools {
-            let state = if m.in_use == 0 { "all mbufs returned".to_owned() } else { format!("LEAK: {} mbufs not returned", m.in_use) };
-            let _ = writeln!(s, "mempool {}: {}/{} free ({state})", m.name, m.available, m.size);
+            let state = if m.in_use == 0 {
+                "all mbufs returned".to_owned()
+            } else {
+                format!("LEAK: {} mbufs not returned", m.in_use)
+            };
+            let _ = writeln!(
+                s,
+                "mempool {}: {}/{} free ({state})",
+                m.name, m.available, m.size
+            );
         }
-        for p in self.ports.iter().filter_map(|p| p.output_pcap.as_ref().map(|o| (p, o))) {
-            let _ = writeln!(s, "output capture of port {}: {} (tcpdump -nn -r {})", p.0.name, p.1, p.1);
+        for p in self
+            .ports
+            .iter()
+            .filter_map(|p| p.output_pcap.as_ref().map(|o| (p, o)))
+        {
+            let _ = writeln!(
+                s,
+                "output capture of port {}: {} (tcpdump -nn -r {})",
+                p.0.name, p.1, p.1
+            );
         }
         for e in self.worker_panics.iter().chain(&self.errors) {
             let _ = writeln!(s, "error: {e}");

@@ -15,10 +15,19 @@ use std::time::{Duration, Instant};
 const MAX_TEMPLATES: u64 = 8192;
 
 /// Transmits `count` frames (0 = until interrupted) on `port_name`. Returns the exit code.
-pub fn transmit(cfg: &Config, port_name: &str, opts: &GenOptions, count: u64, rate_pps: Option<f64>) -> i32 {
+pub fn transmit(
+    cfg: &Config,
+    port_name: &str,
+    opts: &GenOptions,
+    count: u64,
+    rate_pps: Option<f64>,
+) -> i32 {
     let Some(pc) = cfg.ports.iter().find(|p| p.name == port_name) else {
         let names: Vec<_> = cfg.ports.iter().map(|p| p.name.as_str()).collect();
-        eprintln!("appliance gen: --port {port_name:?} is not a port of the configuration; ports are: {}", names.join(", "));
+        eprintln!(
+            "appliance gen: --port {port_name:?} is not a port of the configuration; ports are: {}",
+            names.join(", ")
+        );
         return exit::CONFIG;
     };
     if let Some(r) = rate_pps {
@@ -34,7 +43,11 @@ pub fn transmit(cfg: &Config, port_name: &str, opts: &GenOptions, count: u64, ra
             return exit::CONFIG;
         }
     };
-    let templates: Vec<Vec<u8>> = (0..if count == 0 { MAX_TEMPLATES } else { count.min(MAX_TEMPLATES) })
+    let templates: Vec<Vec<u8>> = (0..if count == 0 {
+        MAX_TEMPLATES
+    } else {
+        count.min(MAX_TEMPLATES)
+    })
         .map(|_| {
             let mut b = Vec::new();
             fgen.next_frame(&mut b);
@@ -74,7 +87,13 @@ fn transmit_with_eal(
         eprintln!("appliance gen: eal.lcores must include a worker lcore");
         return exit::CONFIG;
     };
-    let pool = match Mempool::pktmbuf("gen_pool", cfg.mempool.mbufs, cfg.mempool.cache, cfg.mempool.data_room, SocketId::ANY) {
+    let pool = match Mempool::pktmbuf(
+        "gen_pool",
+        cfg.mempool.mbufs,
+        cfg.mempool.cache,
+        cfg.mempool.data_room,
+        SocketId::ANY,
+    ) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("appliance gen: {e}");
@@ -88,8 +107,18 @@ fn transmit_with_eal(
             return exit::STARTUP;
         }
     };
-    let conf = DevPortConfig { rx_queues: 1, tx_queues: 1, rx_desc: pc.rx_desc, tx_desc: pc.tx_desc, promiscuous: false, mtu: pc.mtu };
-    let queues = port.configure(&conf, &pool).and_then(|_| port.start()).and_then(|_| port.take_queues());
+    let conf = DevPortConfig {
+        rx_queues: 1,
+        tx_queues: 1,
+        rx_desc: pc.rx_desc,
+        tx_desc: pc.tx_desc,
+        promiscuous: false,
+        mtu: pc.mtu,
+    };
+    let queues = port
+        .configure(&conf, &pool)
+        .and_then(|_| port.start())
+        .and_then(|_| port.take_queues());
     let (rxq, mut txq) = match queues {
         Ok((rx, tx)) => (rx, tx),
         Err(e) => {
@@ -106,12 +135,19 @@ fn transmit_with_eal(
     let sent = Arc::new(AtomicU64::new(0));
     let sent_bytes = Arc::new(AtomicU64::new(0));
     let alloc_fail = Arc::new(AtomicU64::new(0));
-    let (s2, b2, a2, stop2, pool2) = (sent.clone(), sent_bytes.clone(), alloc_fail.clone(), stop.clone(), pool.clone());
+    let (s2, b2, a2, stop2, pool2) = (
+        sent.clone(),
+        sent_bytes.clone(),
+        alloc_fail.clone(),
+        stop.clone(),
+        pool.clone(),
+    );
     let hz = pmd_glue::tsc_hz().max(1);
     let started = Instant::now();
     let job = lcore::launch(worker, move || {
         // Single writer of these three counters: plain load/store, no RMW.
-        let bump = |c: &AtomicU64, n: u64| c.store(c.load(Ordering::Relaxed) + n, Ordering::Relaxed);
+        let bump =
+            |c: &AtomicU64, n: u64| c.store(c.load(Ordering::Relaxed) + n, Ordering::Relaxed);
         let mut buf = TxBuffer::new();
         let mut i = 0usize;
         let mut total = 0u64;
@@ -172,7 +208,10 @@ fn transmit_with_eal(
     stop.store(true, Ordering::Relaxed);
     let result = job.wait();
     let secs = started.elapsed().as_secs_f64().max(1e-9);
-    let (s, b) = (sent.load(Ordering::Relaxed), sent_bytes.load(Ordering::Relaxed));
+    let (s, b) = (
+        sent.load(Ordering::Relaxed),
+        sent_bytes.load(Ordering::Relaxed),
+    );
     println!(
         "gen: sent {s} frames, {b} bytes on port {} in {secs:.3} s: {:.3} Mpps, {:.3} Gbit/s (allocation failures: {})",
         pc.name,

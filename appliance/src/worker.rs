@@ -34,7 +34,10 @@ struct TxSide {
 impl TxSide {
     #[inline]
     fn flush(&mut self, port: usize, stats: &mut StatsWriter) {
-        let (Some(buf), Some(Some(q))) = (self.bufs.get_mut(port), self.queues.get_mut(port)) else { return };
+        let (Some(buf), Some(Some(q))) = (self.bufs.get_mut(port), self.queues.get_mut(port))
+        else {
+            return;
+        };
         let (sent, bytes, dropped) = q.flush(buf);
         let p = PortIndex(port as u16);
         if sent > 0 {
@@ -82,8 +85,18 @@ impl Sink<Mbuf> for WorkerSink<'_> {
 impl Worker {
     /// Polls until `stop` is set, then flushes what is buffered. Returns 0.
     pub fn run(self) -> i32 {
-        let Worker { mut rx, tx, mut generation, mut stats, stop, drain_ticks } = self;
-        let mut txs = TxSide { bufs: (0..tx.len()).map(|_| TxBuffer::new()).collect(), queues: tx };
+        let Worker {
+            mut rx,
+            tx,
+            mut generation,
+            mut stats,
+            stop,
+            drain_ticks,
+        } = self;
+        let mut txs = TxSide {
+            bufs: (0..tx.len()).map(|_| TxBuffer::new()).collect(),
+            queues: tx,
+        };
         let mut burst = Burst::new();
         let mut last_drain = pmd_glue::tsc();
         while !stop.load(Ordering::Relaxed) {

@@ -74,7 +74,10 @@ mod tests {
         for (i, r) in DropReason::ALL.iter().enumerate() {
             assert_eq!(r.index(), i);
             assert!(seen.insert(r.label()), "duplicate label {}", r.label());
-            assert!(r.label().bytes().all(|b| b.is_ascii_lowercase() || b == b'_' || b.is_ascii_digit()));
+            assert!(r
+                .label()
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b == b'_' || b.is_ascii_digit()));
             assert!(r.help().ends_with('.'));
         }
         assert_eq!(DropReason::COUNT, DropReason::ALL.len());

@@ -30,7 +30,10 @@ pub struct VecPacket {
 impl VecPacket {
     /// A packet holding `bytes` with no RSS hash.
     pub fn new(bytes: impl Into<Vec<u8>>) -> Self {
-        Self { bytes: bytes.into(), rss: None }
+        Self {
+            bytes: bytes.into(),
+            rss: None,
+        }
     }
 }
 

@@ -146,14 +146,20 @@ impl Generation {
     /// Checks that every port reference points at a port of this generation.
     pub fn validate(&self) -> Result<(), GenerationError> {
         if self.ports.len() > usize::from(u16::MAX) {
-            return Err(GenerationError(format!("{} ports: at most {} allowed", self.ports.len(), u16::MAX)));
+            return Err(GenerationError(format!(
+                "{} ports: at most {} allowed",
+                self.ports.len(),
+                u16::MAX
+            )));
         }
         let n = self.ports.len();
         let check = |p: PortIndex, what: &str| {
             if usize::from(p.0) < n {
                 Ok(())
             } else {
-                Err(GenerationError(format!("{what} refers to port index {p}, but only {n} ports exist")))
+                Err(GenerationError(format!(
+                    "{what} refers to port index {p}, but only {n} ports exist"
+                )))
             }
         };
         for port in &self.ports {
@@ -163,7 +169,10 @@ impl Generation {
             for f in port.ingress.iter().chain(&port.egress) {
                 for a in &f.actions {
                     if let Action::Redirect(p) = a {
-                        check(*p, &format!("port {:?} filter {:?} redirect", port.name, f.name))?;
+                        check(
+                            *p,
+                            &format!("port {:?} filter {:?} redirect", port.name, f.name),
+                        )?;
                     }
                 }
             }
@@ -195,7 +204,13 @@ impl Generation {
     /// either hands it to `sink` or drops it with a counted reason. Never panics, never
     /// allocates.
     #[inline]
-    pub fn process<P: Packet, S: Sink<P>>(&self, pkt: P, ingress: PortIndex, stats: &mut StatsWriter, sink: &mut S) {
+    pub fn process<P: Packet, S: Sink<P>>(
+        &self,
+        pkt: P,
+        ingress: PortIndex,
+        stats: &mut StatsWriter,
+        sink: &mut S,
+    ) {
         let Some(in_port) = self.ports.get(usize::from(ingress.0)) else {
             stats.drop(ingress, DropReason::NoRoute, 1);
             return;
@@ -276,7 +291,10 @@ impl GenerationCell {
     /// A cell holding `gen` (validated).
     pub fn new(gen: Generation) -> Result<Arc<Self>, GenerationError> {
         gen.validate()?;
-        Ok(Arc::new(GenerationCell { epoch: AtomicU64::new(1), current: ArcSwap::from_pointee(gen) }))
+        Ok(Arc::new(GenerationCell {
+            epoch: AtomicU64::new(1),
+            current: ArcSwap::from_pointee(gen),
+        }))
     }
 
     /// Replaces the generation (control thread only). Workers switch at their next burst.
@@ -295,7 +313,11 @@ impl GenerationCell {
     /// A reader for one worker.
     pub fn reader(self: &Arc<Self>) -> GenerationReader {
         let epoch = self.epoch();
-        GenerationReader { cell: self.clone(), epoch, gen: self.current.load_full() }
+        GenerationReader {
+            cell: self.clone(),
+            epoch,
+            gen: self.current.load_full(),
+        }
     }
 }
 
@@ -317,5 +339,228 @@ impl GenerationReader {
             self.epoch = e;
         }
         &self.gen
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::packet::VecPacket;
+    use crate::stats::{port_totals, StatsWriter};
+
+    /// Collects what the pipeline sends.
+    #[derive(Default)]
+    struct VecSink(Vec<(PortIndex, VecPacket)>);
+
+    impl Sink<VecPacket> for VecSink {
+        fn send(&mut self, port: PortIndex, pkt: VecPacket, stats: &mut StatsWriter) {
+            stats.tx(port, 1, u64::from(pkt.frame_len()));
+            self.0.push((port, pkt));
+        }
+    }
+
+    /// Matches frames whose EtherType is the given one (a stand-in stage for chain tests).
+    #[derive(Debug)]
+    struct EtherTypeIs(u16, u32);
+
+    impl Classifier for EtherTypeIs {
+        fn classify(&self, pkt: &PacketView<'_>) -> Option<u32> {
+            (pkt.parsed.ethertype == self.0).then_some(self.1)
+        }
+    }
+
+    /// Matches packets carrying the given mark.
+    #[derive(Debug)]
+    struct MarkIs(u32);
+
+    impl Classifier for MarkIs {
+        fn classify(&self, pkt: &PacketView<'_>) -> Option<u32> {
+            (pkt.mark == self.0).then_some(0)
+        }
+    }
+
+    fn arp() -> VecPacket {
+        let mut f = vec![0xffu8; 6];
+        f.extend_from_slice(&[2, 0, 0, 0, 0, 1]);
+        f.extend_from_slice(&0x0806u16.to_be_bytes());
+        f.extend_from_slice(&[0u8; 28]);
+        VecPacket::new(f)
+    }
+
+    fn ports(n: usize) -> Vec<PortPipeline> {
+        (0..n)
+            .map(|i| PortPipeline {
+                name: format!("p{i}"),
+                ..Default::default()
+            })
+            .collect()
+    }
+
+    fn filter(c: impl Classifier + 'static, actions: Vec<Action>) -> Filter {
+        Filter {
+            name: "f".into(),
+            classifier: Box::new(c),
+            actions,
+        }
+    }
+
+    fn run(
+        gen: &Generation,
+        pkt: VecPacket,
+        ingress: u16,
+    ) -> (Vec<(PortIndex, VecPacket)>, Vec<crate::stats::PortTotals>) {
+        let (mut w, r) = StatsWriter::new(1, gen.ports.len());
+        let mut sink = VecSink::default();
+        gen.process(pkt, PortIndex(ingress), &mut w, &mut sink);
+        (sink.0, port_totals(&[r], gen.ports.len()))
+    }
+
+    #[test]
+    fn forwarding_table_redirects_drops_and_reports_no_route() {
+        let mut p = ports(3);
+        p[0].forward = Forward::To(PortIndex(1));
+        p[1].forward = Forward::Drop;
+        let gen = Generation { ports: p };
+        gen.validate().unwrap();
+
+        let (out, _) = run(&gen, arp(), 0);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].0, PortIndex(1));
+        assert_eq!(out[0].1, arp(), "forwarding does not touch the bytes");
+
+        let (out, t) = run(&gen, arp(), 1);
+        assert!(out.is_empty());
+        assert_eq!(t[1].drops[DropReason::ActionDrop.index()], 1);
+
+        let (out, t) = run(&gen, arp(), 2);
+        assert!(out.is_empty());
+        assert_eq!(t[2].drops[DropReason::NoRoute.index()], 1);
+
+        // An ingress index outside the generation is a counted drop, not a panic.
+        let (out, _) = run(&gen, arp(), 7);
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn malformed_frames_are_dropped_with_the_parser_reason_on_the_ingress_port() {
+        let mut p = ports(2);
+        p[0].forward = Forward::To(PortIndex(1));
+        let gen = Generation { ports: p };
+        let (out, t) = run(&gen, VecPacket::new(vec![0u8; 9]), 0);
+        assert!(out.is_empty());
+        assert_eq!(t[0].drops[DropReason::Runt.index()], 1);
+        assert_eq!(t[0].drops_total(), 1);
+    }
+
+    #[test]
+    fn chain_first_decisive_filter_wins_and_continue_moves_on() {
+        let mut p = ports(4);
+        p[0].forward = Forward::To(PortIndex(1));
+        p[0].ingress = vec![
+            filter(EtherTypeIs(0x0800, 0), vec![Action::Drop]), // no match for ARP
+            filter(
+                EtherTypeIs(0x0806, 5),
+                vec![Action::SetMark(9), Action::Continue, Action::Drop],
+            ),
+            filter(MarkIs(9), vec![Action::Redirect(PortIndex(2))]),
+            filter(EtherTypeIs(0x0806, 0), vec![Action::Redirect(PortIndex(3))]),
+        ];
+        let gen = Generation { ports: p };
+        gen.validate().unwrap();
+        let (out, t) = run(&gen, arp(), 0);
+        assert_eq!(
+            out.iter().map(|o| o.0).collect::<Vec<_>>(),
+            vec![PortIndex(2)]
+        );
+        assert_eq!(t[0].drops_total(), 0);
+    }
+
+    #[test]
+    fn pass_falls_back_to_the_forwarding_entry() {
+        let mut p = ports(3);
+        p[0].forward = Forward::To(PortIndex(2));
+        p[0].ingress = vec![
+            filter(EtherTypeIs(0x0806, 0), vec![Action::Pass]),
+            filter(EtherTypeIs(0x0806, 0), vec![Action::Redirect(PortIndex(1))]),
+        ];
+        let gen = Generation { ports: p };
+        let (out, _) = run(&gen, arp(), 0);
+        assert_eq!(out[0].0, PortIndex(2));
+    }
+
+    #[test]
+    fn egress_hooks_can_drop_or_redirect_and_loops_stop_at_the_nest_limit() {
+        let mut p = ports(3);
+        p[0].forward = Forward::To(PortIndex(1));
+        p[1].egress = vec![filter(
+            EtherTypeIs(0x0806, 0),
+            vec![Action::Redirect(PortIndex(2))],
+        )];
+        let gen = Generation { ports: p };
+        let (out, _) = run(&gen, arp(), 0);
+        assert_eq!(out[0].0, PortIndex(2));
+
+        let mut p = ports(3);
+        p[0].forward = Forward::To(PortIndex(1));
+        p[1].egress = vec![filter(
+            EtherTypeIs(0x0806, 0),
+            vec![Action::Redirect(PortIndex(2))],
+        )];
+        p[2].egress = vec![filter(
+            EtherTypeIs(0x0806, 0),
+            vec![Action::Redirect(PortIndex(1))],
+        )];
+        let gen = Generation { ports: p };
+        let (out, t) = run(&gen, arp(), 0);
+        assert!(out.is_empty());
+        assert_eq!(
+            t.iter()
+                .map(|x| x.drops[DropReason::RedirectLoop.index()])
+                .sum::<u64>(),
+            1
+        );
+
+        let mut p = ports(2);
+        p[0].forward = Forward::To(PortIndex(1));
+        p[1].egress = vec![filter(EtherTypeIs(0x0806, 0), vec![Action::Drop])];
+        let gen = Generation { ports: p };
+        let (out, t) = run(&gen, arp(), 0);
+        assert!(out.is_empty());
+        assert_eq!(t[1].drops[DropReason::ActionDrop.index()], 1);
+    }
+
+    #[test]
+    fn validation_rejects_references_to_missing_ports() {
+        let mut p = ports(2);
+        p[0].forward = Forward::To(PortIndex(2));
+        let e = Generation { ports: p }.validate().unwrap_err();
+        assert!(e.0.contains("p0") && e.0.contains("port index 2"), "{e}");
+
+        let mut p = ports(2);
+        p[1].ingress = vec![filter(
+            EtherTypeIs(0, 0),
+            vec![Action::Redirect(PortIndex(5))],
+        )];
+        let e = GenerationCell::new(Generation { ports: p }).unwrap_err();
+        assert!(e.0.contains("redirect"), "{e}");
+    }
+
+    #[test]
+    fn workers_pick_up_a_published_generation_at_the_next_read() {
+        let mut p = ports(2);
+        p[0].forward = Forward::To(PortIndex(1));
+        let cell = GenerationCell::new(Generation { ports: p }).unwrap();
+        let mut reader = cell.reader();
+        assert_eq!(reader.current().ports[0].forward, Forward::To(PortIndex(1)));
+        let mut p = ports(2);
+        p[0].forward = Forward::Drop;
+        assert_eq!(cell.publish(Generation { ports: p }).unwrap(), 2);
+        assert_eq!(reader.current().ports[0].forward, Forward::Drop);
+        // An invalid generation is refused and the running one stays.
+        let mut p = ports(1);
+        p[0].forward = Forward::To(PortIndex(3));
+        assert!(cell.publish(Generation { ports: p }).is_err());
+        assert_eq!(cell.epoch(), 2);
+        assert_eq!(reader.current().ports.len(), 2);
     }
 }

@@ -85,7 +85,12 @@ impl StatsWriter {
             packets: Counter::default(),
             ports: (0..ports).map(|_| PortCounters::default()).collect(),
         });
-        (StatsWriter { stats: stats.clone() }, stats)
+        (
+            StatsWriter {
+                stats: stats.clone(),
+            },
+            stats,
+        )
     }
 
     /// A read-only view of the counters.
@@ -190,7 +195,10 @@ mod tests {
         assert_eq!(t[1].tx_packets, 5);
         assert_eq!(t[1].drops[DropReason::TxQueueFull.index()], 4);
         assert_eq!(t[1].drops_total(), 4);
-        assert_eq!((r1.polls.get(), r1.busy_polls.get(), r1.packets.get()), (2, 1, 3));
+        assert_eq!(
+            (r1.polls.get(), r1.busy_polls.get(), r1.packets.get()),
+            (2, 1, 3)
+        );
     }
 
     #[test]

@@ -31,12 +31,19 @@ pub enum EalError {
 impl fmt::Display for EalError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            EalError::AlreadyInitialized => write!(f, "DPDK EAL can be initialised once per process"),
+            EalError::AlreadyInitialized => {
+                write!(f, "DPDK EAL can be initialised once per process")
+            }
             EalError::BadArgument(a) => write!(f, "EAL argument {a:?} contains a NUL byte"),
             EalError::Init(e) => write!(f, "DPDK EAL initialisation: {e}"),
-            EalError::HandlesAlive(n) => write!(f, "EAL cleanup refused: {n} DPDK handles still alive"),
+            EalError::HandlesAlive(n) => {
+                write!(f, "EAL cleanup refused: {n} DPDK handles still alive")
+            }
             EalError::LeakedPools(n) => {
-                write!(f, "EAL cleanup refused: {n} mempools were dropped with mbufs still in use")
+                write!(
+                    f,
+                    "EAL cleanup refused: {n} mempools were dropped with mbufs still in use"
+                )
             }
             EalError::Cleanup(e) => write!(f, "DPDK EAL cleanup: {e}"),
         }
@@ -53,7 +60,7 @@ pub struct Eal {
 }
 
 impl Eal {
-    /// Initialises the EAL with `args` (without the program name; `program` is used as argv[0]).
+    /// Initialises the EAL with `args` (without the program name; `program` is used as `argv[0]`).
     /// Fails cleanly on bad arguments; may be attempted once per process.
     pub fn init<S: AsRef<str>>(program: &str, args: &[S]) -> Result<Eal, EalError> {
         let mut owned = Vec::with_capacity(args.len() + 1);

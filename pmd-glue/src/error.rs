@@ -18,7 +18,10 @@ pub type Result<T, E = DpdkError> = std::result::Result<T, E>;
 impl DpdkError {
     /// An error for `op` from a negative return code (`-errno`) or a positive errno.
     pub fn new(op: impl Into<String>, code: i32) -> Self {
-        Self { op: op.into(), errno: code.abs() }
+        Self {
+            op: op.into(),
+            errno: code.abs(),
+        }
     }
 
     /// An error for `op` from the thread's `rte_errno`.
@@ -37,7 +40,13 @@ impl DpdkError {
 
 impl fmt::Display for DpdkError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} failed: {} (errno {})", self.op, self.message(), self.errno)
+        write!(
+            f,
+            "{} failed: {} (errno {})",
+            self.op,
+            self.message(),
+            self.errno
+        )
     }
 }
 
@@ -57,6 +66,10 @@ pub(crate) unsafe fn cstr_to_string(p: *const c_char) -> String {
 
 /// Turns a fixed-size C char array (NUL-terminated or full) into a `String`.
 pub(crate) fn chars_to_string(chars: &[c_char]) -> String {
-    let bytes: Vec<u8> = chars.iter().take_while(|&&c| c != 0).map(|&c| c as u8).collect();
+    let bytes: Vec<u8> = chars
+        .iter()
+        .take_while(|&&c| c != 0)
+        .map(|&c| c as u8)
+        .collect();
     String::from_utf8_lossy(&bytes).into_owned()
 }

@@ -96,7 +96,11 @@ pub struct WorkerPanic {
 
 impl fmt::Display for WorkerPanic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "worker on lcore {} panicked: {}", self.lcore, self.message)
+        write!(
+            f,
+            "worker on lcore {} panicked: {}",
+            self.lcore, self.message
+        )
     }
 }
 
@@ -116,7 +120,9 @@ extern "C" fn trampoline(arg: *mut c_void) -> c_int {
     // SAFETY: `arg` is the Box<Launch> leaked by `launch` for exactly this call; EAL passes it
     // back once.
     let mut launch = unsafe { Box::from_raw(arg.cast::<Launch>()) };
-    let Some(job) = launch.job.take() else { return -1 };
+    let Some(job) = launch.job.take() else {
+        return -1;
+    };
     match catch_unwind(AssertUnwindSafe(job)) {
         Ok(rc) => rc,
         Err(p) => {
@@ -135,16 +141,26 @@ where
     F: FnOnce() -> i32 + Send + 'static,
 {
     let panic = Arc::new(Mutex::new(None));
-    let arg = Box::into_raw(Box::new(Launch { job: Some(Box::new(f)), panic: panic.clone() }));
+    let arg = Box::into_raw(Box::new(Launch {
+        job: Some(Box::new(f)),
+        panic: panic.clone(),
+    }));
     // SAFETY: `trampoline` has the lcore_function_t signature and takes ownership of `arg`
     // when the launch succeeds.
     let rc = unsafe { sys::rte_eal_remote_launch(Some(trampoline), arg.cast(), lcore.0) };
     if rc < 0 {
         // SAFETY: the launch failed, so EAL never saw `arg`: reclaim it.
         drop(unsafe { Box::from_raw(arg) });
-        return Err(DpdkError::new(format!("rte_eal_remote_launch(lcore {})", lcore.0), rc));
+        return Err(DpdkError::new(
+            format!("rte_eal_remote_launch(lcore {})", lcore.0),
+            rc,
+        ));
     }
-    Ok(Launched { lcore, panic, waited: false })
+    Ok(Launched {
+        lcore,
+        panic,
+        waited: false,
+    })
 }
 
 impl Launched {
@@ -160,7 +176,10 @@ impl Launched {
         let rc = unsafe { sys::rte_eal_wait_lcore(self.lcore.0) };
         let panic = self.panic.lock().ok().and_then(|mut s| s.take());
         match panic {
-            Some(message) => Err(WorkerPanic { lcore: self.lcore, message }),
+            Some(message) => Err(WorkerPanic {
+                lcore: self.lcore,
+                message,
+            }),
             None => Ok(rc),
         }
     }

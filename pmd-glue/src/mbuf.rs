@@ -77,14 +77,22 @@ impl Mbuf {
         let (addr, off, len) = (m.buf_addr, m.data_off, m.data_len);
         // SAFETY: as in `data`, and nobody else references these bytes (direct, refcnt 1), and
         // `&mut self` makes this the only live borrow.
-        Some(unsafe { std::slice::from_raw_parts_mut(addr.cast::<u8>().add(usize::from(off)), usize::from(len)) })
+        Some(unsafe {
+            std::slice::from_raw_parts_mut(
+                addr.cast::<u8>().add(usize::from(off)),
+                usize::from(len),
+            )
+        })
     }
 
     /// True when this mbuf is direct and its buffer is referenced only by it.
     #[inline]
     pub fn is_exclusive(&self) -> bool {
         // SAFETY: valid mbuf; both helpers only read header fields.
-        unsafe { sys::shim_rte_mbuf_is_direct(self.0.as_ptr()) != 0 && sys::shim_rte_mbuf_refcnt_read(self.0.as_ptr()) == 1 }
+        unsafe {
+            sys::shim_rte_mbuf_is_direct(self.0.as_ptr()) != 0
+                && sys::shim_rte_mbuf_refcnt_read(self.0.as_ptr()) == 1
+        }
     }
 
     /// Total packet length over all segments.
@@ -132,7 +140,8 @@ impl Mbuf {
     /// True when the NIC verified the IPv4 header checksum as good.
     #[inline]
     pub fn ipv4_checksum_good(&self) -> bool {
-        self.raw().ol_flags & u64::from(sys::RTE_MBUF_F_RX_IP_CKSUM_MASK) == u64::from(sys::RTE_MBUF_F_RX_IP_CKSUM_GOOD)
+        self.raw().ol_flags & u64::from(sys::RTE_MBUF_F_RX_IP_CKSUM_MASK)
+            == u64::from(sys::RTE_MBUF_F_RX_IP_CKSUM_GOOD)
     }
 
     /// Bytes free before the data (for prepending headers).
@@ -156,7 +165,8 @@ impl Mbuf {
         // SAFETY: valid exclusive mbuf; DPDK checks the headroom and returns NULL if short.
         let p = unsafe { sys::shim_rte_pktmbuf_prepend(self.0.as_ptr(), len) };
         // SAFETY: on success `p` points to `len` writable bytes at the new start of data.
-        (!p.is_null()).then(|| unsafe { std::slice::from_raw_parts_mut(p.cast::<u8>(), usize::from(len)) })
+        (!p.is_null())
+            .then(|| unsafe { std::slice::from_raw_parts_mut(p.cast::<u8>(), usize::from(len)) })
     }
 
     /// Appends `len` bytes to the last segment and returns them, or `None` without tailroom or
@@ -168,7 +178,8 @@ impl Mbuf {
         // SAFETY: valid exclusive mbuf; DPDK checks the tailroom and returns NULL if short.
         let p = unsafe { sys::shim_rte_pktmbuf_append(self.0.as_ptr(), len) };
         // SAFETY: on success `p` points to `len` writable bytes at the end of the data.
-        (!p.is_null()).then(|| unsafe { std::slice::from_raw_parts_mut(p.cast::<u8>(), usize::from(len)) })
+        (!p.is_null())
+            .then(|| unsafe { std::slice::from_raw_parts_mut(p.cast::<u8>(), usize::from(len)) })
     }
 
     /// Removes `len` bytes from the start of the packet; false if the first segment is shorter.
@@ -187,7 +198,9 @@ impl Mbuf {
     /// Writes `bytes` into an empty single-segment mbuf (a fresh one from
     /// [`Mempool::alloc`]); false if the mbuf is not empty or the bytes do not fit.
     pub fn fill(&mut self, bytes: &[u8]) -> bool {
-        let Ok(len) = u16::try_from(bytes.len()) else { return false };
+        let Ok(len) = u16::try_from(bytes.len()) else {
+            return false;
+        };
         if self.nb_segs() != 1 || self.data_len() != 0 {
             return false;
         }
@@ -251,7 +264,9 @@ pub struct Burst {
 
 impl fmt::Debug for Burst {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Burst").field("remaining", &self.remaining()).finish()
+        f.debug_struct("Burst")
+            .field("remaining", &self.remaining())
+            .finish()
     }
 }
 
@@ -265,7 +280,11 @@ impl Burst {
     /// An empty burst.
     #[inline]
     pub fn new() -> Self {
-        Burst { ptrs: [ptr::null_mut(); BURST_SIZE], head: 0, len: 0 }
+        Burst {
+            ptrs: [ptr::null_mut(); BURST_SIZE],
+            head: 0,
+            len: 0,
+        }
     }
 
     /// Packets not yet taken.
@@ -357,7 +376,11 @@ impl Default for TxBuffer {
 impl TxBuffer {
     /// An empty buffer.
     pub fn new() -> Self {
-        TxBuffer { ptrs: [ptr::null_mut(); BURST_SIZE], lens: [0; BURST_SIZE], len: 0 }
+        TxBuffer {
+            ptrs: [ptr::null_mut(); BURST_SIZE],
+            lens: [0; BURST_SIZE],
+            len: 0,
+        }
     }
 
     /// Packets buffered.
@@ -393,7 +416,10 @@ impl TxBuffer {
     /// Hands the buffered pointers to `send`, which returns how many it took over; frees the
     /// rest. Returns (sent packets, sent bytes, dropped packets).
     #[inline]
-    pub(crate) fn drain_with(&mut self, send: impl FnOnce(*mut *mut sys::rte_mbuf, u16) -> u16) -> (u32, u64, u32) {
+    pub(crate) fn drain_with(
+        &mut self,
+        send: impl FnOnce(*mut *mut sys::rte_mbuf, u16) -> u16,
+    ) -> (u32, u64, u32) {
         if self.len == 0 {
             return (0, 0, 0);
         }
@@ -402,7 +428,9 @@ impl TxBuffer {
         let bytes: u64 = self.lens[..sent].iter().map(|&l| u64::from(l)).sum();
         if sent < n {
             // SAFETY: slots sent..n are mbufs the queue did not take; we still own them.
-            unsafe { sys::shim_rte_pktmbuf_free_bulk(self.ptrs.as_mut_ptr().add(sent), (n - sent) as u32) };
+            unsafe {
+                sys::shim_rte_pktmbuf_free_bulk(self.ptrs.as_mut_ptr().add(sent), (n - sent) as u32)
+            };
         }
         self.len = 0;
         (sent as u32, bytes, (n - sent) as u32)
@@ -413,7 +441,10 @@ impl TxBuffer {
     /// Hands the buffered pointers to `send` and keeps what it did not take, in order, for the
     /// next attempt. Returns (sent packets, sent bytes).
     #[inline]
-    pub(crate) fn send_keep_rest(&mut self, send: impl FnOnce(*mut *mut sys::rte_mbuf, u16) -> u16) -> (u32, u64) {
+    pub(crate) fn send_keep_rest(
+        &mut self,
+        send: impl FnOnce(*mut *mut sys::rte_mbuf, u16) -> u16,
+    ) -> (u32, u64) {
         if self.len == 0 {
             return (0, 0);
         }

@@ -38,12 +38,22 @@ impl Mempool {
         data_room: u16,
         socket: SocketId,
     ) -> Result<Mempool, DpdkError> {
-        let cname = CString::new(name).map_err(|_| DpdkError::new(format!("mempool name {name:?}"), 22))?;
+        let cname =
+            CString::new(name).map_err(|_| DpdkError::new(format!("mempool name {name:?}"), 22))?;
         // SAFETY: cname is a valid C string; the other arguments are plain values DPDK checks.
-        let p = unsafe { sys::rte_pktmbuf_pool_create(cname.as_ptr(), n, cache, 0, data_room, socket.0) };
-        let ptr = NonNull::new(p)
-            .ok_or_else(|| DpdkError::from_rte_errno(format!("rte_pktmbuf_pool_create({name}, n={n})")))?;
-        Ok(Mempool { inner: std::sync::Arc::new(PoolInner { ptr, name: name.to_owned(), _live: Live::new() }) })
+        let p = unsafe {
+            sys::rte_pktmbuf_pool_create(cname.as_ptr(), n, cache, 0, data_room, socket.0)
+        };
+        let ptr = NonNull::new(p).ok_or_else(|| {
+            DpdkError::from_rte_errno(format!("rte_pktmbuf_pool_create({name}, n={n})"))
+        })?;
+        Ok(Mempool {
+            inner: std::sync::Arc::new(PoolInner {
+                ptr,
+                name: name.to_owned(),
+                _live: Live::new(),
+            }),
+        })
     }
 
     /// The pool's name.

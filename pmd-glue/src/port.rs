@@ -142,7 +142,8 @@ impl Port {
     /// The port DPDK probed under device `name` (a vdev name such as "net_pcap0" or a PCI
     /// address).
     pub fn by_name(name: &str) -> Result<Port, DpdkError> {
-        let c = CString::new(name).map_err(|_| DpdkError::new(format!("port name {name:?}"), 22))?;
+        let c =
+            CString::new(name).map_err(|_| DpdkError::new(format!("port name {name:?}"), 22))?;
         let mut id = 0u16;
         // SAFETY: valid C string and out pointer.
         let rc = unsafe { sys::rte_eth_dev_get_port_by_name(c.as_ptr(), &mut id) };
@@ -171,7 +172,10 @@ impl Port {
         let mut name = [0 as std::ffi::c_char; sys::RTE_ETH_NAME_MAX_LEN as usize];
         // SAFETY: `name` has RTE_ETH_NAME_MAX_LEN bytes as the API requires.
         let rc = unsafe { sys::rte_eth_dev_get_name_by_port(self.id.0, name.as_mut_ptr()) };
-        check(|| format!("rte_eth_dev_get_name_by_port(port {})", self.id), rc)?;
+        check(
+            || format!("rte_eth_dev_get_name_by_port(port {})", self.id),
+            rc,
+        )?;
         let mut mac = sys::rte_ether_addr::default();
         // SAFETY: valid out pointer.
         let rc = unsafe { sys::rte_eth_macaddr_get(self.id.0, &mut mac) };
@@ -196,26 +200,40 @@ impl Port {
     /// supports it. Returns whether RSS was enabled.
     pub fn configure(&mut self, conf: &PortConfig, pool: &Mempool) -> Result<bool, DpdkError> {
         if self.started {
-            return Err(DpdkError::new(format!("configure port {}: port is started", self.id), 16));
+            return Err(DpdkError::new(
+                format!("configure port {}: port is started", self.id),
+                16,
+            ));
         }
         let info = self.info()?;
         let op = |what: &str| format!("{what}(port {} {})", self.id, info.name);
         if conf.rx_queues == 0 || conf.rx_queues > info.max_rx_queues {
             return Err(DpdkError::new(
-                format!("port {}: {} rx queues requested, device supports 1..={}", info.name, conf.rx_queues, info.max_rx_queues),
+                format!(
+                    "port {}: {} rx queues requested, device supports 1..={}",
+                    info.name, conf.rx_queues, info.max_rx_queues
+                ),
                 22,
             ));
         }
         if conf.tx_queues > info.max_tx_queues {
             return Err(DpdkError::new(
-                format!("port {}: {} tx queues requested, device supports at most {}", info.name, conf.tx_queues, info.max_tx_queues),
+                format!(
+                    "port {}: {} tx queues requested, device supports at most {}",
+                    info.name, conf.tx_queues, info.max_tx_queues
+                ),
                 22,
             ));
         }
         let mut ec = sys::rte_eth_conf::default();
         // SAFETY: plain reads of constants the shim exports.
         let (rss_ip, rss_tcp, rss_udp, multi_segs) = unsafe {
-            (sys::shim_eth_rss_ip, sys::shim_eth_rss_tcp, sys::shim_eth_rss_udp, sys::shim_eth_tx_offload_multi_segs)
+            (
+                sys::shim_eth_rss_ip,
+                sys::shim_eth_rss_tcp,
+                sys::shim_eth_rss_udp,
+                sys::shim_eth_tx_offload_multi_segs,
+            )
         };
         let rss_hf = (rss_ip | rss_tcp | rss_udp) & info.rss_offloads;
         let rss = conf.rx_queues > 1 && rss_hf != 0;
@@ -225,22 +243,37 @@ impl Port {
         }
         ec.txmode.offloads = info.tx_offload_capa & multi_segs;
         // SAFETY: valid port id and configuration struct.
-        let rc = unsafe { sys::rte_eth_dev_configure(self.id.0, conf.rx_queues, conf.tx_queues, &ec) };
+        let rc =
+            unsafe { sys::rte_eth_dev_configure(self.id.0, conf.rx_queues, conf.tx_queues, &ec) };
         check(|| op("rte_eth_dev_configure"), rc)?;
         let (mut nrx, mut ntx) = (conf.rx_desc, conf.tx_desc);
         // SAFETY: valid port id and in/out pointers.
         let rc = unsafe { sys::rte_eth_dev_adjust_nb_rx_tx_desc(self.id.0, &mut nrx, &mut ntx) };
         check(|| op("rte_eth_dev_adjust_nb_rx_tx_desc"), rc)?;
-        let socket = if info.socket.0 < 0 { 0 } else { info.socket.0 as u32 };
+        let socket = if info.socket.0 < 0 {
+            0
+        } else {
+            info.socket.0 as u32
+        };
         for q in 0..conf.rx_queues {
             // SAFETY: configured port, queue index below the configured count, valid pool; a
             // null rx_conf selects the driver's defaults.
-            let rc = unsafe { sys::rte_eth_rx_queue_setup(self.id.0, q, nrx, socket, std::ptr::null(), pool.as_ptr()) };
+            let rc = unsafe {
+                sys::rte_eth_rx_queue_setup(
+                    self.id.0,
+                    q,
+                    nrx,
+                    socket,
+                    std::ptr::null(),
+                    pool.as_ptr(),
+                )
+            };
             check(|| op(&format!("rte_eth_rx_queue_setup[q{q}]")), rc)?;
         }
         for q in 0..conf.tx_queues {
             // SAFETY: as above; null tx_conf selects the driver's defaults.
-            let rc = unsafe { sys::rte_eth_tx_queue_setup(self.id.0, q, ntx, socket, std::ptr::null()) };
+            let rc =
+                unsafe { sys::rte_eth_tx_queue_setup(self.id.0, q, ntx, socket, std::ptr::null()) };
             check(|| op(&format!("rte_eth_tx_queue_setup[q{q}]")), rc)?;
         }
         if let Some(mtu) = conf.mtu {
@@ -263,7 +296,10 @@ impl Port {
     /// Starts the port.
     pub fn start(&mut self) -> Result<(), DpdkError> {
         if self.configured.is_none() {
-            return Err(DpdkError::new(format!("start port {}: not configured", self.id), 22));
+            return Err(DpdkError::new(
+                format!("start port {}: not configured", self.id),
+                22,
+            ));
         }
         // SAFETY: configured port with all queues set up.
         let rc = unsafe { sys::rte_eth_dev_start(self.id.0) };
@@ -276,17 +312,41 @@ impl Port {
     pub fn take_queues(&mut self) -> Result<(Vec<RxQueue>, Vec<TxQueue>), DpdkError> {
         let conf = match (&self.configured, self.started, self.queues_taken) {
             (Some(c), true, false) => c.clone(),
-            _ => return Err(DpdkError::new(format!("take queues of port {}: not started or already taken", self.id), 16)),
+            _ => {
+                return Err(DpdkError::new(
+                    format!(
+                        "take queues of port {}: not started or already taken",
+                        self.id
+                    ),
+                    16,
+                ))
+            }
         };
         self.queues_taken = true;
-        let rx = (0..conf.rx_queues).map(|queue| RxQueue { port: self.id, queue, _shared: self.shared.clone() }).collect();
-        let tx = (0..conf.tx_queues).map(|queue| TxQueue { port: self.id, queue, _shared: self.shared.clone() }).collect();
+        let rx = (0..conf.rx_queues)
+            .map(|queue| RxQueue {
+                port: self.id,
+                queue,
+                _shared: self.shared.clone(),
+            })
+            .collect();
+        let tx = (0..conf.tx_queues)
+            .map(|queue| TxQueue {
+                port: self.id,
+                queue,
+                _shared: self.shared.clone(),
+            })
+            .collect();
         Ok((rx, tx))
     }
 
     /// A counters reader for the control thread.
     pub fn stats_reader(&self) -> Result<StatsReader, DpdkError> {
-        Ok(StatsReader { port: self.id, xstat_names: Arc::new(xstat_names(self.id)?), _live: Live::new() })
+        Ok(StatsReader {
+            port: self.id,
+            xstat_names: Arc::new(xstat_names(self.id)?),
+            _live: Live::new(),
+        })
     }
 
     /// Link status: (up, speed in Mbps).
@@ -295,7 +355,10 @@ impl Port {
         // SAFETY: valid out pointer; the _nowait variant never blocks.
         let rc = unsafe { sys::rte_eth_link_get_nowait(self.id.0, &mut l) };
         check(|| format!("rte_eth_link_get_nowait(port {})", self.id), rc)?;
-        Ok((u32::from(l.link_status()) == sys::RTE_ETH_LINK_UP, l.link_speed))
+        Ok((
+            u32::from(l.link_status()) == sys::RTE_ETH_LINK_UP,
+            l.link_speed,
+        ))
     }
 
     fn queues_alive(&self) -> bool {
@@ -306,7 +369,10 @@ impl Port {
     /// poll it).
     pub fn stop(&mut self) -> Result<(), DpdkError> {
         if self.queues_alive() {
-            return Err(DpdkError::new(format!("stop port {}: queue handles still alive", self.id), 16));
+            return Err(DpdkError::new(
+                format!("stop port {}: queue handles still alive", self.id),
+                16,
+            ));
         }
         if self.started {
             // SAFETY: started port and no queue handle alive, so no lcore polls it.
@@ -351,7 +417,11 @@ fn xstat_names(port: PortId) -> Result<Vec<String>, DpdkError> {
     // SAFETY: `names` has room for `n` entries.
     let got = unsafe { sys::rte_eth_xstats_get_names(port.0, names.as_mut_ptr(), n as u32) };
     check(|| format!("rte_eth_xstats_get_names(port {port})"), got)?;
-    Ok(names.iter().take(got as usize).map(|x| chars_to_string(&x.name)).collect())
+    Ok(names
+        .iter()
+        .take(got as usize)
+        .map(|x| chars_to_string(&x.name))
+        .collect())
 }
 
 impl StatsReader {
@@ -388,7 +458,11 @@ impl StatsReader {
         Ok(vals
             .iter()
             .take((got as usize).min(n))
-            .filter_map(|x| self.xstat_names.get(x.id as usize).map(|name| (name.clone(), x.value)))
+            .filter_map(|x| {
+                self.xstat_names
+                    .get(x.id as usize)
+                    .map(|name| (name.clone(), x.value))
+            })
             .collect())
     }
 
@@ -397,8 +471,14 @@ impl StatsReader {
         let mut l = sys::rte_eth_link::default();
         // SAFETY: valid out pointer; the _nowait variant never blocks.
         let rc = unsafe { sys::rte_eth_link_get_nowait(self.port.0, &mut l) };
-        check(|| format!("rte_eth_link_get_nowait(port {})", self.port), rc)?;
-        Ok((u32::from(l.link_status()) == sys::RTE_ETH_LINK_UP, l.link_speed))
+        check(
+            || format!("rte_eth_link_get_nowait(port {})", self.port),
+            rc,
+        )?;
+        Ok((
+            u32::from(l.link_status()) == sys::RTE_ETH_LINK_UP,
+            l.link_speed,
+        ))
     }
 }
 

@@ -21,11 +21,32 @@ fn eal_args(dir: &std::path::Path) -> Vec<String> {
     std::fs::write(&pcap_in, f).unwrap();
     let prefix = format!("pmdglue-test-{}", std::process::id());
     [
-        "-l", "0-1", "--no-huge", "-m", "256", "--no-pci", "--no-shconf", "--file-prefix", &prefix, "--log-level=error",
-        "--vdev", "net_null0", "--vdev", "net_ring0",
-        "--vdev", &format!("net_pcap0,rx_pcap={},tx_pcap={}", pcap_in.display(), dir.join("out.pcap").display()),
-        "--vdev", "net_tap0,iface=pmdglue_tap0",
-        "--vdev", "crypto_aesni_mb0", "--vdev", "crypto_openssl0",
+        "-l",
+        "0-1",
+        "--no-huge",
+        "-m",
+        "256",
+        "--no-pci",
+        "--no-shconf",
+        "--file-prefix",
+        &prefix,
+        "--log-level=error",
+        "--vdev",
+        "net_null0",
+        "--vdev",
+        "net_ring0",
+        "--vdev",
+        &format!(
+            "net_pcap0,rx_pcap={},tx_pcap={}",
+            pcap_in.display(),
+            dir.join("out.pcap").display()
+        ),
+        "--vdev",
+        "net_tap0,iface=pmdglue_tap0",
+        "--vdev",
+        "crypto_aesni_mb0",
+        "--vdev",
+        "crypto_openssl0",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -36,8 +57,15 @@ fn eal_args(dir: &std::path::Path) -> Vec<String> {
 fn dpdk_end_to_end() {
     let dir = tempfile::tempdir().unwrap();
     let eal = Eal::init("pmd-glue-test", &eal_args(dir.path())).expect("EAL init with vdevs");
-    assert!(matches!(Eal::init("again", &["-l", "0"]), Err(pmd_glue::eal::EalError::AlreadyInitialized)));
-    assert!(pmd_glue::dpdk_version().starts_with("DPDK 22.11"), "{}", pmd_glue::dpdk_version());
+    assert!(matches!(
+        Eal::init("again", &["-l", "0"]),
+        Err(pmd_glue::eal::EalError::AlreadyInitialized)
+    ));
+    assert!(
+        pmd_glue::dpdk_version().starts_with("DPDK 22.11"),
+        "{}",
+        pmd_glue::dpdk_version()
+    );
     assert_eq!(lcore::worker_lcores().len(), 1);
 
     // Every virtual device the appliance documents is loadable.
@@ -63,11 +91,19 @@ fn dpdk_end_to_end() {
     assert_eq!(err.lcore, w);
     assert!(err.message.contains("boom on purpose"), "{err}");
     let job = lcore::launch(w, || lcore::current().map(|l| l.0 as i32).unwrap_or(-1)).unwrap();
-    assert_eq!(job.wait(), Ok(w.0 as i32), "closure runs on the worker lcore");
-    assert!(lcore::launch(lcore::main_lcore(), || 0).is_err(), "main lcore is not a worker");
+    assert_eq!(
+        job.wait(),
+        Ok(w.0 as i32),
+        "closure runs on the worker lcore"
+    );
+    assert!(
+        lcore::launch(lcore::main_lcore(), || 0).is_err(),
+        "main lcore is not a worker"
+    );
 
     let pool = Mempool::pktmbuf("test_pool", 2047, 0, 2176, SocketId::ANY).expect("pool");
-    let clones = Mempool::pktmbuf("clone_pool", 1023, 0, 0 + 128 + 256, SocketId::ANY).expect("clone pool");
+    let clones =
+        Mempool::pktmbuf("clone_pool", 1023, 0, 128 + 256, SocketId::ANY).expect("clone pool");
     assert_eq!(pool.size(), 2047);
     assert!(pool.is_full());
 
@@ -102,7 +138,14 @@ fn dpdk_end_to_end() {
     // net_ring loops transmitted packets back to its receive side.
     let mut ring = ports.remove(1);
     assert_eq!(ring.info().unwrap().name, "net_ring0");
-    let conf = PortConfig { rx_queues: 1, tx_queues: 1, rx_desc: 256, tx_desc: 256, promiscuous: true, mtu: None };
+    let conf = PortConfig {
+        rx_queues: 1,
+        tx_queues: 1,
+        rx_desc: 256,
+        tx_desc: 256,
+        promiscuous: true,
+        mtu: None,
+    };
     ring.configure(&conf, &pool).expect("configure net_ring0");
     ring.start().unwrap();
     let (mut rxq, mut txq) = ring.take_queues().unwrap();
@@ -115,7 +158,9 @@ fn dpdk_end_to_end() {
     }
     assert!(buf.is_full());
     let extra = pool.alloc().unwrap();
-    let extra = buf.push(extra).expect_err("full buffer hands the packet back");
+    let extra = buf
+        .push(extra)
+        .expect_err("full buffer hands the packet back");
     drop(extra);
     let (sent, bytes, dropped) = txq[0].flush(&mut buf);
     assert_eq!((sent, bytes, dropped), (32, 32 * 64, 0));
@@ -136,7 +181,10 @@ fn dpdk_end_to_end() {
 
     // Cleanup is refused while handles are alive, then succeeds.
     drop(clones);
-    assert!(matches!(Eal::init("x", &["-l", "0"]), Err(pmd_glue::eal::EalError::AlreadyInitialized)));
+    assert!(matches!(
+        Eal::init("x", &["-l", "0"]),
+        Err(pmd_glue::eal::EalError::AlreadyInitialized)
+    ));
     drop(ports); // closes net_null0, net_pcap0, net_tap0
     drop(pool);
     eal.cleanup().expect("EAL cleanup with nothing alive");

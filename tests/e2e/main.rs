@@ -12,25 +12,80 @@ use util::*;
 #[test]
 fn forwards_both_directions_exactly_and_drops_malformed_by_reason() {
     let t = TestDir::new("fwd");
-    let west = t.gen("in-west.pcap", &["--count=3000", "--flows=32", "--size=imix", "--seed=11", "--malformed-permille=25"]);
-    let east = t.gen("in-east.pcap", &["--count=2000", "--flows=8", "--ip=6", "--vlan=100", "--size=64", "--seed=12", "--malformed-permille=25"]);
-    assert!(west.malformed() > 20 && east.malformed() > 20, "inputs carry malformed frames");
+    let west = t.gen(
+        "in-west.pcap",
+        &[
+            "--count=3000",
+            "--flows=32",
+            "--size=imix",
+            "--seed=11",
+            "--malformed-permille=25",
+        ],
+    );
+    let east = t.gen(
+        "in-east.pcap",
+        &[
+            "--count=2000",
+            "--flows=8",
+            "--ip=6",
+            "--vlan=100",
+            "--size=64",
+            "--seed=12",
+            "--malformed-permille=25",
+        ],
+    );
+    assert!(
+        west.malformed() > 20 && east.malformed() > 20,
+        "inputs carry malformed frames"
+    );
     let cfg = t.config(
         &[
-            ("west", "net_pcap0", &format!("rx_pcap={},tx_pcap={}", t.p("in-west.pcap"), t.p("out-west.pcap"))),
-            ("east", "net_pcap1", &format!("rx_pcap={},tx_pcap={}", t.p("in-east.pcap"), t.p("out-east.pcap"))),
+            (
+                "west",
+                "net_pcap0",
+                &format!(
+                    "rx_pcap={},tx_pcap={}",
+                    t.p("in-west.pcap"),
+                    t.p("out-west.pcap")
+                ),
+            ),
+            (
+                "east",
+                "net_pcap1",
+                &format!(
+                    "rx_pcap={},tx_pcap={}",
+                    t.p("in-east.pcap"),
+                    t.p("out-east.pcap")
+                ),
+            ),
         ],
         "forwarding:\n  - { from: west, to: east }\n  - { from: east, to: west }\n",
         None,
     );
     let r = t.run(&cfg, &["--exit-when-idle-ms=700"]);
     r.assert_clean();
-    assert_eq!(read_pcap(&t.path("out-east.pcap")), west.valid_frames(), "east output = valid west input, in order, byte for byte");
-    assert_eq!(read_pcap(&t.path("out-west.pcap")), east.valid_frames(), "west output = valid east input");
+    assert_frames_eq(
+        &read_pcap(&t.path("out-east.pcap")),
+        &west.valid_frames(),
+        "east output = valid west input, in order, byte for byte",
+    );
+    assert_frames_eq(
+        &read_pcap(&t.path("out-west.pcap")),
+        &east.valid_frames(),
+        "west output = valid east input",
+    );
     for (port, input) in [("west", &west), ("east", &east)] {
         let p = r.port(port);
-        assert_eq!(p["rx_packets"], input.frames.len() as u64, "{port} received everything");
-        assert_eq!(drops_of(p), input.expected_drops(), "{port}: drops by reason equal the malformed frames generated");
+        assert_eq!(
+            p["rx_packets"],
+            input.frames.len() as u64,
+            "{port} received everything"
+        );
+        assert_eq!(
+            drops_of(p),
+            input.expected_drops(),
+            "{port}: drops by reason equal the malformed frames generated"
+        );
     }
     r.assert_conservation();
     tcpdump_reads(&t.path("out-east.pcap"), west.valid_frames().len());
@@ -42,21 +97,46 @@ fn forwarding_entries_drop_and_missing_entries_count_no_route() {
     let t = TestDir::new("drop");
     let a = t.gen("a.pcap", &["--count=500", "--seed=21"]);
     let b = t.gen("b.pcap", &["--count=400", "--seed=22"]);
-    let c = t.gen("c.pcap", &["--count=300", "--seed=23", "--ip=4", "--proto=udp"]);
+    let c = t.gen(
+        "c.pcap",
+        &["--count=300", "--seed=23", "--ip=4", "--proto=udp"],
+    );
     let cfg = t.config(
         &[
-            ("a", "net_pcap0", &format!("rx_pcap={},tx_pcap={}", t.p("a.pcap"), t.p("out-a.pcap"))),
-            ("b", "net_pcap1", &format!("rx_pcap={},tx_pcap={}", t.p("b.pcap"), t.p("out-b.pcap"))),
-            ("c", "net_pcap2", &format!("rx_pcap={},tx_pcap={}", t.p("c.pcap"), t.p("out-c.pcap"))),
+            (
+                "a",
+                "net_pcap0",
+                &format!("rx_pcap={},tx_pcap={}", t.p("a.pcap"), t.p("out-a.pcap")),
+            ),
+            (
+                "b",
+                "net_pcap1",
+                &format!("rx_pcap={},tx_pcap={}", t.p("b.pcap"), t.p("out-b.pcap")),
+            ),
+            (
+                "c",
+                "net_pcap2",
+                &format!("rx_pcap={},tx_pcap={}", t.p("c.pcap"), t.p("out-c.pcap")),
+            ),
         ],
         "forwarding:\n  - { from: a, action: drop }\n  - { from: c, to: a }\n",
         None,
     );
     let r = t.run(&cfg, &["--exit-when-idle-ms=700"]);
     r.assert_clean();
-    assert_eq!(drops_of(r.port("a")), BTreeMap::from([("action_drop".to_owned(), a.frames.len() as u64)]));
-    assert_eq!(drops_of(r.port("b")), BTreeMap::from([("no_route".to_owned(), b.frames.len() as u64)]));
-    assert_eq!(read_pcap(&t.path("out-a.pcap")), c.valid_frames());
+    assert_eq!(
+        drops_of(r.port("a")),
+        BTreeMap::from([("action_drop".to_owned(), a.frames.len() as u64)])
+    );
+    assert_eq!(
+        drops_of(r.port("b")),
+        BTreeMap::from([("no_route".to_owned(), b.frames.len() as u64)])
+    );
+    assert_frames_eq(
+        &read_pcap(&t.path("out-a.pcap")),
+        &c.valid_frames(),
+        "a output = c input",
+    );
     r.assert_conservation();
 }
 
@@ -67,8 +147,20 @@ fn garbage_frames_never_crash_and_are_all_accounted_for() {
     write_pcap(&t.path("garbage.pcap"), &frames);
     let cfg = t.config(
         &[
-            ("in", "net_pcap0", &format!("rx_pcap={},tx_pcap={}", t.p("garbage.pcap"), t.p("out-in.pcap"))),
-            ("out", "net_pcap1", &format!("rx_pcap={},tx_pcap={}", t.p("empty.pcap"), t.p("out.pcap"))),
+            (
+                "in",
+                "net_pcap0",
+                &format!(
+                    "rx_pcap={},tx_pcap={}",
+                    t.p("garbage.pcap"),
+                    t.p("out-in.pcap")
+                ),
+            ),
+            (
+                "out",
+                "net_pcap1",
+                &format!("rx_pcap={},tx_pcap={}", t.p("empty.pcap"), t.p("out.pcap")),
+            ),
         ],
         "forwarding:\n  - { from: in, to: out }\n",
         None,
@@ -81,7 +173,11 @@ fn garbage_frames_never_crash_and_are_all_accounted_for() {
     let forwarded = read_pcap(&t.path("out.pcap"));
     let dropped: u64 = drops_of(p).values().sum();
     assert_eq!(forwarded.len() as u64 + dropped, frames.len() as u64);
-    assert!(dropped > 1000, "most random frames are malformed: {:?}", drops_of(p));
+    assert!(
+        dropped > 1000,
+        "most random frames are malformed: {:?}",
+        drops_of(p)
+    );
     assert!(drops_of(p).contains_key("runt"));
     r.assert_conservation();
 }
@@ -89,9 +185,19 @@ fn garbage_frames_never_crash_and_are_all_accounted_for() {
 #[test]
 fn metrics_endpoint_serves_valid_prometheus_exposition_during_a_run() {
     let t = TestDir::new("metrics");
-    t.gen("in.pcap", &["--count=200", "--seed=31", "--malformed-permille=50"]);
+    t.gen(
+        "in.pcap",
+        &["--count=200", "--seed=31", "--malformed-permille=50"],
+    );
     let cfg = t.config(
-        &[("in", "net_pcap0", &format!("rx_pcap={},infinite_rx=1", t.p("in.pcap"))), ("out", "net_null0", "")],
+        &[
+            (
+                "in",
+                "net_pcap0",
+                &format!("rx_pcap={},infinite_rx=1", t.p("in.pcap")),
+            ),
+            ("out", "net_null0", ""),
+        ],
         "forwarding:\n  - { from: in, to: out }\n",
         Some("127.0.0.1:0"),
     );
@@ -99,7 +205,16 @@ fn metrics_endpoint_serves_valid_prometheus_exposition_during_a_run() {
     let addr = child.wait_for_metrics_addr();
     std::thread::sleep(std::time::Duration::from_millis(800));
     let body = http_get(&addr, "/metrics");
+    let om = http_get_accept(
+        &addr,
+        "/metrics",
+        "application/openmetrics-text;version=1.0.0,text/plain;q=0.5",
+    );
     let r = child.finish();
+    assert!(
+        om.ends_with("# EOF\n") && om.contains("# TYPE appliance_port_rx_packets counter"),
+        "OpenMetrics on request"
+    );
     r.assert_clean();
 
     let value = |series: &str| -> f64 {
@@ -110,15 +225,25 @@ fn metrics_endpoint_serves_valid_prometheus_exposition_during_a_run() {
     assert!(value("appliance_port_rx_packets_total{port=\"in\"}") > 0.0);
     assert!(value("appliance_port_tx_packets_total{port=\"out\"}") > 0.0);
     assert!(value("appliance_port_dev_rx_packets_total{port=\"in\"}") > 0.0);
-    assert!(value("appliance_port_drops_total{port=\"in\",reason=\"runt\"}") > 0.0, "malformed input shows up by reason");
-    assert_eq!(value("appliance_port_drops_total{port=\"in\",reason=\"no_route\"}"), 0.0);
+    assert!(
+        value("appliance_port_drops_total{port=\"in\",reason=\"runt\"}") > 0.0,
+        "malformed input shows up by reason"
+    );
+    assert_eq!(
+        value("appliance_port_drops_total{port=\"in\",reason=\"no_route\"}"),
+        0.0
+    );
     assert!(value("appliance_lcore_polls_total{lcore=\"1\"}") > 0.0);
     assert!(value("appliance_lcore_busy_polls_total{lcore=\"1\"}") > 0.0);
     assert_eq!(value("appliance_mempool_size{pool=\"mbuf_pool\"}"), 8191.0);
     assert_eq!(value("appliance_port_link_up{port=\"out\"}"), 1.0);
-    assert!(body.contains("appliance_port_xstats_total{port=\"in\",xstat=\"rx_good_packets\"}"), "DPDK xstats exported");
+    assert!(
+        body.contains("appliance_port_xstats_total{port=\"in\",xstat=\"rx_good_packets\"}"),
+        "DPDK xstats exported"
+    );
     assert!(body.contains("appliance_build_info{version="));
     promtool_check_metrics(&body);
+    assert!(!body.contains("# EOF"), "classic text format by default");
 }
 
 #[test]
@@ -126,7 +251,14 @@ fn sigterm_stops_polling_flushes_and_exits_cleanly() {
     let t = TestDir::new("sigterm");
     t.gen("in.pcap", &["--count=100", "--seed=41"]);
     let cfg = t.config(
-        &[("in", "net_pcap0", &format!("rx_pcap={},infinite_rx=1", t.p("in.pcap"))), ("out", "net_null0", "")],
+        &[
+            (
+                "in",
+                "net_pcap0",
+                &format!("rx_pcap={},infinite_rx=1", t.p("in.pcap")),
+            ),
+            ("out", "net_null0", ""),
+        ],
         "forwarding:\n  - { from: in, to: out }\n",
         None,
     );
@@ -135,8 +267,12 @@ fn sigterm_stops_polling_flushes_and_exits_cleanly() {
     child.signal("TERM");
     let r = child.finish();
     r.assert_clean();
-    assert!(r.stdout.contains("appliance summary"), "summary printed:\n{}", r.stdout);
-    assert!(r.port("in")["rx_packets"] > 1000);
+    assert!(
+        r.stdout.contains("appliance summary"),
+        "summary printed:\n{}",
+        r.stdout
+    );
+    assert!(r.port("in")["rx_packets"].as_u64().unwrap() > 1000);
     r.assert_conservation();
 }
 
@@ -144,9 +280,17 @@ fn sigterm_stops_polling_flushes_and_exits_cleanly() {
 fn demo_runs_with_no_arguments() {
     let r = run_demo();
     r.assert_clean();
-    assert!(r.stdout.contains("output capture of port east: /tmp/appliance-demo/out-east.pcap"), "{}", r.stdout);
+    assert!(
+        r.stdout
+            .contains("output capture of port east: /tmp/appliance-demo/out-east.pcap"),
+        "{}",
+        r.stdout
+    );
     let out = read_pcap(std::path::Path::new("/tmp/appliance-demo/out-east.pcap"));
-    assert_eq!(out.len() as u64, r.port("east")["tx_packets"]);
+    assert_eq!(
+        out.len() as u64,
+        r.port("east")["tx_packets"].as_u64().unwrap()
+    );
     assert!(out.len() > 19_000);
     r.assert_conservation();
 }
@@ -167,16 +311,29 @@ fn bad_configs_are_rejected_naming_the_key_before_anything_starts() {
     ];
     for (i, (body, needles)) in cases.iter().enumerate() {
         let f = t.path(&format!("bad{i}.yaml"));
-        let text = if body.starts_with("ports: [") { body.to_string() } else { format!("{base}{body}") };
+        let text = if body.starts_with("ports: [") {
+            body.to_string()
+        } else {
+            format!("{base}{body}")
+        };
         std::fs::write(&f, text).unwrap();
-        for cmd in [&["check-config", f.to_str().unwrap()][..], &["run", "--config", f.to_str().unwrap()][..]] {
+        for cmd in [
+            &["check-config", f.to_str().unwrap()][..],
+            &["run", "--config", f.to_str().unwrap()][..],
+        ] {
             let o = appliance(cmd);
             let err = String::from_utf8_lossy(&o.stderr);
             assert_eq!(o.status.code(), Some(2), "case {i} {cmd:?}: {err}");
             for n in *needles {
-                assert!(err.contains(n), "case {i} {cmd:?}: {n:?} missing from: {err}");
+                assert!(
+                    err.contains(n),
+                    "case {i} {cmd:?}: {n:?} missing from: {err}"
+                );
             }
-            assert!(!err.contains("EAL:"), "case {i}: DPDK must not start on a bad config: {err}");
+            assert!(
+                !err.contains("EAL:"),
+                "case {i}: DPDK must not start on a bad config: {err}"
+            );
         }
     }
     let ok = t.config(&[("a", "net_null0", "")], "", None);
@@ -187,20 +344,44 @@ fn bad_configs_are_rejected_naming_the_key_before_anything_starts() {
 #[test]
 fn bad_eal_arguments_and_missing_devices_fail_cleanly() {
     let t = TestDir::new("badeal");
-    let cfg = t.config_with_eal(&[("a", "net_null0", "")], "", "  extra_args: [\"--definitely-not-an-eal-flag\"]\n");
+    let cfg = t.config_with_eal(
+        &[("a", "net_null0", "")],
+        "",
+        "  extra_args: [\"--definitely-not-an-eal-flag\"]\n",
+    );
     let r = t.run_expect_failure(&cfg);
     assert_eq!(r.0, Some(3), "{}", r.1);
-    assert!(r.1.contains("rte_eal_init") && r.1.contains("EAL arguments"), "{}", r.1);
+    assert!(
+        r.1.contains("rte_eal_init") && r.1.contains("EAL arguments"),
+        "{}",
+        r.1
+    );
 
-    let cfg = t.config(&[("a", "net_pcap0", "rx_pcap=/nonexistent/in.pcap,tx_pcap=/nonexistent/out.pcap")], "", None);
+    let cfg = t.config(
+        &[(
+            "a",
+            "net_pcap0",
+            "rx_pcap=/nonexistent/in.pcap,tx_pcap=/nonexistent/out.pcap",
+        )],
+        "",
+        None,
+    );
     let r = t.run_expect_failure(&cfg);
     assert_eq!(r.0, Some(3), "{}", r.1);
     assert!(!r.1.contains("panicked"), "{}", r.1);
 
     // The metrics address is bound before DPDK starts: a taken address fails with nothing started.
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let cfg = t.config(&[("a", "net_null0", "")], "", Some(&l.local_addr().unwrap().to_string()));
+    let cfg = t.config(
+        &[("a", "net_null0", "")],
+        "",
+        Some(&l.local_addr().unwrap().to_string()),
+    );
     let r = t.run_expect_failure(&cfg);
     assert_eq!(r.0, Some(2), "{}", r.1);
-    assert!(r.1.contains("metrics.listen") && !r.1.contains("EAL:"), "{}", r.1);
+    assert!(
+        r.1.contains("metrics.listen") && !r.1.contains("EAL:"),
+        "{}",
+        r.1
+    );
 }

@@ -11,7 +11,10 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_appliance");
 
 /// Runs the appliance with `args` to completion.
 pub fn appliance(args: &[&str]) -> Output {
-    Command::new(BIN).args(args).output().expect("run appliance")
+    Command::new(BIN)
+        .args(args)
+        .output()
+        .expect("run appliance")
 }
 
 /// A scratch directory for one test; the DPDK file prefix is derived from its name.
@@ -29,7 +32,12 @@ pub struct Generated {
 
 impl Generated {
     pub fn valid_frames(&self) -> Vec<Vec<u8>> {
-        self.frames.iter().zip(&self.kinds).filter(|(_, k)| k.is_none()).map(|(f, _)| f.clone()).collect()
+        self.frames
+            .iter()
+            .zip(&self.kinds)
+            .filter(|(_, k)| k.is_none())
+            .map(|(f, _)| f.clone())
+            .collect()
     }
     pub fn malformed(&self) -> usize {
         self.kinds.iter().filter(|k| k.is_some()).count()
@@ -45,7 +53,10 @@ impl Generated {
 
 impl TestDir {
     pub fn new(name: &str) -> Self {
-        TestDir { dir: tempfile::tempdir().expect("tempdir"), name: name.to_owned() }
+        TestDir {
+            dir: tempfile::tempdir().expect("tempdir"),
+            name: name.to_owned(),
+        }
     }
 
     pub fn path(&self, f: &str) -> PathBuf {
@@ -60,10 +71,20 @@ impl TestDir {
     pub fn gen(&self, file: &str, args: &[&str]) -> Generated {
         let pcap = self.path(file);
         let kinds = self.path(&format!("{file}.kinds"));
-        let mut a = vec!["gen", "--pcap", pcap.to_str().unwrap(), "--kinds-out", kinds.to_str().unwrap()];
+        let mut a = vec![
+            "gen",
+            "--pcap",
+            pcap.to_str().unwrap(),
+            "--kinds-out",
+            kinds.to_str().unwrap(),
+        ];
         a.extend_from_slice(args);
         let o = appliance(&a);
-        assert!(o.status.success(), "gen failed: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            o.status.success(),
+            "gen failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
         let frames = read_pcap(&pcap);
         let kinds: Vec<Option<String>> = std::fs::read_to_string(&kinds)
             .unwrap()
@@ -86,21 +107,39 @@ impl TestDir {
     }
 
     /// Writes a configuration with the given ports (name, device, args) and forwarding YAML.
-    pub fn config(&self, ports: &[(&str, &str, &str)], forwarding: &str, metrics: Option<&str>) -> PathBuf {
+    pub fn config(
+        &self,
+        ports: &[(&str, &str, &str)],
+        forwarding: &str,
+        metrics: Option<&str>,
+    ) -> PathBuf {
         self.config_full(ports, forwarding, metrics, "")
     }
 
-    pub fn config_with_eal(&self, ports: &[(&str, &str, &str)], forwarding: &str, eal_extra: &str) -> PathBuf {
+    pub fn config_with_eal(
+        &self,
+        ports: &[(&str, &str, &str)],
+        forwarding: &str,
+        eal_extra: &str,
+    ) -> PathBuf {
         self.config_full(ports, forwarding, None, eal_extra)
     }
 
-    fn config_full(&self, ports: &[(&str, &str, &str)], forwarding: &str, metrics: Option<&str>, eal_extra: &str) -> PathBuf {
+    fn config_full(
+        &self,
+        ports: &[(&str, &str, &str)],
+        forwarding: &str,
+        metrics: Option<&str>,
+        eal_extra: &str,
+    ) -> PathBuf {
         let mut y = format!(
             "eal:\n  lcores: \"0-1\"\n  no_huge: true\n  memory_mb: 256\n  no_pci: true\n  file_prefix: {}\n  log_level: error\n{eal_extra}mempool:\n  mbufs: 8191\n  cache: 128\nports:\n",
             self.prefix()
         );
         for (name, dev, args) in ports {
-            y.push_str(&format!("  - name: {name}\n    device: {dev}\n    rx_desc: 512\n    tx_desc: 512\n"));
+            y.push_str(&format!(
+                "  - name: {name}\n    device: {dev}\n    rx_desc: 512\n    tx_desc: 512\n"
+            ));
             if !args.is_empty() {
                 y.push_str(&format!("    args: {args}\n"));
             }
@@ -124,14 +163,29 @@ impl TestDir {
         let summary = self.path("summary.json");
         let _ = std::fs::remove_file(&summary);
         let mut cmd = Command::new(BIN);
-        cmd.args(["run", "--config", cfg.to_str().unwrap(), "--summary-json", summary.to_str().unwrap()]).args(extra);
+        cmd.args([
+            "run",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--summary-json",
+            summary.to_str().unwrap(),
+        ])
+        .args(extra);
         Running::start(cmd, summary)
     }
 
     /// Runs expecting failure: (exit code, stderr).
     pub fn run_expect_failure(&self, cfg: &Path) -> (Option<i32>, String) {
-        let o = appliance(&["run", "--config", cfg.to_str().unwrap(), "--exit-when-idle-ms=300"]);
-        (o.status.code(), String::from_utf8_lossy(&o.stderr).into_owned())
+        let o = appliance(&[
+            "run",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--exit-when-idle-ms=300",
+        ]);
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
     }
 }
 
@@ -145,14 +199,23 @@ pub struct Running {
 
 impl Running {
     fn start(mut cmd: Command, summary: PathBuf) -> Self {
-        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn appliance");
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn appliance");
         let mut err = child.stderr.take().unwrap();
         let reader = std::thread::spawn(move || {
             let mut buf = Vec::new();
             let _ = err.read_to_end(&mut buf);
             String::from_utf8_lossy(&buf).into_owned()
         });
-        Running { child, summary, started: Instant::now(), stderr: Some(reader) }
+        Running {
+            child,
+            summary,
+            started: Instant::now(),
+            stderr: Some(reader),
+        }
     }
 
     /// Waits until the appliance listens on its metrics socket (found through /proc, since the
@@ -170,7 +233,10 @@ impl Running {
     }
 
     pub fn signal(&self, sig: &str) {
-        let st = Command::new("kill").args([&format!("-{sig}"), &self.child.id().to_string()]).status().unwrap();
+        let st = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
         assert!(st.success());
     }
 
@@ -187,13 +253,27 @@ impl Running {
             std::thread::sleep(Duration::from_millis(20));
         };
         let mut stdout = String::new();
-        self.child.stdout.take().unwrap().read_to_string(&mut stdout).unwrap();
-        let stderr = self.stderr.take().map(|h| h.join().unwrap_or_default()).unwrap_or_default();
+        self.child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut stdout)
+            .unwrap();
+        let stderr = self
+            .stderr
+            .take()
+            .map(|h| h.join().unwrap_or_default())
+            .unwrap_or_default();
         let summary = std::fs::read_to_string(&self.summary)
             .ok()
             .and_then(|s| serde_json::from_str(&s).ok())
             .unwrap_or(serde_json::Value::Null);
-        RunResult { code: status.code(), stdout, stderr, summary }
+        RunResult {
+            code: status.code(),
+            stdout,
+            stderr,
+            summary,
+        }
     }
 }
 
@@ -233,9 +313,23 @@ pub struct RunResult {
 impl RunResult {
     /// Exit 0, a summary, no worker panic, every mbuf back in its pool.
     pub fn assert_clean(&self) {
-        assert_eq!(self.code, Some(0), "exit code\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
-        assert!(self.summary.is_object(), "no JSON summary; stderr:\n{}", self.stderr);
-        assert_eq!(self.summary["leaked_mbufs"], 0, "mbufs leaked: {}", self.summary);
+        assert_eq!(
+            self.code,
+            Some(0),
+            "exit code\nstdout:\n{}\nstderr:\n{}",
+            self.stdout,
+            self.stderr
+        );
+        assert!(
+            self.summary.is_object(),
+            "no JSON summary; stderr:\n{}",
+            self.stderr
+        );
+        assert_eq!(
+            self.summary["leaked_mbufs"], 0,
+            "mbufs leaked: {}",
+            self.summary
+        );
         for p in self.summary["mempools"].as_array().unwrap() {
             assert_eq!(p["in_use"], 0, "pool not full again: {p}");
             assert_eq!(p["available"], p["size"], "pool not full again: {p}");
@@ -245,24 +339,78 @@ impl RunResult {
     }
 
     pub fn port(&self, name: &str) -> &serde_json::Value {
-        self.summary["ports"].as_array().unwrap().iter().find(|p| p["name"] == name).unwrap_or_else(|| panic!("port {name}"))
+        self.summary["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("port {name}"))
     }
 
     /// Every packet received was sent or dropped with a counted reason (single-output
     /// forwarding: sent packets are counted on the egress port, drops on the port that dropped).
     pub fn assert_conservation(&self) {
         let ports = self.summary["ports"].as_array().unwrap();
-        let rx: u64 = ports.iter().map(|p| p["rx_packets"].as_u64().unwrap()).sum();
-        let tx: u64 = ports.iter().map(|p| p["tx_packets"].as_u64().unwrap()).sum();
-        let drops: u64 = ports.iter().map(|p| drops_of(p).values().sum::<u64>()).sum();
-        assert_eq!(rx, tx + drops, "received {rx} = sent {tx} + dropped {drops}: {}", self.summary);
-        let dev_in: u64 = ports.iter().map(|p| p["dev_ipackets"].as_u64().unwrap()).sum();
+        let rx: u64 = ports
+            .iter()
+            .map(|p| p["rx_packets"].as_u64().unwrap())
+            .sum();
+        let tx: u64 = ports
+            .iter()
+            .map(|p| p["tx_packets"].as_u64().unwrap())
+            .sum();
+        let drops: u64 = ports
+            .iter()
+            .map(|p| drops_of(p).values().sum::<u64>())
+            .sum();
+        assert_eq!(
+            rx,
+            tx + drops,
+            "received {rx} = sent {tx} + dropped {drops}: {}",
+            self.summary
+        );
+        let dev_in: u64 = ports
+            .iter()
+            .map(|p| p["dev_ipackets"].as_u64().unwrap())
+            .sum();
         assert_eq!(dev_in, rx, "device rx counters agree with the workers'");
     }
 }
 
 pub fn drops_of(p: &serde_json::Value) -> BTreeMap<String, u64> {
-    p["drops"].as_object().map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_u64().unwrap())).collect()).unwrap_or_default()
+    p["drops"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), v.as_u64().unwrap()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Asserts two frame lists are equal, reporting the first difference compactly.
+pub fn assert_frames_eq(got: &[Vec<u8>], want: &[Vec<u8>], what: &str) {
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        if g != w {
+            let at = g
+                .iter()
+                .zip(w.iter())
+                .position(|(a, b)| a != b)
+                .unwrap_or(g.len().min(w.len()));
+            panic!(
+                "{what}: frame {i} differs (lengths {} vs {}, first differing byte {at})",
+                g.len(),
+                w.len()
+            );
+        }
+    }
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "{what}: frame counts differ (got {}, want {})",
+        got.len(),
+        want.len()
+    );
 }
 
 /// Frames of a pcap file (microsecond or nanosecond format).
@@ -283,7 +431,8 @@ pub fn write_pcap(path: &Path, frames: &[Vec<u8>]) {
     let f = std::fs::File::create(path).unwrap();
     let mut w = pcap_file::pcap::PcapWriter::new(f).unwrap();
     for (i, fr) in frames.iter().enumerate() {
-        let pkt = pcap_file::pcap::PcapPacket::new(Duration::from_micros(i as u64), fr.len() as u32, fr);
+        let pkt =
+            pcap_file::pcap::PcapPacket::new(Duration::from_micros(i as u64), fr.len() as u32, fr);
         w.write_packet(&pkt).unwrap();
     }
 }
@@ -321,20 +470,39 @@ pub fn garbage_frames(n: usize, seed: u64) -> Vec<Vec<u8>> {
 
 /// `tcpdump -r` reads the capture and sees `expect` packets.
 pub fn tcpdump_reads(path: &Path, expect: usize) {
-    let o = Command::new("tcpdump").args(["-nn", "-r", path.to_str().unwrap()]).output().expect("tcpdump is installed (deploy/install-deps.sh)");
-    assert!(o.status.success(), "tcpdump: {}", String::from_utf8_lossy(&o.stderr));
+    let o = Command::new("tcpdump")
+        .args(["-nn", "-r", path.to_str().unwrap()])
+        .output()
+        .expect("tcpdump is installed (deploy/install-deps.sh)");
+    assert!(
+        o.status.success(),
+        "tcpdump: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     assert_eq!(String::from_utf8_lossy(&o.stdout).lines().count(), expect);
 }
 
 /// HTTP/1.0 GET on loopback; returns the body.
 pub fn http_get(addr: &str, path: &str) -> String {
+    http_get_accept(addr, path, "*/*")
+}
+
+/// HTTP/1.0 GET with an Accept header; returns the body.
+pub fn http_get_accept(addr: &str, path: &str, accept: &str) -> String {
     let mut s = std::net::TcpStream::connect(addr).expect("connect metrics");
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.0\r\nHost: {addr}\r\nAccept: {accept}\r\n\r\n"
+    )
+    .unwrap();
     let mut resp = String::new();
     s.read_to_string(&mut resp).unwrap();
     let (head, body) = resp.split_once("\r\n\r\n").expect("http response");
-    assert!(head.starts_with("HTTP/1.") && head.contains(" 200 "), "{head}");
+    assert!(
+        head.starts_with("HTTP/1.") && head.contains(" 200 "),
+        "{head}"
+    );
     body.to_owned()
 }
 
@@ -349,7 +517,12 @@ pub fn promtool_check_metrics(body: &str) {
         .expect("promtool is installed (deploy/install-deps.sh)");
     c.stdin.take().unwrap().write_all(body.as_bytes()).unwrap();
     let o = c.wait_with_output().unwrap();
-    assert!(o.status.success(), "promtool check metrics failed:\n{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "promtool check metrics failed:\n{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
 }
 
 /// Runs the embedded demo (fixed paths under /tmp/appliance-demo; metrics off to avoid a fixed
@@ -358,6 +531,12 @@ pub fn run_demo() -> RunResult {
     let dir = tempfile::tempdir().unwrap();
     let summary = dir.path().join("summary.json");
     let mut cmd = Command::new(BIN);
-    cmd.args(["run", "--metrics-listen", "none", "--summary-json", summary.to_str().unwrap()]);
+    cmd.args([
+        "run",
+        "--metrics-listen",
+        "none",
+        "--summary-json",
+        summary.to_str().unwrap(),
+    ]);
     Running::start(cmd, summary).finish()
 }
