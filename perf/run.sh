@@ -45,7 +45,7 @@ testpmd_mpps() { # $1 pcap
     --forward-mode=io --nb-cores=1 --auto-start --stats-period 1 --total-num-mbufs=$MBUFS \
     --rxd=1024 --txd=1024 --burst=32 >"$log" 2>&1 || true
   # Port 0 statistics blocks print "Rx-pps:" first; skip the first two samples (warm-up).
-  awk '/Port statistics for port 0/ {p=1} p && /Rx-pps:/ {print $2; p=0}' "$log" | tail -n +3 | median | awk '{printf "%.3f", $1/1e6}'
+  awk '/NIC statistics for port 0/ {p=1} p && /Rx-pps:/ {print $2; p=0}' "$log" | tail -n +3 | median | awk '{printf "%.3f", $1/1e6}'
 }
 
 appliance_mpps() { # $1 pcap

@@ -159,6 +159,22 @@ pub struct PortConfig {
     /// MTU to set; the device default when absent.
     #[serde(default)]
     pub mtu: Option<u16>,
+    /// What is checked on received frames: `full` (Ethernet, IP and transport headers; the
+    /// default) or `l2` (Ethernet framing only, for pure port-to-port forwarding; classifiers
+    /// still see validated headers).
+    #[serde(default)]
+    pub validate: ValidateLevel,
+}
+
+/// The `ports[].validate` setting.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ValidateLevel {
+    /// Validate every header the parser knows.
+    #[default]
+    Full,
+    /// Ethernet framing only.
+    L2,
 }
 
 fn one() -> u16 {

@@ -1,11 +1,13 @@
 //! `appliance run`: bring up EAL, the pool and the ports from the configuration, launch one
 //! worker per worker lcore, run until told to stop, then shut down in order (stop polling,
 //! flush, stop and close ports, check every mbuf is back) and report.
-use crate::config::{Config, ForwardAction};
+use crate::config::{Config, ForwardAction, ValidateLevel};
 use crate::metrics::{MetricsServer, Telemetry};
 use crate::summary::{LcoreSummary, PoolSummary, PortSummary, Summary};
 use crate::worker::Worker;
-use pipelines::pipeline::{Forward, Generation, GenerationCell, PortIndex, PortPipeline};
+use pipelines::pipeline::{
+    Forward, Generation, GenerationCell, PortIndex, PortPipeline, Validation,
+};
 use pipelines::stats::{port_totals, LcoreStats, StatsWriter};
 use pmd_glue::lcore::{self, LcoreId};
 use pmd_glue::{Eal, Mempool, Port, PortConfig as DevPortConfig, SocketId};
@@ -61,6 +63,10 @@ pub fn build_generation(cfg: &Config) -> Generation {
         .iter()
         .map(|p| PortPipeline {
             name: p.name.clone(),
+            validation: match p.validate {
+                ValidateLevel::Full => Validation::Full,
+                ValidateLevel::L2 => Validation::L2,
+            },
             ..Default::default()
         })
         .collect();

@@ -1,5 +1,7 @@
 //! The run-to-completion loop of one worker lcore: rx burst -> pipeline -> per-port transmit
-//! buffers -> tx burst, with a drain timer for partial bursts.
+//! buffers -> tx burst. A buffer is sent as soon as it holds a full burst; partial bursts are
+//! sent when a poll round finds no packet, or at the latest after the drain interval
+//! (`workers.tx_drain_us`), as DPDK's l3fwd does.
 use pipelines::pipeline::{GenerationReader, PortIndex, Sink};
 use pipelines::stats::StatsWriter;
 use pipelines::DropReason;
@@ -25,59 +27,58 @@ pub struct Worker {
     pub drain_ticks: u64,
 }
 
-/// Transmit side of one worker: a buffer and a queue per port.
-struct TxSide {
-    bufs: Vec<TxBuffer>,
-    queues: Vec<Option<TxQueue>>,
+/// This worker's transmit side of one port: a buffer and the worker's own queue.
+struct TxPort {
+    port: PortIndex,
+    buf: TxBuffer,
+    queue: TxQueue,
 }
 
-impl TxSide {
-    #[inline]
-    fn flush(&mut self, port: usize, stats: &mut StatsWriter) {
-        let (Some(buf), Some(Some(q))) = (self.bufs.get_mut(port), self.queues.get_mut(port))
-        else {
-            return;
-        };
-        let (sent, bytes, dropped) = q.flush(buf);
-        let p = PortIndex(port as u16);
+impl TxPort {
+    #[inline(never)]
+    fn flush(&mut self, stats: &mut StatsWriter) {
+        let (sent, bytes, dropped) = self.queue.flush(&mut self.buf);
         if sent > 0 {
-            stats.tx(p, u64::from(sent), bytes);
+            stats.tx(self.port, u64::from(sent), bytes);
         }
         if dropped > 0 {
-            stats.drop(p, DropReason::TxQueueFull, u64::from(dropped));
+            stats.drop(self.port, DropReason::TxQueueFull, u64::from(dropped));
         }
+    }
+}
+
+/// Transmit side of one worker, indexed by pipeline port index (`None`: nothing is sent there).
+struct TxSide(Vec<Option<TxPort>>);
+
+impl TxSide {
+    fn pending(&self) -> bool {
+        self.0.iter().flatten().any(|t| !t.buf.is_empty())
     }
 
     fn flush_all(&mut self, stats: &mut StatsWriter) {
-        for p in 0..self.bufs.len() {
-            if !self.bufs[p].is_empty() {
-                self.flush(p, stats);
+        for t in self.0.iter_mut().flatten() {
+            if !t.buf.is_empty() {
+                t.flush(stats);
             }
         }
     }
 }
 
-/// Adapter handing pipeline output to the transmit buffers.
-struct WorkerSink<'a> {
-    tx: &'a mut TxSide,
-}
-
-impl Sink<Mbuf> for WorkerSink<'_> {
-    #[inline]
+impl Sink<Mbuf> for TxSide {
+    #[inline(always)]
     fn send(&mut self, port: PortIndex, pkt: Mbuf, stats: &mut StatsWriter) {
-        let i = usize::from(port.0);
-        let has_queue = matches!(self.tx.queues.get(i), Some(Some(_)));
-        let Some(buf) = self.tx.bufs.get_mut(i).filter(|_| has_queue) else {
+        let Some(Some(t)) = self.0.get_mut(usize::from(port.0)) else {
             stats.drop(port, DropReason::NoRoute, 1);
             return; // `pkt` drops here: back to its pool
         };
-        if let Err(pkt) = buf.push(pkt) {
-            // Cannot happen (we flush at 32), but never lose a packet silently.
+        if let Err(pkt) = t.buf.push(pkt) {
+            // Cannot happen (a buffer is flushed as soon as it fills), but never lose a packet
+            // silently.
             stats.drop(port, DropReason::TxQueueFull, 1);
             drop(pkt);
         }
-        if self.tx.bufs[i].is_full() {
-            self.tx.flush(i, stats);
+        if t.buf.is_full() {
+            t.flush(stats);
         }
     }
 }
@@ -93,10 +94,18 @@ impl Worker {
             stop,
             drain_ticks,
         } = self;
-        let mut txs = TxSide {
-            bufs: (0..tx.len()).map(|_| TxBuffer::new()).collect(),
-            queues: tx,
-        };
+        let mut txs = TxSide(
+            tx.into_iter()
+                .enumerate()
+                .map(|(i, q)| {
+                    q.map(|queue| TxPort {
+                        port: PortIndex(i as u16),
+                        buf: TxBuffer::new(),
+                        queue,
+                    })
+                })
+                .collect(),
+        );
         let mut burst = Burst::new();
         let mut last_drain = pmd_glue::tsc();
         while !stop.load(Ordering::Relaxed) {
@@ -104,23 +113,26 @@ impl Worker {
             let mut round = 0u64;
             for (port, q) in rx.iter_mut() {
                 let n = q.rx_burst(&mut burst);
-                if n == 0 {
-                    continue;
+                if n != 0 {
+                    round += n as u64;
+                    gen.process_burst(&mut burst, *port, &mut stats, &mut txs);
                 }
-                round += n as u64;
-                let mut bytes = 0u64;
-                let mut sink = WorkerSink { tx: &mut txs };
-                while let Some(m) = burst.pop_front() {
-                    bytes += u64::from(m.pkt_len());
-                    gen.process(m, *port, &mut stats, &mut sink);
-                }
-                stats.rx(*port, n as u64, bytes);
             }
             stats.poll(round);
-            let now = pmd_glue::tsc();
-            if round == 0 || now.wrapping_sub(last_drain) >= drain_ticks {
+            if round == 0 {
                 txs.flush_all(&mut stats);
-                last_drain = now;
+            } else if txs.pending() {
+                let now = pmd_glue::tsc();
+                if now.wrapping_sub(last_drain) >= drain_ticks {
+                    txs.flush_all(&mut stats);
+                    last_drain = now;
+                }
+            } else {
+                continue;
+            }
+            // Restart the drain interval whenever the buffers were emptied.
+            if !txs.pending() {
+                last_drain = pmd_glue::tsc();
             }
         }
         txs.flush_all(&mut stats);

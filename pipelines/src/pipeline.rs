@@ -95,11 +95,26 @@ pub enum Forward {
     Drop,
 }
 
+/// How much of a received frame is checked before it is forwarded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Validation {
+    /// Ethernet, VLAN, IPv4/IPv6 (with extension headers) and TCP/UDP/ICMP headers are validated;
+    /// malformed frames are dropped with their reason.
+    #[default]
+    Full,
+    /// Only Ethernet framing (header and VLAN tags complete) is checked when the port has no
+    /// classifiers and its destination has no egress filters: a bump-in-the-wire forwarder that
+    /// never reads network headers. Classifiers always see fully validated headers.
+    L2,
+}
+
 /// One port's pipeline configuration.
 #[derive(Debug, Default)]
 pub struct PortPipeline {
     /// Port name (from the configuration).
     pub name: String,
+    /// What is checked on frames received on this port.
+    pub validation: Validation,
     /// Filters run on packets received on this port, in order.
     pub ingress: Vec<Filter>,
     /// Filters run on packets about to be sent on this port, in order.
@@ -200,11 +215,77 @@ impl Generation {
         ChainResult::Fallthrough
     }
 
-    /// Processes one packet received on `ingress`: validates its headers, classifies it, and
-    /// either hands it to `sink` or drops it with a counted reason. Never panics, never
-    /// allocates.
+    /// Where packets from `ingress` go when nothing on their path reads network headers: the
+    /// port validates framing only, has no ingress filters, forwards to a port without egress
+    /// filters.
+    #[inline]
+    pub fn l2_target(&self, ingress: PortIndex) -> Option<PortIndex> {
+        let p = self.ports.get(usize::from(ingress.0))?;
+        match p.forward {
+            Forward::To(out) if p.validation == Validation::L2 && p.ingress.is_empty() => self
+                .ports
+                .get(usize::from(out.0))
+                .filter(|o| o.egress.is_empty())
+                .map(|_| out),
+            _ => None,
+        }
+    }
+
+    /// Processes a burst of packets received on `ingress` (see [`Generation::process`]),
+    /// counting them as received. The path decision that does not depend on packet contents is
+    /// made once per burst.
+    #[inline]
+    pub fn process_burst<P: Packet, S: Sink<P>>(
+        &self,
+        pkts: impl Iterator<Item = P>,
+        ingress: PortIndex,
+        stats: &mut StatsWriter,
+        sink: &mut S,
+    ) {
+        let (mut n, mut bytes) = (0u64, 0u64);
+        if let Some(out) = self.l2_target(ingress) {
+            for pkt in pkts {
+                n += 1;
+                bytes += u64::from(pkt.frame_len());
+                match wire::check_framing(pkt.data()) {
+                    Ok(()) => sink.send(out, pkt, stats),
+                    Err(reason) => stats.drop(ingress, reason, 1),
+                }
+            }
+        } else {
+            for pkt in pkts {
+                n += 1;
+                bytes += u64::from(pkt.frame_len());
+                self.process_validated(pkt, ingress, stats, sink);
+            }
+        }
+        stats.rx(ingress, n, bytes);
+    }
+
+    /// Processes one packet received on `ingress`: validates its headers (as the port's
+    /// validation level says), classifies it, and either hands it to `sink` or drops it with a
+    /// counted reason. Never panics, never allocates. Does not count the packet as received
+    /// (the burst does).
     #[inline]
     pub fn process<P: Packet, S: Sink<P>>(
+        &self,
+        pkt: P,
+        ingress: PortIndex,
+        stats: &mut StatsWriter,
+        sink: &mut S,
+    ) {
+        match self.l2_target(ingress) {
+            Some(out) => match wire::check_framing(pkt.data()) {
+                Ok(()) => sink.send(out, pkt, stats),
+                Err(reason) => stats.drop(ingress, reason, 1),
+            },
+            None => self.process_validated(pkt, ingress, stats, sink),
+        }
+    }
+
+    /// The full path: parse and validate every header, run the chains.
+    #[inline]
+    fn process_validated<P: Packet, S: Sink<P>>(
         &self,
         pkt: P,
         ingress: PortIndex,
@@ -473,6 +554,39 @@ mod tests {
             vec![PortIndex(2)]
         );
         assert_eq!(t[0].drops_total(), 0);
+    }
+
+    #[test]
+    fn l2_validation_forwards_without_reading_network_headers_unless_classifiers_need_them() {
+        let mut bad_ip = arp().bytes;
+        bad_ip[12..14].copy_from_slice(&0x0800u16.to_be_bytes()); // claims IPv4, holds ARP bytes
+        let mut p = ports(2);
+        p[0].forward = Forward::To(PortIndex(1));
+        p[0].validation = Validation::L2;
+        let gen = Generation { ports: p };
+        let (out, _) = run(&gen, VecPacket::new(bad_ip.clone()), 0);
+        assert_eq!(
+            out.len(),
+            1,
+            "L2 validation forwards a frame with a bad IP header"
+        );
+        let (out, t) = run(&gen, VecPacket::new(vec![0u8; 13]), 0);
+        assert!(out.is_empty());
+        assert_eq!(
+            t[0].drops[DropReason::Runt.index()],
+            1,
+            "runts are still dropped"
+        );
+
+        // With a classifier on the port, headers are validated after all.
+        let mut p = ports(2);
+        p[0].forward = Forward::To(PortIndex(1));
+        p[0].validation = Validation::L2;
+        p[0].ingress = vec![filter(EtherTypeIs(0x86dd, 0), vec![Action::Drop])];
+        let gen = Generation { ports: p };
+        let (out, t) = run(&gen, VecPacket::new(bad_ip), 0);
+        assert!(out.is_empty());
+        assert_eq!(t[0].drops_total(), 1);
     }
 
     #[test]

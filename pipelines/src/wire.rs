@@ -157,6 +157,47 @@ pub fn ipv4_header_checksum(header: &[u8]) -> u16 {
     !(sum as u16)
 }
 
+/// True when `header`'s checksum verifies; a fixed five-word sum for the common 20-byte header.
+#[inline(always)]
+fn ipv4_checksum_ok(header: &[u8]) -> bool {
+    match header.first_chunk::<IPV4_MIN_HLEN>() {
+        Some(h) if header.len() == IPV4_MIN_HLEN => {
+            let w = |i: usize| u64::from(u32::from_be_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]));
+            let mut sum = w(0) + w(4) + w(8) + w(12) + w(16);
+            sum = (sum & 0xffff_ffff) + (sum >> 32);
+            sum = (sum & 0xffff) + (sum >> 16);
+            sum = (sum & 0xffff) + (sum >> 16);
+            sum as u16 == 0xffff
+        }
+        _ => ipv4_header_checksum(header) == 0,
+    }
+}
+
+/// Checks only Ethernet framing: an Ethernet header and complete VLAN tags (up to two). The
+/// validation level of ports that forward without inspecting network headers.
+#[inline(always)]
+pub fn check_framing(data: &[u8]) -> Result<(), DropReason> {
+    let Some(&[.., e0, e1]) = data.first_chunk::<ETH_HLEN>() else {
+        return Err(DropReason::Runt);
+    };
+    let mut et = u16::from_be_bytes([e0, e1]);
+    if !is_vlan_tpid(et) {
+        return Ok(());
+    }
+    let mut need = ETH_HLEN;
+    for _ in 0..2 {
+        if !is_vlan_tpid(et) {
+            break;
+        }
+        need += VLAN_HLEN;
+        match bytes_at::<2>(data, need - 2) {
+            Some(b) => et = u16::from_be_bytes(*b),
+            None => return Err(DropReason::Runt),
+        }
+    }
+    Ok(())
+}
+
 /// Parses the headers of one Ethernet frame: Ethernet II, up to two VLAN tags (802.1Q / 802.1ad),
 /// IPv4 or IPv6 (following IPv6 extension headers), and the TCP, UDP, ICMP or ICMPv6 header.
 ///
@@ -257,7 +298,7 @@ fn parse_ipv4(
     if usize::from(total_len) < hlen || ip_end > frame_len {
         return Err(DropReason::Ipv4BadTotalLength);
     }
-    if !csum_verified && ipv4_header_checksum(header) != 0 {
+    if !csum_verified && !ipv4_checksum_ok(header) {
         return Err(DropReason::Ipv4BadChecksum);
     }
     let l4 = l3 + hlen;
@@ -627,6 +668,49 @@ mod tests {
     }
 
     // ---- valid frames: every combination, every field ----
+
+    #[test]
+    fn checksum_fast_path_agrees_with_the_general_sum() {
+        let mut h = [
+            0x45u8, 0, 0, 0x54, 0x12, 0x34, 0x40, 0, 64, 17, 0, 0, 192, 168, 1, 1, 10, 0, 0, 9,
+        ];
+        let c = ipv4_header_checksum(&h);
+        h[10..12].copy_from_slice(&c.to_be_bytes());
+        assert!(ipv4_checksum_ok(&h));
+        for i in 0..20 {
+            let mut bad = h;
+            bad[i] ^= 0x10;
+            assert_eq!(
+                ipv4_checksum_ok(&bad),
+                ipv4_header_checksum(&bad) == 0,
+                "byte {i}"
+            );
+            assert!(!ipv4_checksum_ok(&bad));
+        }
+    }
+
+    #[test]
+    fn framing_check_accepts_complete_tags_and_rejects_cut_ones() {
+        let mut f = vec![0u8; 12];
+        f.extend_from_slice(&[0x08, 0x00]);
+        assert_eq!(check_framing(&f), Ok(()));
+        assert_eq!(check_framing(&f[..13]), Err(DropReason::Runt));
+        let mut v = vec![0u8; 12];
+        v.extend_from_slice(&[0x81, 0x00, 0x00, 0x64]);
+        assert_eq!(
+            check_framing(&v),
+            Err(DropReason::Runt),
+            "tag without inner EtherType"
+        );
+        v.extend_from_slice(&[0x88, 0xa8]);
+        assert_eq!(
+            check_framing(&v),
+            Err(DropReason::Runt),
+            "second tag announced but missing"
+        );
+        v.extend_from_slice(&[0x00, 0x05, 0x08, 0x00]);
+        assert_eq!(check_framing(&v), Ok(()));
+    }
 
     #[test]
     fn matrix_of_valid_frames_parses_every_field() {

@@ -319,10 +319,11 @@ impl Burst {
     /// Takes the next packet.
     #[inline]
     pub fn pop_front(&mut self) -> Option<Mbuf> {
-        if self.head == self.len {
+        if self.head >= self.len {
             return None;
         }
-        let p = self.ptrs[self.head];
+        // SAFETY: head < len <= BURST_SIZE (set_filled clamps len), so the slot is in bounds.
+        let p = unsafe { *self.ptrs.get_unchecked(self.head) };
         self.head += 1;
         // SAFETY: slots head..len hold mbufs DPDK handed to us; each is taken out exactly once
         // (head advances past it) and p is non-null as rx_burst only fills valid pointers.
@@ -357,8 +358,9 @@ impl Drop for Burst {
 /// [`crate::TxQueue::flush`]. Whatever the queue does not accept is freed and reported.
 pub struct TxBuffer {
     ptrs: [*mut sys::rte_mbuf; BURST_SIZE],
-    lens: [u32; BURST_SIZE],
     len: usize,
+    /// Sum of `pkt_len` over the buffered packets.
+    bytes: u64,
 }
 
 impl fmt::Debug for TxBuffer {
@@ -378,8 +380,8 @@ impl TxBuffer {
     pub fn new() -> Self {
         TxBuffer {
             ptrs: [ptr::null_mut(); BURST_SIZE],
-            lens: [0; BURST_SIZE],
             len: 0,
+            bytes: 0,
         }
     }
 
@@ -402,12 +404,12 @@ impl TxBuffer {
     }
 
     /// Buffers `m`. If the buffer is already full the packet is handed back.
-    #[inline]
+    #[inline(always)]
     pub fn push(&mut self, m: Mbuf) -> Result<(), Mbuf> {
-        if self.len == BURST_SIZE {
+        if self.len >= BURST_SIZE {
             return Err(m);
         }
-        self.lens[self.len] = m.pkt_len();
+        self.bytes += u64::from(m.pkt_len());
         self.ptrs[self.len] = m.into_raw();
         self.len += 1;
         Ok(())
@@ -425,19 +427,30 @@ impl TxBuffer {
         }
         let n = self.len;
         let sent = usize::from(send(self.ptrs.as_mut_ptr(), n as u16)).min(n);
-        let bytes: u64 = self.lens[..sent].iter().map(|&l| u64::from(l)).sum();
+        let mut bytes = self.bytes;
         if sent < n {
+            bytes -= self.unsent_bytes(sent, n);
             // SAFETY: slots sent..n are mbufs the queue did not take; we still own them.
             unsafe {
                 sys::shim_rte_pktmbuf_free_bulk(self.ptrs.as_mut_ptr().add(sent), (n - sent) as u32)
             };
         }
         self.len = 0;
+        self.bytes = 0;
         (sent as u32, bytes, (n - sent) as u32)
     }
 }
 
 impl TxBuffer {
+    /// Bytes of the packets in slots `from..to`, which this buffer still owns.
+    fn unsent_bytes(&self, from: usize, to: usize) -> u64 {
+        self.ptrs[from..to]
+            .iter()
+            // SAFETY: these slots hold valid mbufs the queue did not take; we only read pkt_len.
+            .map(|&p| u64::from(unsafe { (*p).pkt_len }))
+            .sum()
+    }
+
     /// Hands the buffered pointers to `send` and keeps what it did not take, in order, for the
     /// next attempt. Returns (sent packets, sent bytes).
     #[inline]
@@ -450,10 +463,11 @@ impl TxBuffer {
         }
         let n = self.len;
         let sent = usize::from(send(self.ptrs.as_mut_ptr(), n as u16)).min(n);
-        let bytes: u64 = self.lens[..sent].iter().map(|&l| u64::from(l)).sum();
+        let kept = self.unsent_bytes(sent, n);
+        let bytes = self.bytes - kept;
         self.ptrs.copy_within(sent..n, 0);
-        self.lens.copy_within(sent..n, 0);
         self.len = n - sent;
+        self.bytes = kept;
         (sent as u32, bytes)
     }
 }

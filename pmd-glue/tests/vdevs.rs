@@ -86,8 +86,11 @@ fn dpdk_end_to_end() {
     let w = lcore::worker_lcores()[0];
     let job = lcore::launch(w, || 7).expect("launch");
     assert_eq!(job.wait(), Ok(7));
+    let quiet = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {})); // the panic below is expected: keep the log clean
     let job = lcore::launch(w, || panic!("boom on purpose")).expect("launch");
     let err = job.wait().expect_err("panic is reported");
+    std::panic::set_hook(quiet);
     assert_eq!(err.lcore, w);
     assert!(err.message.contains("boom on purpose"), "{err}");
     let job = lcore::launch(w, || lcore::current().map(|l| l.0 as i32).unwrap_or(-1)).unwrap();
