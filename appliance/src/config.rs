@@ -69,8 +69,9 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct EalConfig {
-    /// Lcores as EAL's `-l` takes them: a list of ids and ranges, e.g. "0-3" or "0,2,4". The
-    /// first is the main lcore (control plane); every other one runs a worker.
+    /// Lcores as EAL's `-l` takes them: a list of ids and ranges, e.g. "0-3" or "0,2,4"; or as
+    /// `--lcores` takes lcore@cpu pairs, e.g. "0@0,1@1,2@1". The first is the main lcore
+    /// (control plane); every other one runs a worker.
     pub lcores: String,
     /// Memory to reserve in MiB (`-m`); required with `no_huge`.
     pub memory_mb: Option<u32>,
@@ -292,14 +293,24 @@ const KNOWN_VDEV_DRIVERS: &[&str] = &[
     "net_virtio_user",
 ];
 
-/// Parses an EAL lcore list ("0-3", "0,2,4", "1,3-5") into ascending, distinct ids.
+/// Parses an EAL lcore list into ascending, distinct lcore ids: `-l` syntax ("0-3", "0,2,4",
+/// "1,3-5"), or `--lcores` syntax mapping lcores to CPUs ("0@0,1@1,2@1": lcores 1 and 2 both
+/// run on CPU 1).
 pub fn parse_lcores(s: &str) -> Result<Vec<u32>, String> {
     let mut out = BTreeSet::new();
     if s.trim().is_empty() {
-        return Err("empty; give lcore ids and ranges such as \"0-1\" or \"0,2,4\"".into());
+        return Err("empty; give lcore ids and ranges such as \"0-1\" or \"0,2,4\", or lcore@cpu pairs such as \"0@0,1@1,2@1\"".into());
     }
     for part in s.split(',') {
-        let part = part.trim();
+        let part = match part.trim().split_once('@') {
+            Some((lcore, cpu)) => {
+                cpu.trim().parse::<u32>().map_err(|_| {
+                    format!("{part:?}: the CPU after '@' must be a single CPU number")
+                })?;
+                lcore.trim()
+            }
+            None => part.trim(),
+        };
         let num = |t: &str| {
             t.trim()
                 .parse::<u32>()
@@ -630,7 +641,12 @@ impl Config {
     /// The EAL arguments this configuration stands for (without `argv[0]`).
     pub fn eal_args(&self) -> Vec<String> {
         let e = &self.eal;
-        let mut a = vec!["-l".to_owned(), e.lcores.clone()];
+        let flag = if e.lcores.contains('@') {
+            "--lcores"
+        } else {
+            "-l"
+        };
+        let mut a = vec![flag.to_owned(), e.lcores.clone()];
         if let Some(m) = e.memory_mb {
             a.extend(["-m".to_owned(), m.to_string()]);
         }
@@ -668,5 +684,112 @@ impl Config {
         }
         a.extend(e.extra_args.iter().cloned());
         a
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: &str =
+        "eal: { no_huge: true, memory_mb: 256 }\nports:\n  - { name: a, device: net_null0 }\n";
+
+    #[test]
+    fn lcore_lists_in_both_eal_syntaxes() {
+        assert_eq!(parse_lcores("0-3"), Ok(vec![0, 1, 2, 3]));
+        assert_eq!(parse_lcores("4,0,2-3,2"), Ok(vec![0, 2, 3, 4]));
+        assert_eq!(parse_lcores("0@0,1@1,2@1"), Ok(vec![0, 1, 2]));
+        assert!(parse_lcores("3-1").unwrap_err().contains("backwards"));
+        assert!(parse_lcores("x").is_err());
+        assert!(parse_lcores("200").is_err());
+        assert!(parse_lcores("1@(0-1)").is_err());
+        assert!(parse_lcores("").is_err());
+    }
+
+    #[test]
+    fn eal_arguments_follow_the_configuration() {
+        let mut c = parse(MIN).unwrap();
+        c.eal.file_prefix = Some("t1".into());
+        c.ports[0].args = Some("size=64".into());
+        let a = c.eal_args();
+        let joined = a.join(" ");
+        assert!(
+            joined.starts_with("-l 0-1 -m 256 --no-huge --no-shconf --file-prefix t1"),
+            "{joined}"
+        );
+        assert!(joined.contains("--vdev net_null0,size=64"), "{joined}");
+        c.eal.lcores = "0@0,1@1,2@1".into();
+        assert_eq!(
+            c.eal_args()[..2],
+            ["--lcores".to_owned(), "0@0,1@1,2@1".to_owned()]
+        );
+        assert_eq!(c.worker_lcores(), vec![1, 2]);
+        c.ports[0].device = "3b:00.0".into();
+        assert!(c.eal_args().join(" ").contains("-a 3b:00.0,size=64"));
+    }
+
+    #[test]
+    fn pci_addresses() {
+        for ok in ["0000:3b:00.0", "3b:00.1", "ffff:ff:1f.7"] {
+            assert!(is_pci_address(ok), "{ok}");
+        }
+        for bad in [
+            "net_pcap0",
+            "3b:00",
+            "3b:00.8",
+            "000:3b:00.0",
+            "eth0",
+            "3b:0g.0",
+        ] {
+            assert!(!is_pci_address(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn errors_name_the_key_and_what_is_allowed() {
+        let err = |y: &str| parse(y).unwrap_err().to_string();
+        assert!(err(&format!("{MIN}bogus: 1\n")).contains("unknown field `bogus`"));
+        let e = err("eal: { no_huge: true }\nports:\n  - { name: a, device: net_null0 }\n");
+        assert!(e.starts_with("`eal.memory_mb`"), "{e}");
+        let e = err(&MIN.replace("net_null0 }", "net_null0, rx_queues: 0 }"));
+        assert!(
+            e.starts_with("`ports[0].rx_queues`") && e.contains("1..=128"),
+            "{e}"
+        );
+        let e = err(&format!("{MIN}forwarding:\n  - {{ from: a }}\n"));
+        assert!(
+            e.starts_with("`forwarding[0].to`") && e.contains("action: drop"),
+            "{e}"
+        );
+        let e = err(&format!(
+            "{MIN}forwarding:\n  - {{ from: a, to: a }}\n  - {{ from: a, action: drop }}\n"
+        ));
+        assert!(
+            e.starts_with("`forwarding[1].from`") && e.contains("already"),
+            "{e}"
+        );
+        let e = err(&MIN.replace("net_null0 }", "net_null0, validate: deep }"));
+        assert!(
+            e.starts_with("`ports[0].validate`") && e.contains("full") && e.contains("l2"),
+            "{e}"
+        );
+        let e = err(&MIN.replace("eal: {", "eal: { lcores: \"0\","));
+        assert!(
+            e.starts_with("`eal.lcores`") && e.contains("at least 2"),
+            "{e}"
+        );
+        let e = err(&format!("{MIN}workers: {{ tx_drain_us: 0 }}\n"));
+        assert!(e.starts_with("`workers.tx_drain_us`"), "{e}");
+        let e = err(&format!("{MIN}run: {{ duration_s: -1 }}\n"));
+        assert!(e.starts_with("`run.duration_s`"), "{e}");
+        let e = err("ports: 5\n");
+        assert!(e.starts_with("`ports`"), "{e}");
+    }
+
+    #[test]
+    fn the_demo_configuration_is_valid() {
+        let c = parse(include_str!("../../deploy/examples/demo.yaml")).unwrap();
+        assert_eq!(c.ports.len(), 2);
+        assert_eq!(c.worker_lcores(), vec![1]);
     }
 }

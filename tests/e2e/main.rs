@@ -385,3 +385,123 @@ fn bad_eal_arguments_and_missing_devices_fail_cleanly() {
         r.1
     );
 }
+
+#[test]
+fn two_workers_each_poll_their_queues_and_send_on_their_own_tx_queues() {
+    // Two worker lcores sharing CPU 1 (this machine has two cores): lcore 1 polls west, lcore 2
+    // polls east; each worker has its own transmit queue (own tx_pcap file) on every port.
+    let t = TestDir::new("workers");
+    let west = t.gen(
+        "in-west.pcap",
+        &["--count=1500", "--seed=51", "--malformed-permille=20"],
+    );
+    let east = t.gen(
+        "in-east.pcap",
+        &["--count=1000", "--seed=52", "--size=imix"],
+    );
+    let cfg = t.config_full_lcores(
+        "0@0,1@1,2@1",
+        &[
+            (
+                "west",
+                "net_pcap0",
+                &format!(
+                    "rx_pcap={},tx_pcap={},tx_pcap={}",
+                    t.p("in-west.pcap"),
+                    t.p("w-q0.pcap"),
+                    t.p("w-q1.pcap")
+                ),
+            ),
+            (
+                "east",
+                "net_pcap1",
+                &format!(
+                    "rx_pcap={},tx_pcap={},tx_pcap={}",
+                    t.p("in-east.pcap"),
+                    t.p("e-q0.pcap"),
+                    t.p("e-q1.pcap")
+                ),
+            ),
+        ],
+        "forwarding:\n  - { from: west, to: east }\n  - { from: east, to: west }\n",
+    );
+    let r = t.run(&cfg, &["--exit-when-idle-ms=1000"]);
+    r.assert_clean();
+    let lcores: Vec<u64> = r.summary["lcores"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["lcore"].as_u64().unwrap())
+        .collect();
+    assert_eq!(lcores, vec![1, 2]);
+    assert_frames_eq(
+        &read_pcap(&t.path("e-q0.pcap")),
+        &west.valid_frames(),
+        "west traffic leaves east on worker 1's queue",
+    );
+    assert!(read_pcap(&t.path("e-q1.pcap")).is_empty());
+    assert_frames_eq(
+        &read_pcap(&t.path("w-q1.pcap")),
+        &east.valid_frames(),
+        "east traffic leaves west on worker 2's queue",
+    );
+    assert!(read_pcap(&t.path("w-q0.pcap")).is_empty());
+    let per_lcore: Vec<u64> = r.summary["lcores"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["packets"].as_u64().unwrap())
+        .collect();
+    assert_eq!(per_lcore, vec![1500, 1000]);
+    r.assert_conservation();
+}
+
+#[test]
+fn generator_transmits_on_a_dpdk_port_exactly_what_it_writes_to_a_pcap() {
+    let t = TestDir::new("gentx");
+    let reference = t.gen(
+        "ref.pcap",
+        &["--count=700", "--seed=61", "--size=imix", "--vlan=7"],
+    );
+    let cfg = t.config(
+        &[(
+            "tx",
+            "net_pcap0",
+            &format!("rx_pcap={},tx_pcap={}", t.p("empty.pcap"), t.p("sent.pcap")),
+        )],
+        "",
+        None,
+    );
+    write_pcap(&t.path("empty.pcap"), &[]);
+    let started = std::time::Instant::now();
+    let o = appliance(&[
+        "gen",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--port",
+        "tx",
+        "--count=700",
+        "--seed=61",
+        "--size=imix",
+        "--vlan=7",
+        "--rate-pps=2000",
+    ]);
+    let elapsed = started.elapsed();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(out.contains("sent 700 frames"), "{out}");
+    assert_frames_eq(
+        &read_pcap(&t.path("sent.pcap")),
+        &reference.frames,
+        "transmitted = generated",
+    );
+    // Paced at 2000 frames/s, 700 frames cannot take less than 0.35 s.
+    assert!(
+        elapsed >= std::time::Duration::from_millis(340),
+        "{elapsed:?}"
+    );
+}

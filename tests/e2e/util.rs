@@ -125,6 +125,21 @@ impl TestDir {
         self.config_full(ports, forwarding, None, eal_extra)
     }
 
+    /// A configuration with an explicit `eal.lcores` (e.g. EAL `--lcores` syntax).
+    pub fn config_full_lcores(
+        &self,
+        lcores: &str,
+        ports: &[(&str, &str, &str)],
+        forwarding: &str,
+    ) -> PathBuf {
+        let path = self.config_full(ports, forwarding, None, "");
+        let y = std::fs::read_to_string(&path)
+            .unwrap()
+            .replace("lcores: \"0-1\"", &format!("lcores: \"{lcores}\""));
+        std::fs::write(&path, y).unwrap();
+        path
+    }
+
     fn config_full(
         &self,
         ports: &[(&str, &str, &str)],
