@@ -220,34 +220,32 @@ impl prometheus_client::collector::Collector for Telemetry {
             &xs,
         )?;
 
-        let per_lcore = |f: &dyn Fn(&LcoreStats) -> u64| -> Vec<(Vec<(&str, String)>, u64)> {
+        let lcore_ids: Vec<String> = self.lcores.iter().map(|l| l.lcore.to_string()).collect();
+        let per_lcore = |f: &dyn Fn(&LcoreStats) -> u64| -> Series<'_, u64> {
             self.lcores
                 .iter()
-                .map(|l| (vec![("lcore", l.lcore.to_string())], f(l)))
+                .zip(&lcore_ids)
+                .map(|(l, id)| (vec![("lcore", id.as_str())], f(l)))
                 .collect()
         };
-        for (name, help, series) in [
-            (
-                "appliance_lcore_polls",
-                "Poll rounds over the lcore's receive queues.",
-                per_lcore(&|l| l.polls.get()),
-            ),
-            (
-                "appliance_lcore_busy_polls",
-                "Poll rounds that received at least one packet.",
-                per_lcore(&|l| l.busy_polls.get()),
-            ),
-            (
-                "appliance_lcore_packets",
-                "Packets the lcore received and processed.",
-                per_lcore(&|l| l.packets.get()),
-            ),
-        ] {
-            let mut m = e.encode_descriptor(name, help, None, MetricType::Counter)?;
-            for (labels, v) in &series {
-                ConstCounter::new(*v).encode(m.encode_family(&labels.as_slice())?)?;
-            }
-        }
+        counter(
+            e,
+            "appliance_lcore_polls",
+            "Poll rounds over the lcore's receive queues.",
+            &per_lcore(&|l| l.polls.get()),
+        )?;
+        counter(
+            e,
+            "appliance_lcore_busy_polls",
+            "Poll rounds that received at least one packet.",
+            &per_lcore(&|l| l.busy_polls.get()),
+        )?;
+        counter(
+            e,
+            "appliance_lcore_packets",
+            "Packets the lcore received and processed.",
+            &per_lcore(&|l| l.packets.get()),
+        )?;
 
         let pools: Vec<(String, u32, u32)> = self
             .pools

@@ -247,10 +247,7 @@ impl Generation {
             for pkt in pkts {
                 n += 1;
                 bytes += u64::from(pkt.frame_len());
-                match wire::check_framing(pkt.data()) {
-                    Ok(()) => sink.send(out, pkt, stats),
-                    Err(reason) => stats.drop(ingress, reason, 1),
-                }
+                Self::forward_framed(pkt, ingress, out, stats, sink);
             }
         } else {
             for pkt in pkts {
@@ -275,11 +272,24 @@ impl Generation {
         sink: &mut S,
     ) {
         match self.l2_target(ingress) {
-            Some(out) => match wire::check_framing(pkt.data()) {
-                Ok(()) => sink.send(out, pkt, stats),
-                Err(reason) => stats.drop(ingress, reason, 1),
-            },
+            Some(out) => Self::forward_framed(pkt, ingress, out, stats, sink),
             None => self.process_validated(pkt, ingress, stats, sink),
+        }
+    }
+
+    /// The framing-only path: complete Ethernet framing goes to `out`, anything else is a
+    /// counted drop.
+    #[inline(always)]
+    fn forward_framed<P: Packet, S: Sink<P>>(
+        pkt: P,
+        ingress: PortIndex,
+        out: PortIndex,
+        stats: &mut StatsWriter,
+        sink: &mut S,
+    ) {
+        match wire::check_framing(pkt.data()) {
+            Ok(()) => sink.send(out, pkt, stats),
+            Err(reason) => stats.drop(ingress, reason, 1),
         }
     }
 

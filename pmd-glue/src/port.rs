@@ -351,14 +351,7 @@ impl Port {
 
     /// Link status: (up, speed in Mbps).
     pub fn link(&self) -> Result<(bool, u32), DpdkError> {
-        let mut l = sys::rte_eth_link::default();
-        // SAFETY: valid out pointer; the _nowait variant never blocks.
-        let rc = unsafe { sys::rte_eth_link_get_nowait(self.id.0, &mut l) };
-        check(|| format!("rte_eth_link_get_nowait(port {})", self.id), rc)?;
-        Ok((
-            u32::from(l.link_status()) == sys::RTE_ETH_LINK_UP,
-            l.link_speed,
-        ))
+        link_of(self.id)
     }
 
     fn queues_alive(&self) -> bool {
@@ -407,6 +400,18 @@ impl Drop for Port {
             let _ = self.close_inner();
         }
     }
+}
+
+/// Link status of `port`: (up, speed in Mbps). Never blocks.
+fn link_of(port: PortId) -> Result<(bool, u32), DpdkError> {
+    let mut l = sys::rte_eth_link::default();
+    // SAFETY: valid out pointer; the _nowait variant never blocks; DPDK validates the port id.
+    let rc = unsafe { sys::rte_eth_link_get_nowait(port.0, &mut l) };
+    check(|| format!("rte_eth_link_get_nowait(port {port})"), rc)?;
+    Ok((
+        u32::from(l.link_status()) == sys::RTE_ETH_LINK_UP,
+        l.link_speed,
+    ))
 }
 
 fn xstat_names(port: PortId) -> Result<Vec<String>, DpdkError> {
@@ -468,17 +473,7 @@ impl StatsReader {
 
     /// Link status: (up, speed in Mbps).
     pub fn link(&self) -> Result<(bool, u32), DpdkError> {
-        let mut l = sys::rte_eth_link::default();
-        // SAFETY: valid out pointer; the _nowait variant never blocks.
-        let rc = unsafe { sys::rte_eth_link_get_nowait(self.port.0, &mut l) };
-        check(
-            || format!("rte_eth_link_get_nowait(port {})", self.port),
-            rc,
-        )?;
-        Ok((
-            u32::from(l.link_status()) == sys::RTE_ETH_LINK_UP,
-            l.link_speed,
-        ))
+        link_of(self.port)
     }
 }
 

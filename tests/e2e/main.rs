@@ -189,18 +189,7 @@ fn metrics_endpoint_serves_valid_prometheus_exposition_during_a_run() {
         "in.pcap",
         &["--count=200", "--seed=31", "--malformed-permille=50"],
     );
-    let cfg = t.config(
-        &[
-            (
-                "in",
-                "net_pcap0",
-                &format!("rx_pcap={},infinite_rx=1", t.p("in.pcap")),
-            ),
-            ("out", "net_null0", ""),
-        ],
-        "forwarding:\n  - { from: in, to: out }\n",
-        Some("127.0.0.1:0"),
-    );
+    let cfg = t.config_replay_to_null("in.pcap", Some("127.0.0.1:0"));
     let mut child = t.spawn(&cfg, &["--duration=4"]);
     let addr = child.wait_for_metrics_addr();
     std::thread::sleep(std::time::Duration::from_millis(800));
@@ -250,18 +239,7 @@ fn metrics_endpoint_serves_valid_prometheus_exposition_during_a_run() {
 fn sigterm_stops_polling_flushes_and_exits_cleanly() {
     let t = TestDir::new("sigterm");
     t.gen("in.pcap", &["--count=100", "--seed=41"]);
-    let cfg = t.config(
-        &[
-            (
-                "in",
-                "net_pcap0",
-                &format!("rx_pcap={},infinite_rx=1", t.p("in.pcap")),
-            ),
-            ("out", "net_null0", ""),
-        ],
-        "forwarding:\n  - { from: in, to: out }\n",
-        None,
-    );
+    let cfg = t.config_replay_to_null("in.pcap", None);
     let child = t.spawn(&cfg, &[]);
     std::thread::sleep(std::time::Duration::from_millis(2000));
     child.signal("TERM");

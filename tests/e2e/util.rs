@@ -125,6 +125,17 @@ impl TestDir {
         self.config_full(ports, forwarding, None, eal_extra)
     }
 
+    /// Port `in` replays `pcap` forever (net_pcap infinite_rx) and forwards to port `out`
+    /// (net_null).
+    pub fn config_replay_to_null(&self, pcap: &str, metrics: Option<&str>) -> PathBuf {
+        let args = format!("rx_pcap={},infinite_rx=1", self.p(pcap));
+        self.config(
+            &[("in", "net_pcap0", &args), ("out", "net_null0", "")],
+            "forwarding:\n  - { from: in, to: out }\n",
+            metrics,
+        )
+    }
+
     /// A configuration with an explicit `eal.lcores` (e.g. EAL `--lcores` syntax).
     pub fn config_full_lcores(
         &self,
