@@ -14,4 +14,10 @@ echo "== cargo doc (warnings are errors)"
 RUSTDOCFLAGS="-D warnings" cargo doc --locked --workspace --no-deps --document-private-items
 echo "== cargo test (unit, real DPDK, end-to-end)"
 # End-to-end tests each start a DPDK process polling a core; two at a time fit two cores.
-cargo test --locked --workspace -- --test-threads=2
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo test --locked --workspace -- --test-threads=2 2>&1 | tee "$log"
+# One closing line with the totals over every test binary (the last runner cargo prints is a
+# doc-test run that may have no test of its own).
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
