@@ -51,6 +51,8 @@ pub struct PortInfo {
     pub rss_offloads: u64,
     /// Transmit offload capabilities (`RTE_ETH_TX_OFFLOAD_*`).
     pub tx_offload_capa: u64,
+    /// Receive offload capabilities (`RTE_ETH_RX_OFFLOAD_*`).
+    pub rx_offload_capa: u64,
     /// NUMA socket of the device.
     pub socket: SocketId,
     /// Permanent MAC address.
@@ -190,6 +192,7 @@ impl Port {
             max_tx_queues: di.max_tx_queues,
             rss_offloads: di.flow_type_rss_offloads,
             tx_offload_capa: di.tx_offload_capa,
+            rx_offload_capa: di.rx_offload_capa,
             socket: SocketId(socket),
             mac: mac.addr_bytes,
         })
@@ -242,6 +245,10 @@ impl Port {
             ec.rx_adv_conf.rss_conf.rss_hf = rss_hf;
         }
         ec.txmode.offloads = info.tx_offload_capa & multi_segs;
+        // Let the NIC verify IPv4 header checksums where it can; mbufs then carry
+        // RTE_MBUF_F_RX_IP_CKSUM_GOOD and the pipeline skips its software check.
+        // SAFETY: plain read of a constant the shim exports.
+        ec.rxmode.offloads = info.rx_offload_capa & unsafe { sys::shim_eth_rx_offload_ipv4_cksum };
         // SAFETY: valid port id and configuration struct.
         let rc =
             unsafe { sys::rte_eth_dev_configure(self.id.0, conf.rx_queues, conf.tx_queues, &ec) };

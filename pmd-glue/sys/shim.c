@@ -75,3 +75,4 @@ const uint64_t shim_eth_rss_tcp = RTE_ETH_RSS_TCP;
 const uint64_t shim_eth_rss_udp = RTE_ETH_RSS_UDP;
 const uint64_t shim_eth_tx_offload_mbuf_fast_free = RTE_ETH_TX_OFFLOAD_MBUF_FAST_FREE;
 const uint64_t shim_eth_tx_offload_multi_segs = RTE_ETH_TX_OFFLOAD_MULTI_SEGS;
+const uint64_t shim_eth_rx_offload_ipv4_cksum = RTE_ETH_RX_OFFLOAD_IPV4_CKSUM;

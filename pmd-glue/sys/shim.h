@@ -43,5 +43,6 @@ extern const uint64_t shim_eth_rss_tcp;
 extern const uint64_t shim_eth_rss_udp;
 extern const uint64_t shim_eth_tx_offload_mbuf_fast_free;
 extern const uint64_t shim_eth_tx_offload_multi_segs;
+extern const uint64_t shim_eth_rx_offload_ipv4_cksum;
 
 #endif
