@@ -29,8 +29,6 @@ bash deploy/install-deps.sh
 [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
 cargo build --release --locked -p appliance >&2
 APP=target/release/appliance
-OUT=perf/results
-mkdir -p "$OUT"
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 MBUFS=16383

@@ -196,3 +196,20 @@ impl Summary {
         s
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use pipelines::DropReason;
+
+    #[test]
+    fn the_readme_documents_every_drop_reason() {
+        let readme = include_str!("../../README.md");
+        for r in DropReason::ALL {
+            assert!(
+                readme.contains(&format!("| `{}` |", r.label())),
+                "README lacks drop reason {}",
+                r.label()
+            );
+        }
+    }
+}
