@@ -4,6 +4,7 @@
 //! (`workers.tx_drain_us`), as DPDK's l3fwd does.
 use pipelines::pipeline::{GenerationReader, PortIndex, Sink};
 use pipelines::stats::StatsWriter;
+use pipelines::wire;
 use pipelines::DropReason;
 use pmd_glue::{Burst, Mbuf, RxQueue, TxBuffer, TxQueue};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -64,6 +65,53 @@ impl TxSide {
     }
 }
 
+impl TxSide {
+    /// The framing-only path at burst level: drop (and count) frames with broken Ethernet
+    /// framing, then hand the received burst itself to `out`'s transmit queue, after whatever
+    /// was already buffered for that port (order is kept). Same semantics as
+    /// `Generation::process_burst` on an `l2_target`, without per-packet buffering.
+    #[inline]
+    fn forward_burst_l2(
+        &mut self,
+        burst: &mut Burst,
+        ingress: PortIndex,
+        out: PortIndex,
+        stats: &mut StatsWriter,
+    ) {
+        let received = burst.remaining() as u64;
+        let (mut rx_bytes, mut kept_bytes) = (0u64, 0u64);
+        burst.retain(|m| {
+            let len = u64::from(m.pkt_len());
+            rx_bytes += len;
+            match wire::check_framing(m.data()) {
+                Ok(()) => {
+                    kept_bytes += len;
+                    true
+                }
+                Err(reason) => {
+                    stats.drop(ingress, reason, 1);
+                    false
+                }
+            }
+        });
+        stats.rx(ingress, received, rx_bytes);
+        let Some(Some(t)) = self.0.get_mut(usize::from(out.0)) else {
+            stats.drop(out, DropReason::NoRoute, burst.remaining() as u64);
+            return; // the burst frees them at its next fill
+        };
+        if !t.buf.is_empty() {
+            t.flush(stats);
+        }
+        let (sent, bytes, dropped) = t.queue.send_burst(burst, kept_bytes);
+        if sent > 0 {
+            stats.tx(out, u64::from(sent), bytes);
+        }
+        if dropped > 0 {
+            stats.drop(out, DropReason::TxQueueFull, u64::from(dropped));
+        }
+    }
+}
+
 impl Sink<Mbuf> for TxSide {
     #[inline(always)]
     fn send(&mut self, port: PortIndex, pkt: Mbuf, stats: &mut StatsWriter) {
@@ -115,7 +163,10 @@ impl Worker {
                 let n = q.rx_burst(&mut burst);
                 if n != 0 {
                     round += n as u64;
-                    gen.process_burst(&mut burst, *port, &mut stats, &mut txs);
+                    match gen.l2_target(*port) {
+                        Some(out) => txs.forward_burst_l2(&mut burst, *port, out, &mut stats),
+                        None => gen.process_burst(&mut burst, *port, &mut stats, &mut txs),
+                    }
                 }
             }
             stats.poll(round);

@@ -330,6 +330,52 @@ impl Burst {
         Some(unsafe { Mbuf::from_raw(NonNull::new_unchecked(p)) })
     }
 
+    /// Keeps, in order, the packets for which `keep` returns true and frees the others (which
+    /// `keep` is expected to have counted). For burst-level paths that never take packets out.
+    #[inline]
+    pub fn retain(&mut self, mut keep: impl FnMut(&Mbuf) -> bool) {
+        let mut w = self.head;
+        for r in self.head..self.len.min(BURST_SIZE) {
+            let p = self.ptrs[r];
+            // SAFETY: slot r (head <= r < len) holds an mbuf we own; the view is never dropped,
+            // so ownership stays with the burst.
+            let view = ManuallyDrop::new(unsafe { Mbuf::from_raw(NonNull::new_unchecked(p)) });
+            if keep(&view) {
+                self.ptrs[w] = p;
+                w += 1;
+            } else {
+                // SAFETY: we own `p` and remove it from the burst right here.
+                unsafe { sys::shim_rte_pktmbuf_free(p) };
+            }
+        }
+        self.len = w;
+    }
+
+    /// Hands the remaining packets to `send`, which returns how many it took over; frees the
+    /// rest. Returns (sent packets, sent bytes, dropped packets).
+    #[inline]
+    pub(crate) fn drain_with(
+        &mut self,
+        send: impl FnOnce(*mut *mut sys::rte_mbuf, u16) -> u16,
+    ) -> (u32, u64, u32) {
+        let n = self.remaining();
+        if n == 0 {
+            return (0, 0, 0);
+        }
+        let base = self.ptrs[self.head..self.len].as_mut_ptr();
+        let sent = usize::from(send(base, n as u16)).min(n);
+        // The first `sent` slots were handed over: nothing is read from them. Slots
+        // head+sent..len are still ours.
+        let unsent_bytes: u64 = self.ptrs[self.head + sent..self.len]
+            .iter()
+            // SAFETY: these slots hold valid mbufs we still own; only pkt_len is read.
+            .map(|&p| u64::from(unsafe { (*p).pkt_len }))
+            .sum();
+        self.head += sent; // free_remaining below frees the unsent ones
+        self.free_remaining();
+        (sent as u32, unsent_bytes, (n - sent) as u32)
+    }
+
     fn free_remaining(&mut self) {
         if self.head < self.len {
             let n = (self.len - self.head) as u32;

@@ -531,6 +531,20 @@ impl TxQueue {
         })
     }
 
+    /// Transmits a received burst as it is (no copy into a transmit buffer); what the queue does
+    /// not accept is freed. `bytes` is the total length of the burst's packets. Returns (sent
+    /// packets, sent bytes, dropped packets).
+    #[inline]
+    pub fn send_burst(&mut self, burst: &mut Burst, bytes: u64) -> (u32, u64, u32) {
+        let (port, queue) = (self.port.0, self.queue);
+        let (sent, unsent_bytes, dropped) = burst.drain_with(|ptrs, n| {
+            // SAFETY: `ptrs` holds `n` owned mbufs; tx_burst takes ownership of the first `ret`
+            // of them; this handle is the queue's unique owner and the port is started.
+            unsafe { sys::shim_rte_eth_tx_burst(port, queue, ptrs, n) }
+        });
+        (sent, bytes.saturating_sub(unsent_bytes), dropped)
+    }
+
     /// Transmits what the queue accepts from `buf` and leaves the rest buffered (for senders
     /// that back off and retry, such as a traffic generator). Returns (sent packets, bytes).
     #[inline]

@@ -529,3 +529,64 @@ fn jumbo_frames_spanning_several_mbufs_are_forwarded_byte_exact() {
     assert_eq!(drops_of(r.port("a")), input.expected_drops());
     r.assert_conservation();
 }
+
+#[test]
+fn l2_validation_forwards_bad_ip_headers_untouched_but_still_drops_runts() {
+    let t = TestDir::new("l2");
+    let input = t.gen(
+        "in.pcap",
+        &["--count=2000", "--seed=81", "--malformed-permille=60"],
+    );
+    let mut cfg_text = {
+        let cfg = t.config(
+            &[
+                (
+                    "a",
+                    "net_pcap0",
+                    &format!("rx_pcap={},tx_pcap={}", t.p("in.pcap"), t.p("out-a.pcap")),
+                ),
+                (
+                    "b",
+                    "net_pcap1",
+                    &format!(
+                        "rx_pcap={},tx_pcap={}",
+                        t.p("empty.pcap"),
+                        t.p("out-b.pcap")
+                    ),
+                ),
+            ],
+            "forwarding:\n  - { from: a, to: b }\n",
+            None,
+        );
+        std::fs::read_to_string(cfg).unwrap()
+    };
+    cfg_text = cfg_text.replacen(
+        "    rx_desc: 512\n",
+        "    rx_desc: 512\n    validate: l2\n",
+        1,
+    );
+    let cfg = t.path("l2.yaml");
+    std::fs::write(&cfg, cfg_text).unwrap();
+    write_pcap(&t.path("empty.pcap"), &[]);
+    let r = t.run(&cfg, &["--exit-when-idle-ms=700"]);
+    r.assert_clean();
+    // Framing-only: frames too short for Ethernet (or a cut VLAN tag) are dropped as runts,
+    // everything else leaves unchanged, including the deliberately broken IP headers.
+    let expect: Vec<Vec<u8>> = input
+        .frames
+        .iter()
+        .zip(&input.kinds)
+        .filter(|(f, k)| {
+            !(k.as_deref() == Some("runt") && (f.len() < 14 || f[12..14] == [0x81, 0x00]))
+        })
+        .map(|(f, _)| f.clone())
+        .collect();
+    assert!(
+        expect.len() > input.valid_frames().len(),
+        "some malformed IP frames are forwarded"
+    );
+    assert_frames_eq(&read_pcap(&t.path("out-b.pcap")), &expect, "l2 output");
+    let drops = drops_of(r.port("a"));
+    assert_eq!(drops.keys().collect::<Vec<_>>(), vec!["runt"], "{drops:?}");
+    r.assert_conservation();
+}
