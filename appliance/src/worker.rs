@@ -2,9 +2,8 @@
 //! buffers -> tx burst. A buffer is sent as soon as it holds a full burst; partial bursts are
 //! sent when a poll round finds no packet, or at the latest after the drain interval
 //! (`workers.tx_drain_us`), as DPDK's l3fwd does.
-use pipelines::pipeline::{GenerationReader, PortIndex, Sink};
+use pipelines::pipeline::{self, BurstTarget, GenerationReader, PortIndex, Sink};
 use pipelines::stats::StatsWriter;
-use pipelines::wire;
 use pipelines::DropReason;
 use pmd_glue::{Burst, Mbuf, RxQueue, TxBuffer, TxQueue};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -66,24 +65,26 @@ impl TxSide {
 }
 
 impl TxSide {
-    /// The framing-only path at burst level: drop (and count) frames with broken Ethernet
-    /// framing, then hand the received burst itself to `out`'s transmit queue, after whatever
-    /// was already buffered for that port (order is kept). Same semantics as
-    /// `Generation::process_burst` on an `l2_target`, without per-packet buffering.
+    /// A burst whose fate depends only on validation: drop (and count) the frames that fail
+    /// the port's validation, then hand the received burst itself to the target's transmit
+    /// queue, after whatever was already buffered for that port (order is kept). Same
+    /// semantics as `Generation::process_burst` on a `burst_target`, without per-packet
+    /// buffering.
     #[inline]
-    fn forward_burst_l2(
+    fn forward_burst(
         &mut self,
         burst: &mut Burst,
         ingress: PortIndex,
-        out: PortIndex,
+        target: BurstTarget,
         stats: &mut StatsWriter,
     ) {
+        let out = target.out;
         let received = burst.remaining() as u64;
         let (mut rx_bytes, mut kept_bytes) = (0u64, 0u64);
         burst.retain(|m| {
             let len = u64::from(m.pkt_len());
             rx_bytes += len;
-            match wire::check_framing(m.data()) {
+            match pipeline::validate(m, target.validation) {
                 Ok(()) => {
                     kept_bytes += len;
                     true
@@ -163,8 +164,8 @@ impl Worker {
                 let n = q.rx_burst(&mut burst);
                 if n != 0 {
                     round += n as u64;
-                    match gen.l2_target(*port) {
-                        Some(out) => txs.forward_burst_l2(&mut burst, *port, out, &mut stats),
+                    match gen.burst_target(*port) {
+                        Some(t) => txs.forward_burst(&mut burst, *port, t, &mut stats),
                         None => gen.process_burst(&mut burst, *port, &mut stats, &mut txs),
                     }
                 }

@@ -108,6 +108,26 @@ pub enum Validation {
     L2,
 }
 
+/// A whole burst's destination: see [`Generation::burst_target`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BurstTarget {
+    /// The port every valid frame of the burst goes to.
+    pub out: PortIndex,
+    /// What each frame must pass first.
+    pub validation: Validation,
+}
+
+/// Checks one frame at `level`: `Ok` to forward it, or the reason to drop it.
+#[inline(always)]
+pub fn validate<P: Packet>(pkt: &P, level: Validation) -> Result<(), DropReason> {
+    match level {
+        Validation::L2 => wire::check_framing(pkt.data()),
+        Validation::Full => {
+            wire::parse(pkt.data(), pkt.frame_len(), pkt.ipv4_checksum_verified()).map(|_| ())
+        }
+    }
+}
+
 /// One port's pipeline configuration.
 #[derive(Debug, Default)]
 pub struct PortPipeline {
@@ -215,18 +235,21 @@ impl Generation {
         ChainResult::Fallthrough
     }
 
-    /// Where packets from `ingress` go when nothing on their path reads network headers: the
-    /// port validates framing only, has no ingress filters, forwards to a port without egress
-    /// filters.
+    /// Where a burst from `ingress` goes when its fate depends only on each frame passing the
+    /// port's validation: the port has no ingress filters and forwards to a port without egress
+    /// filters. Workers then validate frame by frame and transmit the burst as a whole.
     #[inline]
-    pub fn l2_target(&self, ingress: PortIndex) -> Option<PortIndex> {
+    pub fn burst_target(&self, ingress: PortIndex) -> Option<BurstTarget> {
         let p = self.ports.get(usize::from(ingress.0))?;
         match p.forward {
-            Forward::To(out) if p.validation == Validation::L2 && p.ingress.is_empty() => self
+            Forward::To(out) if p.ingress.is_empty() => self
                 .ports
                 .get(usize::from(out.0))
                 .filter(|o| o.egress.is_empty())
-                .map(|_| out),
+                .map(|_| BurstTarget {
+                    out,
+                    validation: p.validation,
+                }),
             _ => None,
         }
     }
@@ -243,11 +266,11 @@ impl Generation {
         sink: &mut S,
     ) {
         let (mut n, mut bytes) = (0u64, 0u64);
-        if let Some(out) = self.l2_target(ingress) {
+        if let Some(t) = self.burst_target(ingress) {
             for pkt in pkts {
                 n += 1;
                 bytes += u64::from(pkt.frame_len());
-                Self::forward_framed(pkt, ingress, out, stats, sink);
+                Self::forward_validated(pkt, ingress, t, stats, sink);
             }
         } else {
             for pkt in pkts {
@@ -271,24 +294,24 @@ impl Generation {
         stats: &mut StatsWriter,
         sink: &mut S,
     ) {
-        match self.l2_target(ingress) {
-            Some(out) => Self::forward_framed(pkt, ingress, out, stats, sink),
+        match self.burst_target(ingress) {
+            Some(t) => Self::forward_validated(pkt, ingress, t, stats, sink),
             None => self.process_validated(pkt, ingress, stats, sink),
         }
     }
 
-    /// The framing-only path: complete Ethernet framing goes to `out`, anything else is a
-    /// counted drop.
+    /// The burst-target path for one packet: a frame that passes validation goes to the
+    /// target, anything else is a counted drop.
     #[inline(always)]
-    fn forward_framed<P: Packet, S: Sink<P>>(
+    fn forward_validated<P: Packet, S: Sink<P>>(
         pkt: P,
         ingress: PortIndex,
-        out: PortIndex,
+        t: BurstTarget,
         stats: &mut StatsWriter,
         sink: &mut S,
     ) {
-        match wire::check_framing(pkt.data()) {
-            Ok(()) => sink.send(out, pkt, stats),
+        match validate(&pkt, t.validation) {
+            Ok(()) => sink.send(t.out, pkt, stats),
             Err(reason) => stats.drop(ingress, reason, 1),
         }
     }
