@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod drop_reason;
+pub mod jhash;
 pub mod packet;
 pub mod pipeline;
 pub mod stats;

@@ -12,6 +12,7 @@
 pub mod cryptodev;
 pub mod eal;
 pub mod error;
+pub mod hash;
 pub mod lcore;
 mod live;
 pub mod mbuf;

@@ -8,6 +8,7 @@
 #include <rte_mbuf.h>
 #include <rte_ethdev.h>
 #include <rte_cryptodev.h>
+#include <rte_jhash.h>
 #include "shim.h"
 
 int shim_rte_errno(void) { return rte_errno; }
@@ -68,6 +69,21 @@ uint16_t shim_rte_cryptodev_enqueue_burst(uint8_t dev, uint16_t qp, struct rte_c
 uint16_t shim_rte_cryptodev_dequeue_burst(uint8_t dev, uint16_t qp, struct rte_crypto_op **ops, uint16_t n)
 {
 	return rte_cryptodev_dequeue_burst(dev, qp, ops, n);
+}
+
+uint32_t shim_rte_jhash(const void *key, uint32_t length, uint32_t initval)
+{
+	return rte_jhash(key, length, initval);
+}
+
+uint32_t shim_rte_jhash_32b(const uint32_t *k, uint32_t length_words, uint32_t initval)
+{
+	return rte_jhash_32b(k, length_words, initval);
+}
+
+uint32_t shim_rte_jhash_3words(uint32_t a, uint32_t b, uint32_t c, uint32_t initval)
+{
+	return rte_jhash_3words(a, b, c, initval);
 }
 
 const uint64_t shim_eth_rss_ip = RTE_ETH_RSS_IP;

@@ -37,6 +37,10 @@ const void *shim_rte_pktmbuf_read(const struct rte_mbuf *m, uint32_t off, uint32
 uint16_t shim_rte_cryptodev_enqueue_burst(uint8_t dev, uint16_t qp, struct rte_crypto_op **ops, uint16_t n);
 uint16_t shim_rte_cryptodev_dequeue_burst(uint8_t dev, uint16_t qp, struct rte_crypto_op **ops, uint16_t n);
 
+uint32_t shim_rte_jhash(const void *key, uint32_t length, uint32_t initval);
+uint32_t shim_rte_jhash_32b(const uint32_t *k, uint32_t length_words, uint32_t initval);
+uint32_t shim_rte_jhash_3words(uint32_t a, uint32_t b, uint32_t c, uint32_t initval);
+
 /* Values of DPDK's function-like macros, which bindgen cannot evaluate. */
 extern const uint64_t shim_eth_rss_ip;
 extern const uint64_t shim_eth_rss_tcp;

@@ -14,5 +14,6 @@
 #include <rte_mbuf.h>
 #include <rte_ethdev.h>
 #include <rte_cryptodev.h>
+#include <rte_jhash.h>
 #include <rte_version.h>
 #include "shim.h"
