@@ -497,27 +497,7 @@ fn jumbo_frames_spanning_several_mbufs_are_forwarded_byte_exact() {
             "--malformed-permille=30",
         ],
     );
-    let cfg = t.config(
-        &[
-            (
-                "a",
-                "net_pcap0",
-                &format!("rx_pcap={},tx_pcap={}", t.p("in.pcap"), t.p("out-a.pcap")),
-            ),
-            (
-                "b",
-                "net_pcap1",
-                &format!(
-                    "rx_pcap={},tx_pcap={}",
-                    t.p("empty.pcap"),
-                    t.p("out-b.pcap")
-                ),
-            ),
-        ],
-        "forwarding:\n  - { from: a, to: b }\n",
-        None,
-    );
-    write_pcap(&t.path("empty.pcap"), &[]);
+    let cfg = t.config_a_to_b("in.pcap");
     let r = t.run(&cfg, &["--exit-when-idle-ms=700"]);
     r.assert_clean();
     let out = read_pcap(&t.path("out-b.pcap"));
@@ -538,26 +518,7 @@ fn l2_validation_forwards_bad_ip_headers_untouched_but_still_drops_runts() {
         &["--count=2000", "--seed=81", "--malformed-permille=60"],
     );
     let mut cfg_text = {
-        let cfg = t.config(
-            &[
-                (
-                    "a",
-                    "net_pcap0",
-                    &format!("rx_pcap={},tx_pcap={}", t.p("in.pcap"), t.p("out-a.pcap")),
-                ),
-                (
-                    "b",
-                    "net_pcap1",
-                    &format!(
-                        "rx_pcap={},tx_pcap={}",
-                        t.p("empty.pcap"),
-                        t.p("out-b.pcap")
-                    ),
-                ),
-            ],
-            "forwarding:\n  - { from: a, to: b }\n",
-            None,
-        );
+        let cfg = t.config_a_to_b("in.pcap");
         std::fs::read_to_string(cfg).unwrap()
     };
     cfg_text = cfg_text.replacen(
@@ -567,7 +528,6 @@ fn l2_validation_forwards_bad_ip_headers_untouched_but_still_drops_runts() {
     );
     let cfg = t.path("l2.yaml");
     std::fs::write(&cfg, cfg_text).unwrap();
-    write_pcap(&t.path("empty.pcap"), &[]);
     let r = t.run(&cfg, &["--exit-when-idle-ms=700"]);
     r.assert_clean();
     // Framing-only: frames too short for Ethernet (or a cut VLAN tag) are dropped as runts,

@@ -136,6 +136,23 @@ impl TestDir {
         )
     }
 
+    /// Port `a` reads `input` and forwards to port `b` (whose own input is empty); outputs go
+    /// to `out-a.pcap` and `out-b.pcap`.
+    pub fn config_a_to_b(&self, input: &str) -> PathBuf {
+        write_pcap(&self.path("empty.pcap"), &[]);
+        let a = format!("rx_pcap={},tx_pcap={}", self.p(input), self.p("out-a.pcap"));
+        let b = format!(
+            "rx_pcap={},tx_pcap={}",
+            self.p("empty.pcap"),
+            self.p("out-b.pcap")
+        );
+        self.config(
+            &[("a", "net_pcap0", &a), ("b", "net_pcap1", &b)],
+            "forwarding:\n  - { from: a, to: b }\n",
+            None,
+        )
+    }
+
     /// A configuration with an explicit `eal.lcores` (e.g. EAL `--lcores` syntax).
     pub fn config_full_lcores(
         &self,
