@@ -35,17 +35,36 @@ type Labels<'a> = Vec<(&'a str, &'a str)>;
 /// The series of one metric family: labels and value.
 type Series<'a, V> = Vec<(Labels<'a>, V)>;
 
+/// Encodes one metric family: its descriptor, then one metric per series built by `metric`.
+fn family<V: Copy, M: EncodeMetric>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    kind: MetricType,
+    series: &[(Labels<'_>, V)],
+    metric: impl Fn(V) -> M,
+) -> Result<(), FmtError> {
+    let mut m = enc.encode_descriptor(name, help, None, kind)?;
+    for (labels, v) in series {
+        metric(*v).encode(m.encode_family(&labels.as_slice())?)?;
+    }
+    Ok(())
+}
+
 fn counter(
     enc: &mut DescriptorEncoder,
     name: &str,
     help: &str,
     series: &[(Labels<'_>, u64)],
 ) -> Result<(), FmtError> {
-    let mut m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
-    for (labels, v) in series {
-        ConstCounter::new(*v).encode(m.encode_family(&labels.as_slice())?)?;
-    }
-    Ok(())
+    family(
+        enc,
+        name,
+        help,
+        MetricType::Counter,
+        series,
+        ConstCounter::new,
+    )
 }
 
 fn gauge(
@@ -54,11 +73,7 @@ fn gauge(
     help: &str,
     series: &[(Labels<'_>, i64)],
 ) -> Result<(), FmtError> {
-    let mut m = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
-    for (labels, v) in series {
-        ConstGauge::new(*v).encode(m.encode_family(&labels.as_slice())?)?;
-    }
-    Ok(())
+    family(enc, name, help, MetricType::Gauge, series, ConstGauge::new)
 }
 
 impl prometheus_client::collector::Collector for Telemetry {

@@ -222,8 +222,9 @@ fn transmit_with_eal(
     if let Err(p) = port.close() {
         eprintln!("appliance gen: {p}");
     }
-    let in_use = pool.in_use();
+    let (in_use, available, size) = (pool.in_use(), pool.available(), pool.size());
     drop(pool);
+    println!("gen: mempool gen_pool: {available}/{size} free after shutdown");
     match result {
         Err(p) => {
             eprintln!("appliance gen: {p}");

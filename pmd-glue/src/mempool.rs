@@ -1,5 +1,5 @@
 //! Packet-buffer pools (`rte_pktmbuf_pool_create`).
-use crate::error::{cstr_to_string, DpdkError};
+use crate::error::DpdkError;
 use crate::lcore::SocketId;
 use crate::live::{self, Live};
 use crate::mbuf::Mbuf;
@@ -95,12 +95,6 @@ impl Mempool {
 
     pub(crate) fn as_ptr(&self) -> *mut sys::rte_mempool {
         self.inner.ptr.as_ptr()
-    }
-
-    /// The pool's name as DPDK stores it (for diagnostics).
-    pub fn dpdk_name(&self) -> String {
-        // SAFETY: `name` is a NUL-terminated array inside the valid pool.
-        unsafe { cstr_to_string(self.inner.ptr.as_ref().name.as_ptr()) }
     }
 }
 

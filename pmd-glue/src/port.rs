@@ -134,12 +134,6 @@ fn check(op: impl FnOnce() -> String, rc: i32) -> Result<(), DpdkError> {
     }
 }
 
-/// Number of ethdev ports DPDK knows (probed devices).
-pub fn count_avail() -> u16 {
-    // SAFETY: reads the ethdev table.
-    unsafe { sys::rte_eth_dev_count_avail() }
-}
-
 impl Port {
     /// The port DPDK probed under device `name` (a vdev name such as "net_pcap0" or a PCI
     /// address).

@@ -472,6 +472,19 @@ fn generator_transmits_on_a_dpdk_port_exactly_what_it_writes_to_a_pcap() {
         String::from_utf8_lossy(&o.stderr)
     );
     assert!(out.contains("sent 700 frames"), "{out}");
+    let pool_line = out
+        .lines()
+        .find(|l| l.contains("mempool gen_pool:"))
+        .unwrap_or_else(|| panic!("no pool report: {out}"));
+    let (free, size) = pool_line
+        .split_whitespace()
+        .nth(3)
+        .and_then(|f| f.split_once('/'))
+        .expect("free/size");
+    assert_eq!(
+        free, size,
+        "every mbuf back in the generator's pool: {pool_line}"
+    );
     assert_frames_eq(
         &read_pcap(&t.path("sent.pcap")),
         &reference.frames,
