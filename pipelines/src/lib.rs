@@ -4,6 +4,7 @@
 //! anywhere; `pmd-glue` adapts a DPDK mbuf to [`Packet`].
 #![forbid(unsafe_code)]
 
+pub mod cbpf;
 pub mod drop_reason;
 pub mod jhash;
 pub mod packet;
