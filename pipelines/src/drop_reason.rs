@@ -46,6 +46,8 @@ drop_reasons! {
     UdpBadLength => "udp_bad_length", "UDP length field below 8 or larger than the IP payload.";
     NoRoute => "no_route", "No classifier or forwarding entry of the ingress port decided where the packet goes.";
     ActionDrop => "action_drop", "A configured action (forwarding entry or classifier action) dropped the packet.";
+    Stolen => "stolen", "A direct-action classifier returned stolen or trap: the packet is consumed.";
+    RedirectNoTarget => "redirect_no_target", "A direct-action classifier returned redirect but its filter names no redirect port.";
     RedirectLoop => "redirect_loop", "Redirected between egress hooks more than the nest limit (4) allows.";
     TxQueueFull => "tx_queue_full", "The egress port's transmit queue did not accept the packet.";
 }

@@ -43,18 +43,49 @@ pub struct PacketView<'a> {
     pub parsed: &'a Parsed,
     /// The port the packet arrived on.
     pub ingress: PortIndex,
+    /// The receiving port's MAC address (for the packet type: host, broadcast, ...).
+    pub ingress_mac: [u8; 6],
     /// NIC RSS hash, if any.
     pub rss_hash: Option<u32>,
-    /// Packet mark / class id set by earlier actions (0 = none).
+    /// Packet mark set by earlier actions (0 = none).
     pub mark: u32,
+    /// Class id chosen by the last matching classifier or set by an action (0 = none; tc's
+    /// `res->classid`).
+    pub classid: u32,
+}
+
+/// A tc verdict returned by a direct-action classifier (`cls_bpf_exec_opcode`'s set).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DirectVerdict {
+    /// `TC_ACT_OK`: stop classifying; the packet takes the port's forwarding entry.
+    Ok,
+    /// `TC_ACT_SHOT`: drop (counted as `action_drop`).
+    Shot,
+    /// `TC_ACT_STOLEN`: the packet is consumed (counted as `stolen`).
+    Stolen,
+    /// `TC_ACT_TRAP`: handed to the slow path; the appliance has none, so consumed like stolen.
+    Trap,
+    /// `TC_ACT_REDIRECT`: send out of the filter's redirect port.
+    Redirect,
+}
+
+/// What a classifier decided about one packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// The filter does not apply: try the next one (for direct action: `TC_ACT_UNSPEC` and
+    /// every unknown value).
+    NoMatch,
+    /// The filter matches with this class id: run its actions.
+    Match(u32),
+    /// A direct-action classifier decided on its own, and set this class id.
+    Direct(DirectVerdict, u32),
 }
 
 /// Chooses whether a filter matches a packet. Implementations are immutable (shared by every
 /// lcore through the generation) and must not allocate, lock or panic per packet.
 pub trait Classifier: Send + Sync + fmt::Debug {
-    /// `Some(class id)` when the packet matches (0 when the classifier has no class ids),
-    /// `None` otherwise.
-    fn classify(&self, pkt: &PacketView<'_>) -> Option<u32>;
+    /// The decision for `pkt`.
+    fn classify(&self, pkt: &PacketView<'_>) -> Verdict;
 }
 
 /// What to do with a packet a filter matched. Actions of a filter run in order.
@@ -68,6 +99,8 @@ pub enum Action {
     Redirect(PortIndex),
     /// Set the packet's mark (for later filters and stages) and go on with the next action.
     SetMark(u32),
+    /// Set the packet's class id (for later filters and stages) and go on with the next action.
+    SetClassid(u32),
     /// Stop running this filter's actions and try the next filter (tc "unspec"/"continue").
     Continue,
 }
@@ -81,6 +114,47 @@ pub struct Filter {
     pub classifier: Box<dyn Classifier>,
     /// Run in order on a match.
     pub actions: Vec<Action>,
+    /// Where a [`DirectVerdict::Redirect`] sends the packet.
+    pub redirect: Option<PortIndex>,
+    /// Index of the filter's counters: assigned by [`Generation::assign_filter_ids`] (ingress
+    /// filters then egress filters, port by port); builders leave it 0.
+    pub id: u32,
+}
+
+impl Filter {
+    /// A filter with no direct-action redirect port and id 0.
+    pub fn new(
+        name: impl Into<String>,
+        classifier: Box<dyn Classifier>,
+        actions: Vec<Action>,
+    ) -> Filter {
+        Filter {
+            name: name.into(),
+            classifier,
+            actions,
+            redirect: None,
+            id: 0,
+        }
+    }
+}
+
+/// The hook a filter is attached to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hook {
+    /// Packets received on the port.
+    Ingress,
+    /// Packets about to be sent on the port.
+    Egress,
+}
+
+impl Hook {
+    /// `"ingress"` or `"egress"`.
+    pub const fn label(self) -> &'static str {
+        match self {
+            Hook::Ingress => "ingress",
+            Hook::Egress => "egress",
+        }
+    }
 }
 
 /// The port's forwarding entry: where packets go that no filter decided on.
@@ -133,6 +207,8 @@ pub fn validate<P: Packet>(pkt: &P, level: Validation) -> Result<(), DropReason>
 pub struct PortPipeline {
     /// Port name (from the configuration).
     pub name: String,
+    /// The port's MAC address (packet type of received frames).
+    pub mac: [u8; 6],
     /// What is checked on frames received on this port.
     pub validation: Validation,
     /// Filters run on packets received on this port, in order.
@@ -174,7 +250,7 @@ enum ChainResult {
     /// No filter decided: use the forwarding entry.
     Fallthrough,
     Send(PortIndex),
-    Drop,
+    Drop(DropReason),
 }
 
 impl Generation {
@@ -202,6 +278,12 @@ impl Generation {
                 check(p, &format!("port {:?} forwarding entry", port.name))?;
             }
             for f in port.ingress.iter().chain(&port.egress) {
+                if let Some(p) = f.redirect {
+                    check(
+                        p,
+                        &format!("port {:?} filter {:?} redirect port", port.name, f.name),
+                    )?;
+                }
                 for a in &f.actions {
                     if let Action::Redirect(p) = a {
                         check(
@@ -215,20 +297,80 @@ impl Generation {
         Ok(())
     }
 
-    /// Runs `filters` on `view`; the first decisive action wins.
-    #[inline]
-    fn run_chain(filters: &[Filter], view: &mut PacketView<'_>) -> ChainResult {
-        for f in filters {
-            if f.classifier.classify(view).is_none() {
-                continue;
+    /// Numbers every filter (ingress then egress, port by port) for its counters; returns the
+    /// number of filters. [`GenerationCell`] calls it on every generation it accepts.
+    pub fn assign_filter_ids(&mut self) -> usize {
+        let mut n = 0u32;
+        for p in &mut self.ports {
+            for f in p.ingress.iter_mut().chain(p.egress.iter_mut()) {
+                f.id = n;
+                n += 1;
             }
-            for a in &f.actions {
-                match *a {
-                    Action::Pass => return ChainResult::Fallthrough,
-                    Action::Drop => return ChainResult::Drop,
-                    Action::Redirect(p) => return ChainResult::Send(p),
-                    Action::SetMark(m) => view.mark = m,
-                    Action::Continue => break,
+        }
+        n as usize
+    }
+
+    /// Number of filters over all ports and hooks.
+    pub fn filter_count(&self) -> usize {
+        self.ports
+            .iter()
+            .map(|p| p.ingress.len() + p.egress.len())
+            .sum()
+    }
+
+    /// Every filter with its port and hook, in id order.
+    pub fn filters(&self) -> impl Iterator<Item = (&PortPipeline, Hook, &Filter)> {
+        self.ports.iter().flat_map(|p| {
+            p.ingress
+                .iter()
+                .map(move |f| (p, Hook::Ingress, f))
+                .chain(p.egress.iter().map(move |f| (p, Hook::Egress, f)))
+        })
+    }
+
+    /// Runs `filters` on `view`; the first decisive action wins (tc semantics: a filter that
+    /// does not match, or whose actions say "continue", hands the packet to the next filter).
+    #[inline]
+    fn run_chain(
+        filters: &[Filter],
+        view: &mut PacketView<'_>,
+        stats: &mut StatsWriter,
+    ) -> ChainResult {
+        for f in filters {
+            match f.classifier.classify(view) {
+                Verdict::NoMatch => continue,
+                Verdict::Direct(v, classid) => {
+                    stats.filter_hit(f.id, view.frame_len);
+                    view.classid = classid;
+                    return match v {
+                        DirectVerdict::Ok => ChainResult::Fallthrough,
+                        DirectVerdict::Shot => ChainResult::Drop(DropReason::ActionDrop),
+                        DirectVerdict::Stolen | DirectVerdict::Trap => {
+                            ChainResult::Drop(DropReason::Stolen)
+                        }
+                        DirectVerdict::Redirect => match f.redirect {
+                            Some(p) => ChainResult::Send(p),
+                            None => ChainResult::Drop(DropReason::RedirectNoTarget),
+                        },
+                    };
+                }
+                Verdict::Match(classid) => {
+                    stats.filter_hit(f.id, view.frame_len);
+                    view.classid = classid;
+                    if f.actions.is_empty() {
+                        // A match without actions classifies and stops (tc: TC_ACT_OK).
+                        return ChainResult::Fallthrough;
+                    }
+                    for a in &f.actions {
+                        match *a {
+                            Action::Pass => return ChainResult::Fallthrough,
+                            Action::Drop => return ChainResult::Drop(DropReason::ActionDrop),
+                            Action::Redirect(p) => return ChainResult::Send(p),
+                            Action::SetMark(m) => view.mark = m,
+                            Action::SetClassid(c) => view.classid = c,
+                            Action::Continue => break,
+                        }
+                    }
                 }
             }
         }
@@ -341,13 +483,15 @@ impl Generation {
             frame_len: pkt.frame_len(),
             parsed: &parsed,
             ingress,
+            ingress_mac: in_port.mac,
             rss_hash: pkt.rss_hash(),
             mark: 0,
+            classid: 0,
         };
-        let mut out = match Self::run_chain(&in_port.ingress, &mut view) {
+        let mut out = match Self::run_chain(&in_port.ingress, &mut view, stats) {
             ChainResult::Send(p) => p,
-            ChainResult::Drop => {
-                stats.drop(ingress, DropReason::ActionDrop, 1);
+            ChainResult::Drop(reason) => {
+                stats.drop(ingress, reason, 1);
                 return;
             }
             ChainResult::Fallthrough => match in_port.forward {
@@ -373,10 +517,10 @@ impl Generation {
             if out_port.egress.is_empty() {
                 break;
             }
-            match Self::run_chain(&out_port.egress, &mut view) {
+            match Self::run_chain(&out_port.egress, &mut view, stats) {
                 ChainResult::Fallthrough => break,
-                ChainResult::Drop => {
-                    stats.drop(out, DropReason::ActionDrop, 1);
+                ChainResult::Drop(reason) => {
+                    stats.drop(out, reason, 1);
                     return;
                 }
                 ChainResult::Send(p) if p == out => break,
@@ -403,7 +547,8 @@ pub struct GenerationCell {
 
 impl GenerationCell {
     /// A cell holding `gen` (validated).
-    pub fn new(gen: Generation) -> Result<Arc<Self>, GenerationError> {
+    pub fn new(mut gen: Generation) -> Result<Arc<Self>, GenerationError> {
+        gen.assign_filter_ids();
         gen.validate()?;
         Ok(Arc::new(GenerationCell {
             epoch: AtomicU64::new(1),
@@ -413,7 +558,8 @@ impl GenerationCell {
 
     /// Replaces the generation (control thread only). Workers switch at their next burst.
     /// Returns the new epoch.
-    pub fn publish(&self, gen: Generation) -> Result<u64, GenerationError> {
+    pub fn publish(&self, mut gen: Generation) -> Result<u64, GenerationError> {
+        gen.assign_filter_ids();
         gen.validate()?;
         self.current.store(Arc::new(gen));
         Ok(self.epoch.fetch_add(1, Ordering::AcqRel) + 1)
@@ -478,8 +624,12 @@ mod tests {
     struct EtherTypeIs(u16, u32);
 
     impl Classifier for EtherTypeIs {
-        fn classify(&self, pkt: &PacketView<'_>) -> Option<u32> {
-            (pkt.parsed.ethertype == self.0).then_some(self.1)
+        fn classify(&self, pkt: &PacketView<'_>) -> Verdict {
+            if pkt.parsed.ethertype == self.0 {
+                Verdict::Match(self.1)
+            } else {
+                Verdict::NoMatch
+            }
         }
     }
 
@@ -488,8 +638,12 @@ mod tests {
     struct MarkIs(u32);
 
     impl Classifier for MarkIs {
-        fn classify(&self, pkt: &PacketView<'_>) -> Option<u32> {
-            (pkt.mark == self.0).then_some(0)
+        fn classify(&self, pkt: &PacketView<'_>) -> Verdict {
+            if pkt.mark == self.0 {
+                Verdict::Match(0)
+            } else {
+                Verdict::NoMatch
+            }
         }
     }
 
@@ -511,11 +665,7 @@ mod tests {
     }
 
     fn filter(c: impl Classifier + 'static, actions: Vec<Action>) -> Filter {
-        Filter {
-            name: "f".into(),
-            classifier: Box::new(c),
-            actions,
-        }
+        Filter::new("f", Box::new(c), actions)
     }
 
     fn run(
@@ -523,7 +673,7 @@ mod tests {
         pkt: VecPacket,
         ingress: u16,
     ) -> (Vec<(PortIndex, VecPacket)>, Vec<crate::stats::PortTotals>) {
-        let (mut w, r) = StatsWriter::new(1, gen.ports.len());
+        let (mut w, r) = StatsWriter::new(1, gen.ports.len(), gen.filter_count());
         let mut sink = VecSink::default();
         gen.process(pkt, PortIndex(ingress), &mut w, &mut sink);
         (sink.0, port_totals(&[r], gen.ports.len()))

@@ -53,6 +53,28 @@ impl Default for PortCounters {
     }
 }
 
+/// Counters of one filter as seen by one lcore.
+#[derive(Debug, Default)]
+#[repr(align(64))]
+pub struct FilterCounters {
+    /// Packets the filter matched (classid mode: a non-zero result; direct action: any verdict
+    /// other than "unspec").
+    pub packets: Counter,
+    /// Bytes of those packets.
+    pub bytes: Counter,
+    /// When the filter last matched on this lcore: the writer's clock (milliseconds since the
+    /// Unix epoch, as the worker sets it once per poll round), 0 if never.
+    pub last_use_ms: Counter,
+}
+
+impl Counter {
+    /// Overwrites the value (single writer only).
+    #[inline]
+    fn set(&self, v: u64) {
+        self.0.store(v, Relaxed);
+    }
+}
+
 /// Counters of one worker lcore.
 #[derive(Debug)]
 #[repr(align(64))]
@@ -67,27 +89,33 @@ pub struct LcoreStats {
     pub packets: Counter,
     /// Per-port counters, indexed by [`PortIndex`].
     pub ports: Box<[PortCounters]>,
+    /// Per-filter counters, indexed by filter id.
+    pub filters: Box<[FilterCounters]>,
 }
 
 /// The write side of one lcore's counters. Not `Clone`: exactly one writer exists.
 #[derive(Debug)]
 pub struct StatsWriter {
     stats: Arc<LcoreStats>,
+    now_ms: u64,
 }
 
 impl StatsWriter {
-    /// Counters for `lcore` over `ports` ports; returns the writer and a reader handle.
-    pub fn new(lcore: u32, ports: usize) -> (StatsWriter, Arc<LcoreStats>) {
+    /// Counters for `lcore` over `ports` ports and `filters` filters; returns the writer and a
+    /// reader handle.
+    pub fn new(lcore: u32, ports: usize, filters: usize) -> (StatsWriter, Arc<LcoreStats>) {
         let stats = Arc::new(LcoreStats {
             lcore,
             polls: Counter::default(),
             busy_polls: Counter::default(),
             packets: Counter::default(),
             ports: (0..ports).map(|_| PortCounters::default()).collect(),
+            filters: (0..filters).map(|_| FilterCounters::default()).collect(),
         });
         (
             StatsWriter {
                 stats: stats.clone(),
+                now_ms: 0,
             },
             stats,
         )
@@ -126,6 +154,25 @@ impl StatsWriter {
         }
     }
 
+    /// Sets the clock used for "last use" times (milliseconds since the Unix epoch). The worker
+    /// calls it once per poll round.
+    #[inline]
+    pub fn set_now_ms(&mut self, now_ms: u64) {
+        self.now_ms = now_ms;
+    }
+
+    /// Records one packet of `bytes` bytes matched by filter `id`.
+    #[inline]
+    pub fn filter_hit(&mut self, id: u32, bytes: u32) {
+        if let Some(f) = self.stats.filters.get(id as usize) {
+            f.packets.add(1);
+            f.bytes.add(u64::from(bytes));
+            if f.last_use_ms.get() != self.now_ms {
+                f.last_use_ms.set(self.now_ms);
+            }
+        }
+    }
+
     /// Records `n` packets dropped at `port` for `reason`.
     #[inline]
     pub fn drop(&mut self, port: PortIndex, reason: DropReason, n: u64) {
@@ -157,6 +204,30 @@ impl PortTotals {
     }
 }
 
+/// Totals over lcores for one filter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FilterTotals {
+    /// Sum of `packets`.
+    pub packets: u64,
+    /// Sum of `bytes`.
+    pub bytes: u64,
+    /// Latest `last_use_ms` of any lcore (0 if never).
+    pub last_use_ms: u64,
+}
+
+/// Sums every lcore's counters per filter.
+pub fn filter_totals(lcores: &[Arc<LcoreStats>], filters: usize) -> Vec<FilterTotals> {
+    let mut out = vec![FilterTotals::default(); filters];
+    for l in lcores {
+        for (t, f) in out.iter_mut().zip(l.filters.iter()) {
+            t.packets += f.packets.get();
+            t.bytes += f.bytes.get();
+            t.last_use_ms = t.last_use_ms.max(f.last_use_ms.get());
+        }
+    }
+    out
+}
+
 /// Sums every lcore's counters per port (the control thread's view).
 pub fn port_totals(lcores: &[Arc<LcoreStats>], ports: usize) -> Vec<PortTotals> {
     let mut out = vec![PortTotals::default(); ports];
@@ -180,8 +251,23 @@ mod tests {
 
     #[test]
     fn writer_updates_are_visible_to_readers_and_sum_per_port() {
-        let (mut w1, r1) = StatsWriter::new(1, 2);
-        let (mut w2, r2) = StatsWriter::new(2, 2);
+        let (mut w1, r1) = StatsWriter::new(1, 2, 2);
+        let (mut w2, r2) = StatsWriter::new(2, 2, 2);
+        w1.set_now_ms(1000);
+        w2.set_now_ms(2000);
+        w1.filter_hit(1, 60);
+        w2.filter_hit(1, 1500);
+        w2.filter_hit(7, 1); // out of range: ignored
+        let f = filter_totals(&[r1.clone(), r2.clone()], 2);
+        assert_eq!(f[0], FilterTotals::default());
+        assert_eq!(
+            f[1],
+            FilterTotals {
+                packets: 2,
+                bytes: 1560,
+                last_use_ms: 2000
+            }
+        );
         w1.rx(PortIndex(0), 3, 300);
         w2.rx(PortIndex(0), 2, 128);
         w1.tx(PortIndex(1), 5, 428);
@@ -206,5 +292,6 @@ mod tests {
         assert_eq!(std::mem::align_of::<PortCounters>(), 64);
         assert_eq!(std::mem::size_of::<PortCounters>() % 64, 0);
         assert_eq!(std::mem::align_of::<LcoreStats>(), 64);
+        assert_eq!(std::mem::size_of::<FilterCounters>(), 64);
     }
 }

@@ -6,6 +6,7 @@
 //! - [`check`]: the loader; [`Program`] values are always valid.
 //! - [`interp`]: the reference interpreter (libpcap semantics).
 //! - [`ebpf`]: translation to eBPF with inline bounds checks, for rbpf.
+use crate::pipeline::{Classifier, DirectVerdict, PacketView, Verdict};
 use std::fmt;
 
 pub mod check;
@@ -36,5 +37,223 @@ impl Engine for Interpreter {
     #[inline]
     fn run(&self, data: &[u8], wirelen: u32, meta: &Meta) -> u32 {
         Interpreter::run(self, data, wirelen, meta)
+    }
+}
+
+/// How a program's result is read (`cls_bpf`'s two modes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// 0 = no match, -1 (0xffffffff) = match with the filter's configured class id, anything
+    /// else = match with that class id. Matches run the filter's actions.
+    Classid {
+        /// The configured class id.
+        classid: u32,
+    },
+    /// The result is a tc verdict (`da` / direct action): ok, shot, stolen, trap or redirect
+    /// decide; unspec (-1) and every other value move on to the next filter.
+    DirectAction {
+        /// The class id a decided packet carries.
+        classid: u32,
+    },
+}
+
+/// tc verdict values (`linux/pkt_cls.h`).
+pub mod tc_act {
+    #![allow(missing_docs)]
+    pub const UNSPEC: i32 = -1;
+    pub const OK: i32 = 0;
+    pub const RECLASSIFY: i32 = 1;
+    pub const SHOT: i32 = 2;
+    pub const PIPE: i32 = 3;
+    pub const STOLEN: i32 = 4;
+    pub const QUEUED: i32 = 5;
+    pub const REPEAT: i32 = 6;
+    pub const REDIRECT: i32 = 7;
+    pub const TRAP: i32 = 8;
+}
+
+/// Maps a direct-action result as `cls_bpf_exec_opcode` does.
+pub fn direct_verdict(result: u32) -> Option<DirectVerdict> {
+    match result as i32 {
+        tc_act::OK => Some(DirectVerdict::Ok),
+        tc_act::SHOT => Some(DirectVerdict::Shot),
+        tc_act::STOLEN => Some(DirectVerdict::Stolen),
+        tc_act::TRAP => Some(DirectVerdict::Trap),
+        tc_act::REDIRECT => Some(DirectVerdict::Redirect),
+        _ => None,
+    }
+}
+
+/// A loaded program on a port hook: runs its engine and reads the result per [`Mode`].
+#[derive(Debug)]
+pub struct BpfClassifier {
+    engine: Box<dyn Engine>,
+    mode: Mode,
+    needs_meta: bool,
+}
+
+impl BpfClassifier {
+    /// A classifier running `engine` (built from `prog`) in `mode`.
+    pub fn new(prog: &Program, engine: Box<dyn Engine>, mode: Mode) -> BpfClassifier {
+        BpfClassifier {
+            engine,
+            mode,
+            needs_meta: prog.uses_metadata(),
+        }
+    }
+
+    /// The engine's name.
+    pub fn engine_name(&self) -> &'static str {
+        self.engine.name()
+    }
+}
+
+impl Classifier for BpfClassifier {
+    #[inline]
+    fn classify(&self, pkt: &PacketView<'_>) -> Verdict {
+        let meta = if self.needs_meta {
+            Meta::of_frame(
+                pkt.data,
+                pkt.ingress.0,
+                pkt.ingress_mac,
+                pkt.mark,
+                pkt.rss_hash,
+            )
+        } else {
+            Meta::default()
+        };
+        let r = self.engine.run(pkt.data, pkt.frame_len, &meta);
+        match self.mode {
+            Mode::Classid { classid } => match r {
+                0 => Verdict::NoMatch,
+                u32::MAX => Verdict::Match(classid),
+                c => Verdict::Match(c),
+            },
+            Mode::DirectAction { classid } => match direct_verdict(r) {
+                Some(v) => Verdict::Direct(v, classid),
+                None => Verdict::NoMatch,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::insn::op::*;
+    use super::*;
+    use crate::packet::VecPacket;
+    use crate::pipeline::{Action, Filter, Forward, Generation, PortIndex, PortPipeline, Sink};
+    use crate::stats::{filter_totals, port_totals, StatsWriter};
+    use crate::DropReason;
+
+    struct VecSink(Vec<PortIndex>);
+
+    impl Sink<VecPacket> for VecSink {
+        fn send(&mut self, port: PortIndex, _pkt: VecPacket, _stats: &mut StatsWriter) {
+            self.0.push(port);
+        }
+    }
+
+    /// A program returning `k` for every packet.
+    fn ret(k: u32, mode: Mode) -> Box<BpfClassifier> {
+        let p = Program::load(vec![Insn::new(RET | K, 0, 0, k)]).unwrap();
+        let e = Box::new(Interpreter::new(&p));
+        Box::new(BpfClassifier::new(&p, e, mode))
+    }
+
+    fn udp_frame() -> VecPacket {
+        let mut f = vec![0u8; 60];
+        f[..6].copy_from_slice(&[2, 0, 0, 0, 0, 2]);
+        f[12..14].copy_from_slice(&[0x08, 0x06]); // ARP: no IP validation needed
+        VecPacket::new(f)
+    }
+
+    /// Runs one packet received on port 0 through `filters`; returns where it went, the drop
+    /// reason if dropped, and the filter counters.
+    fn one(filters: Vec<Filter>) -> (Vec<PortIndex>, Option<DropReason>, Vec<u64>) {
+        let mut ports: Vec<PortPipeline> = (0..3)
+            .map(|i| PortPipeline {
+                name: format!("p{i}"),
+                forward: Forward::To(PortIndex(1)),
+                ..Default::default()
+            })
+            .collect();
+        ports[0].ingress = filters;
+        let mut gen = Generation { ports };
+        let n = gen.assign_filter_ids();
+        gen.validate().unwrap();
+        let (mut w, r) = StatsWriter::new(0, 3, n);
+        w.set_now_ms(5);
+        let mut sink = VecSink(vec![]);
+        gen.process(udp_frame(), PortIndex(0), &mut w, &mut sink);
+        let t = port_totals(std::slice::from_ref(&r), 3);
+        let reason = DropReason::ALL
+            .iter()
+            .copied()
+            .find(|d| t[0].drops[d.index()] > 0);
+        let hits = filter_totals(&[r], n).iter().map(|f| f.packets).collect();
+        (sink.0, reason, hits)
+    }
+
+    const CID: Mode = Mode::Classid { classid: 0x10010 };
+    const DA: Mode = Mode::DirectAction { classid: 0 };
+
+    #[test]
+    fn classid_mode_zero_is_no_match_anything_else_runs_the_actions() {
+        let f = |k| Filter::new("f", ret(k, CID), vec![Action::Redirect(PortIndex(2))]);
+        assert_eq!(one(vec![f(0)]), (vec![PortIndex(1)], None, vec![0]));
+        assert_eq!(one(vec![f(1)]), (vec![PortIndex(2)], None, vec![1]));
+        assert_eq!(one(vec![f(u32::MAX)]), (vec![PortIndex(2)], None, vec![1]));
+        // Actions that say continue move on to the next program.
+        let cont = Filter::new("c", ret(1, CID), vec![Action::SetMark(3), Action::Continue]);
+        let drop = Filter::new("d", ret(65535, CID), vec![Action::Drop]);
+        assert_eq!(
+            one(vec![cont, drop]),
+            (vec![], Some(DropReason::ActionDrop), vec![1, 1])
+        );
+        // A match without actions stops classification: the forwarding entry applies.
+        let bare = Filter::new("b", ret(7, CID), vec![]);
+        let drop = Filter::new("d", ret(1, CID), vec![Action::Drop]);
+        assert_eq!(
+            one(vec![bare, drop]),
+            (vec![PortIndex(1)], None, vec![1, 0])
+        );
+    }
+
+    #[test]
+    fn direct_action_verdicts_map_as_cls_bpf_exec_opcode() {
+        let da = |k: i32| Filter::new("f", ret(k as u32, DA), vec![]);
+        let drop_next = || Filter::new("n", ret(1, CID), vec![Action::Drop]);
+        assert_eq!(
+            one(vec![da(0), drop_next()]),
+            (vec![PortIndex(1)], None, vec![1, 0])
+        );
+        assert_eq!(
+            one(vec![da(2)]),
+            (vec![], Some(DropReason::ActionDrop), vec![1])
+        );
+        assert_eq!(
+            one(vec![da(4)]),
+            (vec![], Some(DropReason::Stolen), vec![1])
+        );
+        assert_eq!(
+            one(vec![da(8)]),
+            (vec![], Some(DropReason::Stolen), vec![1])
+        );
+        assert_eq!(
+            one(vec![da(7)]),
+            (vec![], Some(DropReason::RedirectNoTarget), vec![1])
+        );
+        let mut r = da(7);
+        r.redirect = Some(PortIndex(2));
+        assert_eq!(one(vec![r]), (vec![PortIndex(2)], None, vec![1]));
+        // unspec and every unlisted value (pipe, reclassify, queued, repeat, 99) continue.
+        for k in [-1, 1, 3, 5, 6, 99] {
+            assert_eq!(
+                one(vec![da(k), drop_next()]),
+                (vec![], Some(DropReason::ActionDrop), vec![0, 1]),
+                "verdict {k}"
+            );
+        }
     }
 }
