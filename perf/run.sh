@@ -11,6 +11,11 @@
 # between runs, so the ratio of the two in the same run is the number that counts.
 # Instructions per packet: valgrind --tool=callgrind restricted to each app's forwarding loop.
 #
+# Scenario (issue 3): the same, with 8 typical classic-BPF programs (pcap-filter expressions of
+# 10-25 instructions) on the input port's ingress hook, none of which matches the traffic, so
+# every packet runs all 8 before it is forwarded: once with the default engine (rbpf JIT) and once
+# with the interpreter.
+#
 # Usage: perf/run.sh [--seconds N] [--rounds R] [--no-callgrind]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -46,13 +51,35 @@ testpmd_mpps() { # $1 pcap
   awk '/NIC statistics for port 0/ {p=1} p && /Rx-pps:/ {print $2; p=0}' "$log" | tail -n +3 | median | awk '{printf "%.3f", $1/1e6}'
 }
 
-appliance_mpps() { # $1 pcap, $2 validation level (full | l2)
+# 8 typical programs that never match the UDP/IPv4 benchmark traffic; $1 = engine.
+bpf8() {
+  local e=$1
+  cat <<YAML
+    ingress:
+      - { name: https, bpf: { filter: "tcp dst port 443", engine: $e }, actions: [drop] }
+      - { name: dns6, bpf: { filter: "ip6 and udp port 53", engine: $e }, actions: [drop] }
+      - { name: syn, bpf: { filter: "tcp[tcpflags] & tcp-syn != 0 and not src net 10.0.0.0/8", engine: $e }, actions: [drop] }
+      - { name: vlan, bpf: { filter: "vlan 100 and ip", engine: $e }, actions: [drop] }
+      - { name: ttl, bpf: { filter: "ip and ip[8] < 2", engine: $e }, actions: [drop] }
+      - { name: frag, bpf: { filter: "ip[6:2] & 0x1fff != 0", engine: $e }, actions: [drop] }
+      - { name: icmp, bpf: { filter: "icmp[icmptype] == icmp-echo or icmp6", engine: $e }, actions: [drop] }
+      - { name: ports, bpf: { filter: "udp dst portrange 6000-6100 or tcp src port 22", engine: $e }, actions: [drop] }
+YAML
+}
+
+appliance_mpps() { # $1 pcap, $2 validation level (full | l2), $3 bpf engine for the 8-program scenario (optional)
   local cfg="$WORK/app.yaml" port=19391
   cat >"$cfg" <<YAML
 eal: { lcores: "0-1", no_huge: true, memory_mb: 1024, no_pci: true, file_prefix: perf-app-$$, log_level: error }
 mempool: { mbufs: $MBUFS, cache: 256 }
 ports:
-  - { name: in, device: net_pcap0, args: "rx_pcap=$1,infinite_rx=1", rx_desc: 1024, tx_desc: 1024, validate: $2 }
+  - name: in
+    device: net_pcap0
+    args: "rx_pcap=$1,infinite_rx=1"
+    rx_desc: 1024
+    tx_desc: 1024
+    validate: $2
+$( [ -n "${3:-}" ] && bpf8 "$3" )
   - { name: out, device: net_null0, args: "no-rx=1", rx_desc: 1024, tx_desc: 1024 }
 forwarding:
   - { from: in, to: out }
@@ -89,7 +116,11 @@ callgrind_run() { # $1 app|testpmd, $2 pcap, $3 seconds
 eal: { lcores: "0-1", no_huge: true, memory_mb: 1024, no_pci: true, file_prefix: perf-cga-$$, log_level: error }
 mempool: { mbufs: $MBUFS, cache: 256 }
 ports:
-  - { name: in, device: net_pcap0, args: "rx_pcap=$2,infinite_rx=1", validate: $4 }
+  - name: in
+    device: net_pcap0
+    args: "rx_pcap=$2,infinite_rx=1"
+    validate: $4
+$( [ -n "${5:-}" ] && bpf8 "$5" )
   - { name: out, device: net_null0, args: "no-rx=1" }
 forwarding:
   - { from: in, to: out }
@@ -105,14 +136,14 @@ YAML
 
 # Instructions per forwarded packet: the difference of a long and a short run, so that start-up
 # and shutdown cancel out (and no symbol names are needed in the stripped testpmd binary).
-callgrind_ipp() { # $1 app|testpmd, $2 pcap, $3 validation level (app only)
+callgrind_ipp() { # $1 app|testpmd, $2 pcap, $3 validation level (app only), $4 bpf8 engine (app only)
   local a b fit second
-  a=$(callgrind_run "$1" "$2" 5 "${3:-full}")
+  a=$(callgrind_run "$1" "$2" 5 "${3:-full}" "${4:-}")
   # Ir = start-up + k * packets: k from two points, whichever run forwarded more. valgrind
   # serialises threads, so packets per second under it vary; if the two runs forwarded too
   # similar counts for a fit, try a longer second run.
   for second in 15 30; do
-    b=$(callgrind_run "$1" "$2" "$second" "${3:-full}")
+    b=$(callgrind_run "$1" "$2" "$second" "${3:-full}" "${4:-}")
     fit=$(echo "$a $b" | awk '{ d = $4 - $2; if (d < 0) d = -d; if (d > 0.1 * ($2 > $4 ? $2 : $4)) printf "%.1f", ($3-$1)/($4-$2); else print "n/a" }')
     [ "$fit" != "n/a" ] && break
   done
@@ -121,20 +152,26 @@ callgrind_ipp() { # $1 app|testpmd, $2 pcap, $3 validation level (app only)
 
 echo "# perf/run.sh $(date -u +%Y-%m-%dT%H:%M:%SZ) $(nproc) cores, $(dpdk-testpmd --version 2>/dev/null | head -1 || true)"
 ratio() { awk -v a="$1" -v t="$2" 'BEGIN { if (t > 0) printf "%.3f", a/t; else print "n/a" }'; }
-printf '%-5s %-6s %9s %9s %8s %9s %8s\n' size round testpmd app_l2 ratio app_full ratio
+FMT='%-5s %-6s %9s %9s %8s %9s %8s %9s %8s %9s %8s\n'
+printf "$FMT" size round testpmd app_l2 ratio app_full ratio bpf8_jit ratio bpf8_int ratio
 for size in 64 1500; do
   pcap="$WORK/in-$size.pcap"
   "$APP" gen --pcap "$pcap" --count 4096 --flows 256 --ip 4 --proto udp --size "$size" --seed 7 >/dev/null
-  r_l2=() r_full=()
+  r_l2=() r_full=() r_jit=() r_int=()
   for r in $(seq 1 "$ROUNDS"); do
     t=$(testpmd_mpps "$pcap")
     l2=$(appliance_mpps "$pcap" l2)
     full=$(appliance_mpps "$pcap" full)
+    jit=$(appliance_mpps "$pcap" full jit)
+    int=$(appliance_mpps "$pcap" full interpreter)
     r_l2+=("$(ratio "$l2" "$t")")
     r_full+=("$(ratio "$full" "$t")")
-    printf '%-5s %-6s %9s %9s %8s %9s %8s\n' "$size" "$r" "$t" "$l2" "${r_l2[-1]}" "$full" "${r_full[-1]}"
+    r_jit+=("$(ratio "$jit" "$t")")
+    r_int+=("$(ratio "$int" "$t")")
+    printf "$FMT" "$size" "$r" "$t" "$l2" "${r_l2[-1]}" "$full" "${r_full[-1]}" "$jit" "${r_jit[-1]}" "$int" "${r_int[-1]}"
   done
-  printf '%-5s %-6s %9s %9s %8s %9s %8s\n' "$size" median "" "" "$(printf '%s\n' "${r_l2[@]}" | median)" "" "$(printf '%s\n' "${r_full[@]}" | median)"
+  med() { printf '%s\n' "$@" | median; }
+  printf "$FMT" "$size" median "" "" "$(med "${r_l2[@]}")" "" "$(med "${r_full[@]}")" "" "$(med "${r_jit[@]}")" "" "$(med "${r_int[@]}")"
 done
 if [ "$CALLGRIND" = 1 ]; then
   pcap="$WORK/in-64.pcap"
@@ -142,4 +179,6 @@ if [ "$CALLGRIND" = 1 ]; then
   echo "testpmd_io      $(callgrind_ipp testpmd "$pcap")"
   echo "appliance_l2    $(callgrind_ipp app "$pcap" l2)"
   echo "appliance_full  $(callgrind_ipp app "$pcap" full)"
+  echo "appliance_bpf8_jit  $(callgrind_ipp app "$pcap" full jit)"
+  echo "appliance_bpf8_int  $(callgrind_ipp app "$pcap" full interpreter)"
 fi

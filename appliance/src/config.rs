@@ -3,6 +3,7 @@
 //!
 //! Every error names the key path (`ports[1].rx_queues`) and what is allowed. Unknown keys are
 //! errors.
+use crate::filters::FilterConfig;
 use serde::Deserialize;
 use std::collections::BTreeSet;
 use std::fmt;
@@ -63,6 +64,9 @@ pub struct Config {
     /// When to stop on its own (for captures and tests); by default it runs until signalled.
     #[serde(default)]
     pub run: RunConfig,
+    /// Directory of the configuration file: relative paths in it (`ddd_file`) start here.
+    #[serde(skip)]
+    pub base_dir: std::path::PathBuf,
 }
 
 /// DPDK EAL settings. The appliance builds the EAL arguments from these.
@@ -165,6 +169,12 @@ pub struct PortConfig {
     /// still see validated headers).
     #[serde(default)]
     pub validate: ValidateLevel,
+    /// Filters run on received packets, by priority (see [`FilterConfig`]).
+    #[serde(default)]
+    pub ingress: Vec<FilterConfig>,
+    /// Filters run on packets about to be sent.
+    #[serde(default)]
+    pub egress: Vec<FilterConfig>,
 }
 
 /// The `ports[].validate` setting.
@@ -342,17 +352,21 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
             format!("cannot read config file {}: {e}", path.display()),
         )
     })?;
-    parse(&text)
-}
-
-/// Parses and validates configuration text.
-pub fn parse(text: &str) -> Result<Config, ConfigError> {
-    let cfg: Config = match serde_saphyr::from_str(text) {
-        Ok(c) => c,
-        Err(direct) => return Err(describe_parse_error(text, &direct.to_string())),
-    };
+    let mut cfg = parse_unvalidated(&text)?;
+    cfg.base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
     cfg.validate()?;
     Ok(cfg)
+}
+
+/// Parses and validates configuration text (relative paths start at the working directory).
+pub fn parse(text: &str) -> Result<Config, ConfigError> {
+    let cfg = parse_unvalidated(text)?;
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+fn parse_unvalidated(text: &str) -> Result<Config, ConfigError> {
+    serde_saphyr::from_str(text).map_err(|direct| describe_parse_error(text, &direct.to_string()))
 }
 
 /// Builds the error for a document that did not deserialize: the key path (found by a second
@@ -623,6 +637,9 @@ impl Config {
                 ),
             ));
         }
+        // Filters last: loading programs (and compiling pcap-filter text) needs everything
+        // above to hold.
+        crate::filters::load(self, &self.base_dir)?;
         Ok(())
     }
 

@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 mod config;
+mod filters;
 mod gen;
 mod metrics;
 mod run;

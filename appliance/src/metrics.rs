@@ -1,7 +1,7 @@
 //! `/metrics` in Prometheus/OpenMetrics text format, served by a control thread that never runs
 //! on a worker lcore. Per-lcore counters are summed at scrape time (VPP-style), DPDK port
 //! counters and xstats are read from the devices.
-use pipelines::stats::{port_totals, LcoreStats};
+use pipelines::stats::{filter_totals, port_totals, FilterTotals, LcoreStats};
 use pipelines::DropReason;
 use pmd_glue::{Mempool, StatsReader};
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -24,10 +24,53 @@ pub struct Telemetry {
     pub readers: Vec<StatsReader>,
     /// Every worker's counters.
     pub lcores: Vec<Arc<LcoreStats>>,
+    /// Labels of every filter, indexed by filter id.
+    pub filters: Arc<Vec<FilterInfo>>,
     /// Packet pools.
     pub pools: Vec<Mempool>,
     /// Start time, for the uptime gauge.
     pub started: Instant,
+}
+
+/// What identifies a filter in metrics and the summary.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct FilterInfo {
+    /// Port name.
+    pub port: String,
+    /// "ingress" or "egress".
+    pub hook: &'static str,
+    /// Filter name.
+    pub name: String,
+    /// Classifier kind ("bpf").
+    pub kind: &'static str,
+    /// Engine running it ("rbpf-jit", "interpreter").
+    pub engine: String,
+    /// Program length in instructions.
+    pub insns: usize,
+}
+
+impl FilterInfo {
+    /// The filters of `gen` in id order (the order [`Generation::assign_filter_ids`] numbers
+    /// them).
+    ///
+    /// [`Generation::assign_filter_ids`]: pipelines::pipeline::Generation::assign_filter_ids
+    pub fn of(gen: &pipelines::pipeline::Generation) -> Arc<Vec<FilterInfo>> {
+        Arc::new(
+            gen.filters()
+                .map(|(p, hook, f)| {
+                    let (engine, insns) = f.classifier.describe();
+                    FilterInfo {
+                        port: p.name.clone(),
+                        hook: hook.label(),
+                        name: f.name.clone(),
+                        kind: "bpf",
+                        engine: engine.to_owned(),
+                        insns,
+                    }
+                })
+                .collect(),
+        )
+    }
 }
 
 /// Label pairs of one series.
@@ -233,6 +276,58 @@ impl prometheus_client::collector::Collector for Telemetry {
             "appliance_port_xstats",
             "DPDK extended statistics of the port, by driver-defined name.",
             &xs,
+        )?;
+
+        let ft = filter_totals(&self.lcores, self.filters.len());
+        let insns: Vec<String> = self.filters.iter().map(|f| f.insns.to_string()).collect();
+        fn labels(f: &FilterInfo) -> Labels<'_> {
+            vec![
+                ("port", f.port.as_str()),
+                ("hook", f.hook),
+                ("filter", f.name.as_str()),
+            ]
+        }
+        let per_filter = |v: &dyn Fn(&FilterTotals) -> u64| -> Series<'_, u64> {
+            self.filters
+                .iter()
+                .zip(&ft)
+                .map(|(f, t)| (labels(f), v(t)))
+                .collect()
+        };
+        gauge(
+            e,
+            "appliance_filter_info",
+            "One series per filter; the value is always 1. Labels say its classifier kind, engine and program length.",
+            &self
+                .filters
+                .iter()
+                .zip(&insns)
+                .map(|(f, n)| {
+                    let mut l = labels(f);
+                    l.extend([("kind", f.kind), ("engine", f.engine.as_str()), ("insns", n.as_str())]);
+                    (l, 1)
+                })
+                .collect::<Vec<_>>(),
+        )?;
+        counter(
+            e,
+            "appliance_filter_matched_packets",
+            "Packets the filter matched (classid mode: non-zero result; direct action: a verdict other than unspec).",
+            &per_filter(&|t| t.packets),
+        )?;
+        counter(
+            e,
+            "appliance_filter_matched_bytes",
+            "Bytes of the packets the filter matched.",
+            &per_filter(&|t| t.bytes),
+        )?;
+        family(
+            e,
+            "appliance_filter_last_use_timestamp_seconds",
+            "When the filter last matched (Unix time, millisecond resolution); 0 if never.",
+            MetricType::Gauge,
+            &per_filter(&|t| t.last_use_ms),
+            |ms| ConstGauge::new(ms as f64 / 1000.0),
         )?;
 
         let lcore_ids: Vec<String> = self.lcores.iter().map(|l| l.lcore.to_string()).collect();

@@ -1,9 +1,9 @@
 //! `appliance run`: bring up EAL, the pool and the ports from the configuration, launch one
 //! worker per worker lcore, run until told to stop, then shut down in order (stop polling,
 //! flush, stop and close ports, check every mbuf is back) and report.
-use crate::config::{Config, ForwardAction, ValidateLevel};
+use crate::config::{Config, ConfigError, ForwardAction, ValidateLevel};
 use crate::metrics::{MetricsServer, Telemetry};
-use crate::summary::{LcoreSummary, PoolSummary, PortSummary, Summary};
+use crate::summary::{FilterSummary, LcoreSummary, PoolSummary, PortSummary, Summary};
 use crate::worker::Worker;
 use pipelines::pipeline::{
     Forward, Generation, GenerationCell, PortIndex, PortPipeline, Validation,
@@ -57,7 +57,8 @@ impl Drop for StopOnDrop {
 }
 
 /// Builds the pipeline generation (ports and forwarding table) from the configuration.
-pub fn build_generation(cfg: &Config) -> Generation {
+pub fn build_generation(cfg: &Config) -> Result<Generation, ConfigError> {
+    let filters = crate::filters::load(cfg, &cfg.base_dir)?;
     let mut ports: Vec<PortPipeline> = cfg
         .ports
         .iter()
@@ -83,7 +84,17 @@ pub fn build_generation(cfg: &Config) -> Generation {
             (ForwardAction::Forward, None) => Forward::None,
         };
     }
-    Generation { ports }
+    for (port, (ingress, egress)) in ports.iter_mut().zip(&filters.ports) {
+        port.ingress = ingress
+            .iter()
+            .map(|l| crate::filters::build(l, cfg))
+            .collect();
+        port.egress = egress
+            .iter()
+            .map(|l| crate::filters::build(l, cfg))
+            .collect();
+    }
+    Ok(Generation { ports })
 }
 
 /// Ports that packets can be sent to under `gen` (they need transmit queues).
@@ -94,6 +105,9 @@ fn tx_targets(gen: &Generation) -> Vec<bool> {
             t[usize::from(i.0)] = true;
         }
         for f in p.ingress.iter().chain(&p.egress) {
+            if let Some(i) = f.redirect {
+                t[usize::from(i.0)] = true;
+            }
             for a in &f.actions {
                 if let pipelines::pipeline::Action::Redirect(i) = a {
                     t[usize::from(i.0)] = true;
@@ -184,7 +198,7 @@ fn bring_up_and_run(
         ))
     })?;
 
-    let gen = build_generation(cfg);
+    let mut gen = build_generation(cfg).map_err(|e| startup(format!("config: {e}")))?;
     let targets = tx_targets(&gen);
     let nworkers = workers.len();
 
@@ -204,6 +218,7 @@ fn bring_up_and_run(
                 pc.device
             ))
         })?;
+        gen.ports[i].mac = port.info().map_err(|e| at(e.to_string()))?.mac;
         let tx_queues = if targets[i] { nworkers as u16 } else { 0 };
         let conf = DevPortConfig {
             rx_queues: pc.rx_queues,
@@ -227,12 +242,13 @@ fn bring_up_and_run(
         ports.push(port);
     }
 
+    let filter_info = crate::metrics::FilterInfo::of(&gen);
     let cell = GenerationCell::new(gen).map_err(|e| startup(format!("pipeline: {e}")))?;
     let mut lcore_stats: Vec<Arc<LcoreStats>> = Vec::new();
     let mut jobs = Vec::new();
     let drain_ticks = pmd_glue::tsc_hz().max(1) * u64::from(cfg.workers.tx_drain_us) / 1_000_000;
     for ((lc, rx), tx) in workers.iter().zip(rx_assign).zip(tx_assign) {
-        let (writer, reader) = StatsWriter::new(lc.0, cfg.ports.len());
+        let (writer, reader) = StatsWriter::new(lc.0, cfg.ports.len(), filter_info.len());
         lcore_stats.push(reader);
         jobs.push((
             *lc,
@@ -259,6 +275,7 @@ fn bring_up_and_run(
                 port_names: cfg.ports.iter().map(|p| p.name.clone()).collect(),
                 readers: readers.clone(),
                 lcores: lcore_stats.clone(),
+                filters: filter_info.clone(),
                 pools: vec![pool.clone()],
                 started,
             },
@@ -364,6 +381,18 @@ fn bring_up_and_run(
                 polls: l.polls.get(),
                 busy_polls: l.busy_polls.get(),
                 packets: l.packets.get(),
+            })
+            .collect(),
+        filters: filter_info
+            .iter()
+            .zip(pipelines::stats::filter_totals(
+                &lcore_stats,
+                filter_info.len(),
+            ))
+            .map(|(info, t)| FilterSummary {
+                info: info.clone(),
+                matched_packets: t.packets,
+                matched_bytes: t.bytes,
             })
             .collect(),
         mempools: pools,

@@ -86,6 +86,18 @@ pub struct LcoreSummary {
     pub packets: u64,
 }
 
+/// One filter's totals.
+#[derive(Debug, Clone, Serialize)]
+pub struct FilterSummary {
+    /// Port, hook, name, kind, engine, program size.
+    #[serde(flatten)]
+    pub info: crate::metrics::FilterInfo,
+    /// Packets matched.
+    pub matched_packets: u64,
+    /// Bytes matched.
+    pub matched_bytes: u64,
+}
+
 /// A pool's state after shutdown.
 #[derive(Debug, Clone, Serialize)]
 pub struct PoolSummary {
@@ -108,6 +120,8 @@ pub struct Summary {
     pub ports: Vec<PortSummary>,
     /// Per worker lcore.
     pub lcores: Vec<LcoreSummary>,
+    /// Per filter, in run order per hook.
+    pub filters: Vec<FilterSummary>,
     /// Pools after shutdown.
     pub mempools: Vec<PoolSummary>,
     /// Sum of `in_use` over pools.
@@ -147,6 +161,25 @@ impl Summary {
                     s,
                     "{:<12}   device: imissed {} ierrors {} oerrors {} rx_nombuf {}",
                     "", p.dev_imissed, p.dev_ierrors, p.dev_oerrors, p.dev_rx_nombuf
+                );
+            }
+        }
+        if !self.filters.is_empty() {
+            let _ = writeln!(
+                s,
+                "{:<12} {:<8} {:<20} {:<12} {:>12} {:>14}",
+                "filter-port", "hook", "filter", "engine", "matched", "matched-bytes"
+            );
+            for f in &self.filters {
+                let _ = writeln!(
+                    s,
+                    "{:<12} {:<8} {:<20} {:<12} {:>12} {:>14}",
+                    f.info.port,
+                    f.info.hook,
+                    f.info.name,
+                    f.info.engine,
+                    f.matched_packets,
+                    f.matched_bytes
                 );
             }
         }

@@ -132,6 +132,31 @@ impl Sink<Mbuf> for TxSide {
     }
 }
 
+/// Wall-clock milliseconds from the TSC: one TSC read and one division, no system call.
+struct Clock {
+    tsc0: u64,
+    unix_ms0: u64,
+    ticks_per_ms: u64,
+}
+
+impl Clock {
+    fn new() -> Clock {
+        let unix_ms0 = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        Clock {
+            tsc0: pmd_glue::tsc(),
+            unix_ms0,
+            ticks_per_ms: (pmd_glue::tsc_hz() / 1000).max(1),
+        }
+    }
+
+    #[inline]
+    fn now_ms(&self) -> u64 {
+        self.unix_ms0 + pmd_glue::tsc().wrapping_sub(self.tsc0) / self.ticks_per_ms
+    }
+}
+
 impl Worker {
     /// Polls until `stop` is set, then flushes what is buffered. Returns 0.
     pub fn run(self) -> i32 {
@@ -156,8 +181,10 @@ impl Worker {
                 .collect(),
         );
         let mut burst = Burst::new();
+        let clock = Clock::new();
         let mut last_drain = pmd_glue::tsc();
         while !stop.load(Ordering::Relaxed) {
+            stats.set_now_ms(clock.now_ms());
             let gen = generation.current();
             let mut round = 0u64;
             for (port, q) in rx.iter_mut() {

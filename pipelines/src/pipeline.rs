@@ -86,6 +86,12 @@ pub enum Verdict {
 pub trait Classifier: Send + Sync + fmt::Debug {
     /// The decision for `pkt`.
     fn classify(&self, pkt: &PacketView<'_>) -> Verdict;
+
+    /// For operators: the engine running the classifier and its program size (0 when the
+    /// notion does not apply).
+    fn describe(&self) -> (&'static str, usize) {
+        ("native", 0)
+    }
 }
 
 /// What to do with a packet a filter matched. Actions of a filter run in order.

@@ -4,6 +4,7 @@
 //! asserts that all mbufs are back in their pool after shutdown and that every received packet
 //! was either sent or dropped with a counted reason.
 
+mod cbpf;
 mod util;
 
 use std::collections::BTreeMap;

@@ -168,6 +168,18 @@ impl TestDir {
         path
     }
 
+    /// A configuration whose `ports:` section is `ports_yaml` verbatim (for filters), followed
+    /// by `rest` (forwarding etc.); metrics off.
+    pub fn config_ports_yaml(&self, ports_yaml: &str, rest: &str) -> PathBuf {
+        let y = format!(
+            "eal:\n  lcores: \"0-1\"\n  no_huge: true\n  memory_mb: 256\n  no_pci: true\n  file_prefix: {}\n  log_level: error\nmempool:\n  mbufs: 8191\n  cache: 128\nports:\n{ports_yaml}{rest}metrics:\n  listen: null\n",
+            self.prefix()
+        );
+        let path = self.path("appliance.yaml");
+        std::fs::write(&path, y).unwrap();
+        path
+    }
+
     fn config_full(
         &self,
         ports: &[(&str, &str, &str)],

@@ -90,6 +90,7 @@ pub struct BpfClassifier {
     engine: Box<dyn Engine>,
     mode: Mode,
     needs_meta: bool,
+    insns: usize,
 }
 
 impl BpfClassifier {
@@ -99,6 +100,7 @@ impl BpfClassifier {
             engine,
             mode,
             needs_meta: prog.uses_metadata(),
+            insns: prog.len(),
         }
     }
 
@@ -109,6 +111,10 @@ impl BpfClassifier {
 }
 
 impl Classifier for BpfClassifier {
+    fn describe(&self) -> (&'static str, usize) {
+        (self.engine.name(), self.insns)
+    }
+
     #[inline]
     fn classify(&self, pkt: &PacketView<'_>) -> Verdict {
         let meta = if self.needs_meta {

@@ -1,0 +1,452 @@
+//! Filters on port hooks (`ports[].ingress` / `ports[].egress`): their configuration, the
+//! loading of classic-BPF programs from the three sources operators bring (pcap-filter text,
+//! tc bytecode, `tcpdump -ddd` output), engine selection, and building the pipeline's
+//! [`Filter`]s. Every program is loaded (and rejected with the filter's key path, the
+//! instruction index and the rule) before anything starts.
+use crate::config::{Config, ConfigError};
+use pipelines::cbpf::{self, BpfClassifier, Engine, Interpreter, Mode, Program};
+use pipelines::pipeline::{Action, Filter, PortIndex};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+/// One filter on a port hook.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FilterConfig {
+    /// Name in metrics, logs and errors; unique on its hook.
+    pub name: String,
+    /// Order on the hook: lower runs first (tc's `pref`); equal priorities keep file order.
+    #[serde(default)]
+    pub priority: u32,
+    /// A classic-BPF classifier (`cls_bpf`).
+    pub bpf: Option<BpfConfig>,
+    /// Actions run in order when the filter matches (not in direct-action mode).
+    #[serde(default)]
+    pub actions: Vec<ActionConfig>,
+}
+
+/// A classic-BPF program and how its result is read. Exactly one source key.
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct BpfConfig {
+    /// A pcap-filter expression ("tcp dst port 443 and ip[8] < 64"), compiled by libpcap for
+    /// Ethernet. A matching packet returns -1: the filter's `classid`.
+    pub filter: Option<String>,
+    /// tc/iproute2 bytecode: "4,40 0 0 12,21 0 1 2048,6 0 0 65535,6 0 0 0".
+    pub bytecode: Option<String>,
+    /// `tcpdump -ddd` output, inline.
+    pub ddd: Option<String>,
+    /// `tcpdump -ddd` output in a file (relative paths are relative to the config file).
+    pub ddd_file: Option<PathBuf>,
+    /// Class id for results of -1 (classid mode) and for decided packets (direct action):
+    /// a number or tc's "major:minor" in hex ("1:10" = 0x10010).
+    pub classid: Option<Classid>,
+    /// Direct-action mode: the program's result is the verdict (0 ok, 2 shot, 4 stolen,
+    /// 7 redirect, 8 trap; anything else moves on to the next filter).
+    #[serde(default)]
+    pub direct_action: bool,
+    /// Port that a direct-action redirect verdict sends packets to.
+    pub redirect: Option<String>,
+    /// Engine: `auto` (the fastest available: the rbpf JIT where it applies, else the
+    /// interpreter), `jit` (fail if the JIT cannot take the program) or `interpreter`.
+    #[serde(default)]
+    pub engine: EngineChoice,
+    /// Let libpcap optimise `filter` expressions (as tcpdump does; default true).
+    #[serde(default = "yes")]
+    pub optimize: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// The `bpf.engine` setting.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum EngineChoice {
+    /// The fastest engine that takes the program.
+    #[default]
+    Auto,
+    /// rbpf's x86-64 JIT over the bounds-checked translation; an error if unavailable.
+    Jit,
+    /// The reference interpreter.
+    Interpreter,
+}
+
+/// A class id: a number, or tc's "major:minor" (hex) form.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum Classid {
+    /// A plain 32-bit value.
+    Number(u32),
+    /// "major:minor", both hex, 16 bits each.
+    Text(String),
+}
+
+impl Classid {
+    /// The 32-bit value.
+    pub fn value(&self) -> Result<u32, String> {
+        match self {
+            Classid::Number(n) => Ok(*n),
+            Classid::Text(t) => {
+                let bad = || format!("{t:?}: a number or \"major:minor\" in hex (e.g. \"1:10\")");
+                let (maj, min) = t.split_once(':').ok_or_else(bad)?;
+                let h = |s: &str| {
+                    if s.is_empty() {
+                        Ok(0)
+                    } else {
+                        u16::from_str_radix(s, 16).map_err(|_| bad())
+                    }
+                };
+                Ok(u32::from(h(maj)?) << 16 | u32::from(h(min)?))
+            }
+        }
+    }
+}
+
+/// One action of a filter.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum ActionConfig {
+    /// Stop classifying; the forwarding entry applies.
+    Pass,
+    /// Drop (counted as `action_drop`).
+    Drop,
+    /// Try the next filter.
+    Continue,
+    /// Send out of this port (its egress filters run).
+    Redirect(String),
+    /// Set the packet mark and go on with the next action.
+    SetMark(u32),
+    /// Set the class id and go on with the next action.
+    SetClassid(Classid),
+}
+
+/// A filter whose program is loaded, ready to get an engine.
+#[derive(Debug, Clone)]
+pub struct LoadedFilter {
+    /// The filter's configuration.
+    pub config: FilterConfig,
+    /// The loaded program.
+    pub program: Program,
+}
+
+/// All filters of a configuration, loaded: `[port][hook]`, in run order.
+#[derive(Debug, Clone, Default)]
+pub struct LoadedFilters {
+    /// Per port: (ingress, egress).
+    pub ports: Vec<(Vec<LoadedFilter>, Vec<LoadedFilter>)>,
+}
+
+fn name_ok(n: &str) -> bool {
+    !n.is_empty()
+        && n.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+}
+
+/// Reads a program's instructions from its source.
+fn program_insns(b: &BpfConfig, base: &Path, at: &str) -> Result<Vec<cbpf::Insn>, ConfigError> {
+    let sources = [
+        b.filter.is_some(),
+        b.bytecode.is_some(),
+        b.ddd.is_some(),
+        b.ddd_file.is_some(),
+    ];
+    if sources.iter().filter(|s| **s).count() != 1 {
+        return Err(ConfigError::at(
+            at,
+            "exactly one program source is required: filter (pcap-filter text), bytecode (tc), ddd or ddd_file (tcpdump -ddd output)",
+        ));
+    }
+    if let Some(expr) = &b.filter {
+        // snaplen u32::MAX makes libpcap's "accept" return -1, which cls_bpf reads as "match,
+        // with the filter's classid".
+        return pmd_glue::pcap::compile(expr, u32::MAX, b.optimize)
+            .map_err(|e| ConfigError::at(format!("{at}.filter"), format!("{expr:?}: {e}")));
+    }
+    if let Some(t) = &b.bytecode {
+        return cbpf::parse_tc_bytecode(t)
+            .map_err(|e| ConfigError::at(format!("{at}.bytecode"), e.0));
+    }
+    if let Some(t) = &b.ddd {
+        return cbpf::parse_ddd(t).map_err(|e| ConfigError::at(format!("{at}.ddd"), e.0));
+    }
+    let file = b.ddd_file.as_deref().unwrap_or(Path::new(""));
+    let path = if file.is_absolute() {
+        file.to_path_buf()
+    } else {
+        base.join(file)
+    };
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        ConfigError::at(
+            format!("{at}.ddd_file"),
+            format!("cannot read {}: {e}", path.display()),
+        )
+    })?;
+    cbpf::parse_ddd(&text).map_err(|e| {
+        ConfigError::at(
+            format!("{at}.ddd_file"),
+            format!("{}: {}", path.display(), e.0),
+        )
+    })
+}
+
+/// Checks every filter of `cfg` and loads its program; `base` resolves relative `ddd_file`s.
+pub fn load(cfg: &Config, base: &Path) -> Result<LoadedFilters, ConfigError> {
+    let port_list = || {
+        cfg.ports
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let check_port = |name: &str, at: String| {
+        if cfg.port_index(name).is_some() {
+            Ok(())
+        } else {
+            Err(ConfigError::at(
+                at,
+                format!("unknown port {name:?}; ports are: {}", port_list()),
+            ))
+        }
+    };
+    let mut out = LoadedFilters::default();
+    for (pi, p) in cfg.ports.iter().enumerate() {
+        let mut hooks = (Vec::new(), Vec::new());
+        for (hook, list) in [("ingress", &p.ingress), ("egress", &p.egress)] {
+            let mut names = std::collections::BTreeSet::new();
+            let mut loaded = Vec::new();
+            for (fi, f) in list.iter().enumerate() {
+                let at = format!("ports[{pi}].{hook}[{fi}]");
+                if !name_ok(&f.name) {
+                    return Err(ConfigError::at(
+                        format!("{at}.name"),
+                        format!(
+                            "{:?}: letters, digits, '-', '_' and '.' only, not empty",
+                            f.name
+                        ),
+                    ));
+                }
+                if !names.insert(f.name.as_str()) {
+                    return Err(ConfigError::at(
+                        format!("{at}.name"),
+                        format!("{:?} is already a filter on {} {hook}", f.name, p.name),
+                    ));
+                }
+                let Some(b) = &f.bpf else {
+                    return Err(ConfigError::at(
+                        &at,
+                        "a classifier is required: bpf (classic BPF)",
+                    ));
+                };
+                let bat = format!("{at}.bpf");
+                if let Some(c) = &b.classid {
+                    c.value()
+                        .map_err(|m| ConfigError::at(format!("{bat}.classid"), m))?;
+                }
+                if b.direct_action && !f.actions.is_empty() {
+                    return Err(ConfigError::at(
+                        format!("{at}.actions"),
+                        "not allowed with bpf.direct_action: true (the program's verdict decides; use bpf.redirect for its redirect verdict)",
+                    ));
+                }
+                if let Some(r) = &b.redirect {
+                    if !b.direct_action {
+                        return Err(ConfigError::at(
+                            format!("{bat}.redirect"),
+                            "only with direct_action: true (otherwise use a redirect action)",
+                        ));
+                    }
+                    check_port(r, format!("{bat}.redirect"))?;
+                }
+                for (ai, a) in f.actions.iter().enumerate() {
+                    match a {
+                        ActionConfig::Redirect(to) => {
+                            check_port(to, format!("{at}.actions[{ai}].redirect"))?
+                        }
+                        ActionConfig::SetClassid(c) => {
+                            c.value().map_err(|m| {
+                                ConfigError::at(format!("{at}.actions[{ai}].set_classid"), m)
+                            })?;
+                        }
+                        _ => {}
+                    }
+                }
+                let insns = program_insns(b, base, &bat)?;
+                let program = Program::load(insns).map_err(|e| {
+                    ConfigError::at(
+                        &bat,
+                        format!("program of filter {:?} rejected: {e}", f.name),
+                    )
+                })?;
+                if b.engine == EngineChoice::Jit {
+                    pmd_glue::bpf_jit::RbpfJit::new(&program).map_err(|e| {
+                        ConfigError::at(
+                            format!("{bat}.engine"),
+                            format!("jit: {e} (use engine: auto to fall back to the interpreter)"),
+                        )
+                    })?;
+                }
+                loaded.push(LoadedFilter {
+                    config: f.clone(),
+                    program,
+                });
+            }
+            // Stable: equal priorities keep file order.
+            loaded.sort_by_key(|l| l.config.priority);
+            if hook == "ingress" {
+                hooks.0 = loaded;
+            } else {
+                hooks.1 = loaded;
+            }
+        }
+        out.ports.push(hooks);
+    }
+    Ok(out)
+}
+
+/// The engine for a loaded program, as `choice` asks.
+pub fn engine(program: &Program, choice: EngineChoice) -> Box<dyn Engine> {
+    if choice != EngineChoice::Interpreter {
+        if let Ok(j) = pmd_glue::bpf_jit::RbpfJit::new(program) {
+            return Box::new(j);
+        }
+    }
+    Box::new(Interpreter::new(program))
+}
+
+/// Builds the pipeline filter for `l` (already validated by [`load`]).
+pub fn build(l: &LoadedFilter, cfg: &Config) -> Filter {
+    let port = |n: &str| PortIndex(cfg.port_index(n).unwrap_or(0) as u16);
+    let classid_of = |c: &Option<Classid>| c.as_ref().and_then(|c| c.value().ok()).unwrap_or(0);
+    let b = l.config.bpf.clone().unwrap_or_default();
+    let classid = classid_of(&b.classid);
+    let mode = if b.direct_action {
+        Mode::DirectAction { classid }
+    } else {
+        Mode::Classid { classid }
+    };
+    let classifier = BpfClassifier::new(&l.program, engine(&l.program, b.engine), mode);
+    let actions = l
+        .config
+        .actions
+        .iter()
+        .map(|a| match a {
+            ActionConfig::Pass => Action::Pass,
+            ActionConfig::Drop => Action::Drop,
+            ActionConfig::Continue => Action::Continue,
+            ActionConfig::Redirect(to) => Action::Redirect(port(to)),
+            ActionConfig::SetMark(m) => Action::SetMark(*m),
+            ActionConfig::SetClassid(c) => Action::SetClassid(classid_of(&Some(c.clone()))),
+        })
+        .collect();
+    let mut f = Filter::new(l.config.name.clone(), Box::new(classifier), actions);
+    f.redirect = b.redirect.as_deref().map(port);
+    f
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse;
+
+    /// Two ports; `hooks` is YAML for port a's filter hooks (indented for a port entry).
+    fn cfg(hooks: &str) -> String {
+        format!(
+            "eal: {{ no_huge: true, memory_mb: 256 }}\nports:\n  - name: a\n    device: net_null0\n{hooks}  - {{ name: b, device: net_null1 }}\n"
+        )
+    }
+
+    fn err(hooks: &str) -> String {
+        parse(&cfg(hooks)).unwrap_err().to_string()
+    }
+
+    const IPV4: &str = "4,40 0 0 12,21 0 1 2048,6 0 0 65535,6 0 0 0";
+
+    #[test]
+    fn programs_from_every_source_load_and_sort_by_priority() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("p.ddd"), "2\n6 0 0 0\n6 0 0 0\n").unwrap();
+        let y = cfg(&format!(
+            "    ingress:\n      - {{ name: t, priority: 5, bpf: {{ bytecode: \"{IPV4}\" }}, actions: [drop] }}\n      - {{ name: d, bpf: {{ ddd: \"1\\n6 0 0 7\" , direct_action: true, redirect: b }} }}\n      - {{ name: f, priority: 5, bpf: {{ ddd_file: p.ddd, classid: \"1:10\" }}, actions: [{{ set_mark: 3 }}, continue] }}\n    egress:\n      - {{ name: e, bpf: {{ bytecode: \"1,6 0 0 0\", engine: interpreter }}, actions: [{{ redirect: b }}] }}\n"
+        ));
+        let path = dir.path().join("c.yaml");
+        std::fs::write(&path, y).unwrap();
+        let c = crate::config::load(&path).unwrap();
+        let l = load(&c, &c.base_dir).unwrap();
+        let names: Vec<&str> = l.ports[0]
+            .0
+            .iter()
+            .map(|f| f.config.name.as_str())
+            .collect();
+        assert_eq!(names, ["d", "t", "f"], "priority order, ties in file order");
+        assert_eq!(l.ports[0].0[2].program.len(), 2);
+        assert_eq!(l.ports[0].1.len(), 1);
+        assert!(l.ports[1].0.is_empty());
+    }
+
+    #[test]
+    fn bad_filters_name_the_key_the_instruction_and_the_rule() {
+        let e = err("    ingress:\n      - { name: x, bpf: { bytecode: \"1,6 0 0 0\", ddd: \"1\\n6 0 0 0\" } }\n");
+        assert!(
+            e.starts_with("`ports[0].ingress[0].bpf`") && e.contains("exactly one"),
+            "{e}"
+        );
+        let e =
+            err("    ingress:\n      - { name: x, bpf: { bytecode: \"2,21 5 0 0,6 0 0 0\" } }\n");
+        assert!(
+            e.starts_with("`ports[0].ingress[0].bpf`")
+                && e.contains("filter \"x\"")
+                && e.contains("instruction 0")
+                && e.contains("leaves the program"),
+            "{e}"
+        );
+        let e = err("    egress:\n      - { name: x, bpf: { bytecode: \"2,7 0 0 0,6 0 0 0\" }, actions: [{ redirect: nowhere }] }\n");
+        assert!(
+            e.starts_with("`ports[0].egress[0].actions[0].redirect`") && e.contains("unknown port"),
+            "{e}"
+        );
+        let e = err("    ingress:\n      - { name: x, bpf: { bytecode: \"1,6 0 0 0\", direct_action: true }, actions: [drop] }\n");
+        assert!(e.starts_with("`ports[0].ingress[0].actions`"), "{e}");
+        let e = err(
+            "    ingress:\n      - { name: x, bpf: { bytecode: \"1,6 0 0 0\", redirect: b } }\n",
+        );
+        assert!(e.contains("only with direct_action"), "{e}");
+        let e = err("    ingress:\n      - { name: x, bpf: { bytecode: \"1,6 0 0 0\", classid: \"zz\" } }\n");
+        assert!(e.starts_with("`ports[0].ingress[0].bpf.classid`"), "{e}");
+        let e = err("    ingress:\n      - { name: x, bpf: { bytecode: \"1,6 0 0 0\" } }\n      - { name: x, bpf: { bytecode: \"1,6 0 0 0\" } }\n");
+        assert!(
+            e.starts_with("`ports[0].ingress[1].name`") && e.contains("already"),
+            "{e}"
+        );
+        let e = err("    ingress:\n      - { name: x }\n");
+        assert!(e.contains("a classifier is required"), "{e}");
+        let e = err("    ingress:\n      - { name: x, bpf: { bytecode: \"2,6 0 0 0\" } }\n");
+        assert!(
+            e.starts_with("`ports[0].ingress[0].bpf.bytecode`") && e.contains("count says 2"),
+            "{e}"
+        );
+        let e = err("    ingress:\n      - { name: x, bpf: { ddd_file: /nonexistent.ddd } }\n");
+        assert!(
+            e.starts_with("`ports[0].ingress[0].bpf.ddd_file`") && e.contains("cannot read"),
+            "{e}"
+        );
+        let e = err("    ingress:\n      - { name: x, bpf: { bytecode: \"1,6 0 0 0\" }, actions: [explode] }\n");
+        assert!(e.contains("ports[0].ingress[0].actions[0]"), "{e}");
+        let e = err(
+            "    ingress:\n      - { name: x, bpf: { bytecode: \"1,6 0 0 0\", engine: warp } }\n",
+        );
+        assert!(e.contains("interpreter"), "{e}");
+    }
+
+    #[test]
+    fn classids_in_both_forms() {
+        assert_eq!(Classid::Number(7).value(), Ok(7));
+        assert_eq!(Classid::Text("1:10".into()).value(), Ok(0x10010));
+        assert_eq!(Classid::Text("ffff:".into()).value(), Ok(0xffff_0000));
+        assert_eq!(Classid::Text(":a".into()).value(), Ok(0xa));
+        assert!(Classid::Text("1".into()).value().is_err());
+        assert!(Classid::Text("10000:0".into()).value().is_err());
+        assert!(Classid::Text("x:1".into()).value().is_err());
+    }
+}
