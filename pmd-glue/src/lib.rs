@@ -17,6 +17,7 @@ pub mod lcore;
 mod live;
 pub mod mbuf;
 pub mod mempool;
+pub mod pcap;
 pub mod port;
 
 pub use eal::Eal;
