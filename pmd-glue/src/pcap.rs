@@ -100,9 +100,15 @@ pub fn compile(expr: &str, snaplen: u32, optimize: bool) -> Result<Vec<Insn>, Pc
     let cexpr = CString::new(expr).map_err(|_| PcapError {
         message: "the expression contains a NUL byte".into(),
     })?;
-    let snaplen = c_int::try_from(snaplen).map_err(|_| PcapError {
-        message: format!("snapshot length {snaplen} is too large"),
-    })?;
+    // u32::MAX passes as -1: libpcap then returns 0xffffffff for an accepted packet, which
+    // cls_bpf reads as "match with the filter's class id". Other values beyond c_int are errors.
+    let snaplen = if snaplen == u32::MAX {
+        -1
+    } else {
+        c_int::try_from(snaplen).map_err(|_| PcapError {
+            message: format!("snapshot length {snaplen} is too large"),
+        })?
+    };
     // The lock only serialises; a poisoned lock (a panic elsewhere) leaves nothing to repair.
     let _guard = COMPILE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     // SAFETY: plain values; returns a new handle or null.
@@ -205,6 +211,13 @@ mod tests {
         assert_eq!(compile("ip", 262_144, true).unwrap(), want);
         assert_eq!(compile("ip", 262_144, false).unwrap(), want);
         assert_eq!(compile("ip", 96, true).unwrap()[2].k, 96);
+    }
+
+    #[test]
+    fn snaplen_u32_max_makes_accept_return_minus_one() {
+        let p = compile("ip", u32::MAX, true).unwrap();
+        assert_eq!(p[2], Insn::new(0x06, 0, 0, u32::MAX), "{p:?}");
+        assert!(compile("ip", 1 << 31, true).is_err());
     }
 
     #[test]
