@@ -191,6 +191,12 @@ fn metrics_endpoint_serves_valid_prometheus_exposition_during_a_run() {
         &["--count=200", "--seed=31", "--malformed-permille=50"],
     );
     let cfg = t.config_replay_to_null("in.pcap", Some("127.0.0.1:0"));
+    // A counting filter (no actions) on the input port, for the filter series.
+    let y = std::fs::read_to_string(&cfg).unwrap().replace(
+        "infinite_rx=1\n",
+        "infinite_rx=1\n    ingress:\n      - { name: udp, bpf: { filter: \"udp\" } }\n",
+    );
+    std::fs::write(&cfg, y).unwrap();
     let mut child = t.spawn(&cfg, &["--duration=4"]);
     let addr = child.wait_for_metrics_addr();
     std::thread::sleep(std::time::Duration::from_millis(800));
@@ -232,6 +238,22 @@ fn metrics_endpoint_serves_valid_prometheus_exposition_during_a_run() {
         "DPDK xstats exported"
     );
     assert!(body.contains("appliance_build_info{version="));
+    let f = "{port=\"in\",hook=\"ingress\",filter=\"udp\"}";
+    assert!(value(&format!("appliance_filter_matched_packets_total{f}")) > 0.0);
+    assert!(value(&format!("appliance_filter_matched_bytes_total{f}")) > 0.0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let last = value(&format!("appliance_filter_last_use_timestamp_seconds{f}"));
+    assert!(
+        (now - 30.0..=now + 1.0).contains(&last),
+        "last use {last} is recent (now {now})"
+    );
+    assert!(
+        body.contains("appliance_filter_info{port=\"in\",hook=\"ingress\",filter=\"udp\",kind=\"bpf\",engine=\""),
+        "filter info"
+    );
     promtool_check_metrics(&body);
     assert!(!body.contains("# EOF"), "classic text format by default");
 }
