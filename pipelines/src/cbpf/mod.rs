@@ -5,7 +5,8 @@
 //! - [`insn`]: instructions, tc bytecode and `tcpdump -ddd` parsing.
 //! - [`check`]: the loader; [`Program`] values are always valid.
 //! - [`interp`]: the reference interpreter (libpcap semantics).
-//! - [`ebpf`]: translation to eBPF with inline bounds checks, for rbpf.
+//! - [`ebpf`]: translation to eBPF with inline bounds checks, for rbpf, and
+//!   [`RbpfInterpreter`], the safe engine over rbpf's interpreter (the JIT is in `pmd-glue`).
 use std::fmt;
 
 pub mod check;
@@ -14,6 +15,7 @@ pub mod insn;
 pub mod interp;
 
 pub use check::{LoadError, Program};
+pub use ebpf::{translate, RbpfInterpreter, TranslateError, Translated};
 pub use insn::{parse_ddd, parse_tc_bytecode, Ancillary, Insn};
 pub use interp::{Interpreter, Meta};
 
