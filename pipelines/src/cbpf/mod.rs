@@ -7,10 +7,12 @@
 //! - [`interp`]: the reference interpreter (libpcap semantics).
 //! - [`ebpf`]: translation to eBPF with inline bounds checks, for rbpf, and
 //!   [`RbpfInterpreter`], the safe engine over rbpf's interpreter (the JIT is in `pmd-glue`).
+//! - [`gen`]: deterministic random valid programs and frames for tests, fuzzing, benchmarks.
 use std::fmt;
 
 pub mod check;
 pub mod ebpf;
+pub mod gen;
 pub mod insn;
 pub mod interp;
 
