@@ -9,6 +9,7 @@
 //! - A port's queues are handed out once ([`Port::take_queues`]) as unique handles that move to
 //!   the lcore that polls them; the port cannot be stopped while a queue handle is alive.
 
+pub mod bpf_jit;
 pub mod cryptodev;
 pub mod eal;
 pub mod error;

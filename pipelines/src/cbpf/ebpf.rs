@@ -1,1 +1,958 @@
-//! Translation of loaded classic-BPF programs to eBPF for rbpf (work in progress).
+//! Translation of loaded classic-BPF programs to eBPF for [rbpf], in the spirit of the kernel's
+//! `bpf_convert_filter`, with one difference that matters: the generated code checks its own
+//! packet bounds and converts byte order itself. It never uses eBPF `LD_ABS`/`LD_IND` (rbpf's
+//! JIT does not bounds-check them, and they load in host byte order).
+//!
+//! # Execution model
+//!
+//! The program runs in rbpf's `EbpfVmMbuff`: the metadata buffer (`mbuff`, pointed to by `r1` at
+//! entry) is a [`JitCtx`] describing the frame, and the memory area (`mem`) is the frame itself
+//! (the interpreter needs it there to allow the loads; the JIT does not use it).
+//!
+//! Register use (all values the cBPF machine sees are 32-bit and kept zero-extended in their
+//! 64-bit registers; every write to `A` or `X` is a 32-bit ALU operation, `mov32`, a zero-extending
+//! load or `be16`/`be32`):
+//!
+//! | eBPF | x86-64 (rbpf JIT) | role |
+//! |---|---|---|
+//! | `r0` | `rax` | `A`, and the return value |
+//! | `r1` | `rdi` | pointer to the [`JitCtx`] |
+//! | `r2` | `rsi` | pointer to the frame (`JitCtx::data`), loaded at entry if needed |
+//! | `r3` | `rdx` | bytes of the frame in `data` (`JitCtx::buflen`), loaded at entry if needed |
+//! | `r4`, `r5` | `r9`, `r8` | scratch for address and bounds computations |
+//! | `r6` | `rbx` | `X` |
+//! | `r10` | `rbp` | frame pointer: scratch memory `M[0..16]` at `r10 - 64 .. r10` |
+//!
+//! Invariant the JIT relies on: rbpf's x86 JIT compiles `mov32 dst, src` as a 64-bit move, so a
+//! register copy only stays a 32-bit value because every source already is one.
+//!
+//! # Semantics (as [`Interpreter`](super::Interpreter))
+//!
+//! - Every packet load computes its end offset in 64 bits (no wrap), compares it with
+//!   `buflen` and on failure jumps to a shared `return 0` block; then it loads through
+//!   `data + offset` and converts with `be16`/`be32`.
+//! - `div`/`mod` by `X == 0` returns 0; a shift by `X >= 32` gives `A = 0`.
+//! - Conditional jumps use the `JMP32` class: the 32-bit compare of `A` with `k` is exact for
+//!   every `k`, where a 64-bit compare with an immediate would sign-extend `k > i32::MAX` in the
+//!   JIT (and zero-extend it in rbpf's interpreter).
+//! - Ancillary loads read [`Meta`] fields from the context; `hatype` is the constant 1.
+//!
+//! The translation's length is bounded by [`MAX_EBPF_INSNS`]: eBPF jump offsets are `i16`, and
+//! rbpf's interpreter computes jump targets in `i16`. A program that does not fit gets a
+//! [`TranslateError`]; the caller then keeps the interpreter.
+use super::check::Program;
+use super::insn::{op, Ancillary, Insn, SKF_AD_OFF};
+use super::interp::{Meta, HATYPE_ETHER};
+use super::Engine;
+use rbpf::ebpf as e;
+use std::fmt;
+use std::mem::{offset_of, size_of};
+
+/// The context the translated program receives as rbpf's `mbuff`. `#[repr(C)]` with explicit
+/// padding, so every byte is initialized and the layout is the documented one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(C)]
+pub struct JitCtx {
+    /// Address of the first byte of the frame.
+    data: u64,
+    /// Number of bytes readable at `data`.
+    buflen: u64,
+    /// Length of the frame on the wire (`ld #len`).
+    wirelen: u32,
+    /// Always 0.
+    pad: u32,
+    /// Metadata for ancillary loads (zero unless the program uses metadata).
+    meta: Meta,
+}
+
+/// Offset of [`JitCtx`]'s frame address (`u64`).
+pub const CTX_DATA: i16 = 0;
+/// Offset of [`JitCtx`]'s readable length (`u64`).
+pub const CTX_BUFLEN: i16 = 8;
+/// Offset of [`JitCtx`]'s wire length (`u32`).
+pub const CTX_WIRELEN: i16 = 16;
+/// Offset of [`JitCtx`]'s [`Meta`] (eight `u32` fields in declaration order).
+pub const CTX_META: i16 = 24;
+
+const _: () = {
+    assert!(offset_of!(JitCtx, data) == CTX_DATA as usize);
+    assert!(offset_of!(JitCtx, buflen) == CTX_BUFLEN as usize);
+    assert!(offset_of!(JitCtx, wirelen) == CTX_WIRELEN as usize);
+    assert!(offset_of!(JitCtx, meta) == CTX_META as usize);
+    assert!(size_of::<Meta>() == 32);
+    assert!(size_of::<JitCtx>() == JitCtx::SIZE);
+};
+
+impl JitCtx {
+    /// Size in bytes.
+    pub const SIZE: usize = 56;
+
+    /// The context for `data` (metadata zero; see [`JitCtx::set_meta`]). `buflen` is
+    /// `data.len()`, so the generated bounds checks describe exactly this slice.
+    #[inline]
+    pub fn new(data: &[u8], wirelen: u32) -> JitCtx {
+        JitCtx {
+            data: data.as_ptr() as u64,
+            buflen: data.len() as u64,
+            wirelen,
+            pad: 0,
+            meta: Meta::default(),
+        }
+    }
+
+    /// Sets the metadata ancillary loads read.
+    #[inline]
+    pub fn set_meta(&mut self, meta: &Meta) {
+        self.meta = *meta;
+    }
+
+    /// The context as bytes (native byte order), for rbpf's interpreter.
+    pub fn to_bytes(&self) -> [u8; JitCtx::SIZE] {
+        let mut b = [0u8; JitCtx::SIZE];
+        let mut put = |at: i16, v: &[u8]| {
+            let at = at as usize;
+            b[at..at + v.len()].copy_from_slice(v);
+        };
+        put(CTX_DATA, &self.data.to_ne_bytes());
+        put(CTX_BUFLEN, &self.buflen.to_ne_bytes());
+        put(CTX_WIRELEN, &self.wirelen.to_ne_bytes());
+        let m = &self.meta;
+        let fields = [
+            m.protocol,
+            m.pkttype,
+            m.ifindex,
+            m.mark,
+            m.rxhash,
+            m.vlan_tag,
+            m.vlan_tag_present,
+            m.vlan_tpid,
+        ];
+        for (i, f) in fields.iter().enumerate() {
+            put(CTX_META + 4 * i as i16, &f.to_ne_bytes());
+        }
+        b
+    }
+}
+
+/// Offset inside [`Meta`] of the field ancillary load `a` reads (`None`: not a field).
+fn meta_offset(a: Ancillary) -> Option<i16> {
+    let off = match a {
+        Ancillary::Protocol => offset_of!(Meta, protocol),
+        Ancillary::PktType => offset_of!(Meta, pkttype),
+        Ancillary::IfIndex => offset_of!(Meta, ifindex),
+        Ancillary::Mark => offset_of!(Meta, mark),
+        Ancillary::RxHash => offset_of!(Meta, rxhash),
+        Ancillary::VlanTag => offset_of!(Meta, vlan_tag),
+        Ancillary::VlanTagPresent => offset_of!(Meta, vlan_tag_present),
+        Ancillary::VlanTpid => offset_of!(Meta, vlan_tpid),
+        Ancillary::HaType | Ancillary::AluXorX => return None,
+    };
+    Some(off as i16)
+}
+
+/// Longest translation (eBPF instruction slots, `lddw` counting two): every jump offset then
+/// fits eBPF's `i16`, and rbpf's interpreter (which adds offsets in `i16`) stays correct.
+pub const MAX_EBPF_INSNS: usize = i16::MAX as usize;
+
+/// Why a program was not translated. The caller keeps the interpreter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TranslateError {
+    /// The translation needs more eBPF instructions than [`MAX_EBPF_INSNS`].
+    TooLong {
+        /// eBPF instructions the translation needs.
+        insns: usize,
+    },
+    /// rbpf's verifier rejected the translation (a translator bug).
+    Rejected(String),
+}
+
+impl fmt::Display for TranslateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TranslateError::TooLong { insns } => write!(
+                f,
+                "the eBPF translation needs {insns} instructions, at most {MAX_EBPF_INSNS} fit eBPF's 16-bit jump offsets"
+            ),
+            TranslateError::Rejected(e) => write!(f, "rbpf rejected the translation: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for TranslateError {}
+
+/// A translated program: eBPF bytecode only [`translate`] can produce (the fields are private
+/// and there is no other constructor), so code that runs it without checks (the JIT in
+/// `pmd-glue`) can rely on it containing nothing but the translator's bounds-checked code.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Translated {
+    code: Box<[u8]>,
+    ancillary: u32,
+    uses_metadata: bool,
+}
+
+impl Translated {
+    /// The eBPF bytecode (8 bytes per instruction slot).
+    pub fn code(&self) -> &[u8] {
+        &self.code
+    }
+
+    /// Number of eBPF instruction slots.
+    pub fn len(&self) -> usize {
+        self.code.len() / e::INSN_SIZE
+    }
+
+    /// Always false: a translation ends with at least one `exit`.
+    pub fn is_empty(&self) -> bool {
+        self.code.is_empty()
+    }
+
+    /// Whether the program reads [`Meta`] (so the context needs it filled in).
+    pub fn uses_metadata(&self) -> bool {
+        self.uses_metadata
+    }
+
+    /// Whether the program uses ancillary load `a`.
+    pub fn uses(&self, a: Ancillary) -> bool {
+        self.ancillary & (1 << (a as u32)) != 0
+    }
+
+    /// Takes the bytecode out.
+    pub fn into_code(self) -> Box<[u8]> {
+        self.code
+    }
+}
+
+impl fmt::Debug for Translated {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Translated")
+            .field("insns", &self.len())
+            .field("uses_metadata", &self.uses_metadata)
+            .finish()
+    }
+}
+
+// Registers.
+const RA: u8 = 0;
+const RCTX: u8 = 1;
+const RDATA: u8 = 2;
+const RLEN: u8 = 3;
+const RT: u8 = 4;
+const RX: u8 = 6;
+const RFP: u8 = 10;
+
+/// Where a jump goes.
+#[derive(Clone, Copy)]
+enum Target {
+    /// The first eBPF instruction of this cBPF instruction.
+    Cbpf(usize),
+    /// The shared `return 0` block.
+    Ret0,
+}
+
+struct Emitter {
+    out: Vec<e::Insn>,
+    /// (index of the jump in `out`, target).
+    fixups: Vec<(usize, Target)>,
+}
+
+fn ins(opc: u8, dst: u8, src: u8, off: i16, imm: i32) -> e::Insn {
+    e::Insn {
+        opc,
+        dst,
+        src,
+        off,
+        imm,
+    }
+}
+
+impl Emitter {
+    fn put(&mut self, opc: u8, dst: u8, src: u8, off: i16, imm: i32) {
+        self.out.push(ins(opc, dst, src, off, imm));
+    }
+
+    fn jump(&mut self, opc: u8, dst: u8, src: u8, imm: i32, to: Target) {
+        self.fixups.push((self.out.len(), to));
+        self.put(opc, dst, src, 0, imm);
+    }
+
+    /// `dst = v` for any 64-bit constant (`mov32` zero-extends; `lddw` above `u32::MAX`).
+    fn const64(&mut self, dst: u8, v: u64) {
+        match u32::try_from(v) {
+            Ok(v) => self.put(e::MOV32_IMM, dst, 0, 0, v as i32),
+            Err(_) => {
+                self.put(e::LD_DW_IMM, dst, 0, 0, v as u32 as i32);
+                self.put(0, 0, 0, 0, (v >> 32) as u32 as i32);
+            }
+        }
+    }
+
+    /// Jumps to `return 0` unless `end <= buflen` (a constant end offset).
+    fn check_end(&mut self, end: u64) {
+        if end <= i32::MAX as u64 {
+            // A non-negative immediate reads the same in rbpf's interpreter (zero-extended)
+            // and JIT (sign-extended).
+            self.jump(e::JLT_IMM, RLEN, 0, end as i32, Target::Ret0);
+        } else {
+            self.const64(RT, end);
+            self.jump(e::JGT_REG, RT, RLEN, 0, Target::Ret0);
+        }
+    }
+
+    /// `dst = frame[k .. k + n]` (big-endian) or `return 0`.
+    fn load_abs(&mut self, dst: u8, k: u32, n: u8) {
+        self.check_end(u64::from(k) + u64::from(n));
+        let ldx = ldx_op(n);
+        match i16::try_from(k) {
+            Ok(off) => self.put(ldx, dst, RDATA, off, 0),
+            Err(_) => {
+                self.put(e::MOV32_IMM, RT, 0, 0, k as i32);
+                self.put(e::ADD64_REG, RT, RDATA, 0, 0);
+                self.put(ldx, dst, RT, 0, 0);
+            }
+        }
+        self.swap(dst, n);
+    }
+
+    /// `A = frame[X + k .. X + k + n]` (big-endian; the sum does not wrap) or `return 0`.
+    fn load_ind(&mut self, k: u32, n: u8) {
+        // RT = X + k + n, at most 2^33 + 2: no overflow in 64 bits.
+        self.const64(RT, u64::from(k) + u64::from(n));
+        self.put(e::ADD64_REG, RT, RX, 0, 0);
+        self.jump(e::JGT_REG, RT, RLEN, 0, Target::Ret0);
+        self.put(e::ADD64_REG, RT, RDATA, 0, 0);
+        self.put(ldx_op(n), RA, RT, -i16::from(n), 0);
+        self.swap(RA, n);
+    }
+
+    fn swap(&mut self, dst: u8, n: u8) {
+        match n {
+            4 => self.put(e::BE, dst, 0, 0, 32),
+            2 => self.put(e::BE, dst, 0, 0, 16),
+            _ => {}
+        }
+    }
+}
+
+fn ldx_op(n: u8) -> u8 {
+    match n {
+        4 => e::LD_W_REG,
+        2 => e::LD_H_REG,
+        _ => e::LD_B_REG,
+    }
+}
+
+fn size_of_load(code: u16) -> u8 {
+    match code & 0x18 {
+        op::H => 2,
+        op::B => 1,
+        _ => 4,
+    }
+}
+
+/// Stack offset of scratch slot `s` (0..16) relative to `r10`.
+fn slot(s: u32) -> i16 {
+    (s as i16 & 15) * 4 - 64
+}
+
+/// eBPF ALU32 opcode (K or X form) of a cBPF ALU operation.
+fn alu32(code: u16, reg: bool) -> u8 {
+    let (k, x) = match code & 0xf0 {
+        op::ADD => (e::ADD32_IMM, e::ADD32_REG),
+        op::SUB => (e::SUB32_IMM, e::SUB32_REG),
+        op::MUL => (e::MUL32_IMM, e::MUL32_REG),
+        op::DIV => (e::DIV32_IMM, e::DIV32_REG),
+        op::MOD => (e::MOD32_IMM, e::MOD32_REG),
+        op::AND => (e::AND32_IMM, e::AND32_REG),
+        op::OR => (e::OR32_IMM, e::OR32_REG),
+        op::XOR => (e::XOR32_IMM, e::XOR32_REG),
+        op::LSH => (e::LSH32_IMM, e::LSH32_REG),
+        _ => (e::RSH32_IMM, e::RSH32_REG),
+    };
+    if reg {
+        x
+    } else {
+        k
+    }
+}
+
+/// eBPF JMP32 opcodes of a cBPF condition: (jump if true, jump if false when one exists), in
+/// the K or X form.
+fn jmp32(code: u16, reg: bool) -> (u8, Option<u8>) {
+    let (t, f) = match code & 0xf0 {
+        op::JEQ => (e::JEQ_IMM32, Some(e::JNE_IMM32)),
+        op::JGT => (e::JGT_IMM32, Some(e::JLE_IMM32)),
+        op::JGE => (e::JGE_IMM32, Some(e::JLT_IMM32)),
+        _ => (e::JSET_IMM32, None),
+    };
+    // The X form of each eBPF jump is its K form | BPF_X.
+    let x = if reg { e::BPF_X } else { 0 };
+    (t | x, f.map(|f| f | x))
+}
+
+/// Translates a loaded program; see the module documentation.
+pub fn translate(prog: &Program) -> Result<Translated, TranslateError> {
+    use op::*;
+    let insns = prog.insns();
+    let n = insns.len();
+    let mut em = Emitter {
+        out: Vec::with_capacity(n * 3 + 8),
+        fixups: Vec::new(),
+    };
+    let is_ancillary = |i: &Insn| class(i.code) == LD && i.code & 0xe0 == ABS && i.k >= SKF_AD_OFF;
+    let reads_packet = insns.iter().any(|i| {
+        (class(i.code) == LD && matches!(i.code & 0xe0, ABS | IND) && !is_ancillary(i))
+            || i.code == LDX | B | MSH
+    });
+
+    // Prologue: A = X = 0 (cBPF's initial state; the JIT leaves registers undefined).
+    em.put(e::MOV32_IMM, RA, 0, 0, 0);
+    em.put(e::MOV32_IMM, RX, 0, 0, 0);
+    if reads_packet {
+        em.put(e::LD_DW_REG, RDATA, RCTX, CTX_DATA, 0);
+        em.put(e::LD_DW_REG, RLEN, RCTX, CTX_BUFLEN, 0);
+    }
+
+    let mut starts = Vec::with_capacity(n);
+    for (pc, i) in insns.iter().enumerate() {
+        starts.push(em.out.len());
+        let k = i.k;
+        let next = |off: u32| Target::Cbpf(pc + 1 + off as usize);
+        match class(i.code) {
+            LD => match i.code & 0xe0 {
+                ABS if k >= SKF_AD_OFF => match Ancillary::from_offset(k - SKF_AD_OFF) {
+                    Some(Ancillary::AluXorX) => em.put(e::XOR32_REG, RA, RX, 0, 0),
+                    Some(Ancillary::HaType) => em.put(e::MOV32_IMM, RA, 0, 0, HATYPE_ETHER as i32),
+                    Some(a) => {
+                        let off = meta_offset(a).unwrap_or(0);
+                        em.put(e::LD_W_REG, RA, RCTX, CTX_META + off, 0);
+                    }
+                    // The loader rejects every other ancillary offset.
+                    None => em.jump(e::JA, 0, 0, 0, Target::Ret0),
+                },
+                ABS => em.load_abs(RA, k, size_of_load(i.code)),
+                IND => em.load_ind(k, size_of_load(i.code)),
+                LEN => em.put(e::LD_W_REG, RA, RCTX, CTX_WIRELEN, 0),
+                MEM => em.put(e::LD_W_REG, RA, RFP, slot(k), 0),
+                _ => em.put(e::MOV32_IMM, RA, 0, 0, k as i32),
+            },
+            LDX => match i.code & 0xe0 {
+                LEN => em.put(e::LD_W_REG, RX, RCTX, CTX_WIRELEN, 0),
+                MEM => em.put(e::LD_W_REG, RX, RFP, slot(k), 0),
+                MSH => {
+                    // X = (frame[k] & 0xf) << 2
+                    em.load_abs(RX, k, 1);
+                    em.put(e::AND32_IMM, RX, 0, 0, 0xf);
+                    em.put(e::LSH32_IMM, RX, 0, 0, 2);
+                }
+                _ => em.put(e::MOV32_IMM, RX, 0, 0, k as i32),
+            },
+            ST => em.put(e::ST_W_REG, RFP, RA, slot(k), 0),
+            STX => em.put(e::ST_W_REG, RFP, RX, slot(k), 0),
+            ALU if i.code == ALU | NEG => em.put(e::NEG32, RA, 0, 0, 0),
+            ALU if i.code & X_SRC != 0 => {
+                let opc = alu32(i.code, true);
+                match i.code & 0xf0 {
+                    DIV | MOD => {
+                        em.jump(e::JEQ_IMM, RX, 0, 0, Target::Ret0);
+                        em.put(opc, RA, RX, 0, 0);
+                    }
+                    LSH | RSH => {
+                        // X >= 32 gives 0: clear A; the shift (x86 masks the count) then keeps 0.
+                        em.put(e::JLT_IMM, RX, 0, 1, 32);
+                        em.put(e::MOV32_IMM, RA, 0, 0, 0);
+                        em.put(opc, RA, RX, 0, 0);
+                    }
+                    _ => em.put(opc, RA, RX, 0, 0),
+                }
+            }
+            ALU => em.put(alu32(i.code, false), RA, 0, 0, k as i32),
+            JMP if i.code == JMP | JA => {
+                if k != 0 {
+                    em.jump(e::JA, 0, 0, 0, next(k));
+                }
+            }
+            JMP => {
+                let reg = i.code & X_SRC != 0;
+                let (src, imm) = if reg { (RX, 0) } else { (0, k as i32) };
+                let (jt, jf) = (u32::from(i.jt), u32::from(i.jf));
+                let (on_true, on_false) = jmp32(i.code, reg);
+                if jt == jf {
+                    if jt != 0 {
+                        em.jump(e::JA, 0, 0, 0, next(jt));
+                    }
+                } else if jf == 0 {
+                    em.jump(on_true, RA, src, imm, next(jt));
+                } else if let (0, Some(on_false)) = (jt, on_false) {
+                    em.jump(on_false, RA, src, imm, next(jf));
+                } else {
+                    em.jump(on_true, RA, src, imm, next(jt));
+                    em.jump(e::JA, 0, 0, 0, next(jf));
+                }
+            }
+            RET => {
+                if i.code & 0x18 != op::A {
+                    em.put(e::MOV32_IMM, RA, 0, 0, k as i32);
+                }
+                em.put(e::EXIT, 0, 0, 0, 0);
+            }
+            _ if i.code == MISC | TAX => em.put(e::MOV32_REG, RX, RA, 0, 0),
+            _ => em.put(e::MOV32_REG, RA, RX, 0, 0),
+        }
+    }
+    let ret0 = em.out.len();
+    if em.fixups.iter().any(|&(_, t)| matches!(t, Target::Ret0)) {
+        em.put(e::MOV32_IMM, RA, 0, 0, 0);
+        em.put(e::EXIT, 0, 0, 0, 0);
+    }
+    if em.out.len() > MAX_EBPF_INSNS {
+        return Err(TranslateError::TooLong {
+            insns: em.out.len(),
+        });
+    }
+    for &(at, to) in &em.fixups {
+        let target = match to {
+            Target::Cbpf(pc) => starts[pc],
+            Target::Ret0 => ret0,
+        };
+        // Forward only and inside a program of at most i16::MAX slots: always fits.
+        em.out[at].off = i16::try_from(target - (at + 1)).map_err(|_| TranslateError::TooLong {
+            insns: em.out.len(),
+        })?;
+    }
+    let code: Box<[u8]> = em.out.iter().flat_map(|i| i.to_array()).collect();
+    // rbpf's own load-time checks (known opcodes, registers, jumps inside the program).
+    rbpf::EbpfVmMbuff::new(Some(&code)).map_err(|e| TranslateError::Rejected(e.to_string()))?;
+    let ancillary = Ancillary::ALL
+        .iter()
+        .filter(|&&a| prog.uses(a))
+        .fold(0, |m, &a| m | 1 << (a as u32));
+    Ok(Translated {
+        code,
+        ancillary,
+        uses_metadata: prog.uses_metadata(),
+    })
+}
+
+/// `BPF_X`: the source-is-X bit of ALU and jump opcodes.
+const X_SRC: u16 = op::X;
+
+/// A safe engine over rbpf's interpreter, which checks every memory access of the translated
+/// code against the context, the frame and its stack. For verification (tests, fuzzing), not
+/// for the data path: rbpf's VM borrows its bytecode, so each run builds a fresh VM over the
+/// owned translation, which re-runs rbpf's load-time verifier (O(program length)) and allocates
+/// (its 512-byte stack and the VM's tables), on top of interpreting with a bounds check per
+/// memory access. Expect microseconds per run rather than nanoseconds.
+#[derive(Debug, Clone)]
+pub struct RbpfInterpreter {
+    prog: Translated,
+}
+
+impl RbpfInterpreter {
+    /// Translates `prog`.
+    pub fn new(prog: &Program) -> Result<RbpfInterpreter, TranslateError> {
+        Ok(RbpfInterpreter {
+            prog: translate(prog)?,
+        })
+    }
+
+    /// The translation this engine runs.
+    pub fn translated(&self) -> &Translated {
+        &self.prog
+    }
+
+    /// Runs the program; an `Err` is an access rbpf refused or a result wider than 32 bits,
+    /// that is a translator bug. Tests and fuzzing use this to fail on it.
+    pub fn try_run(&self, data: &[u8], wirelen: u32, meta: &Meta) -> Result<u32, String> {
+        let mut ctx = JitCtx::new(data, wirelen);
+        if self.prog.uses_metadata() {
+            ctx.set_meta(meta);
+        }
+        let mbuff = ctx.to_bytes();
+        let vm = rbpf::EbpfVmMbuff::new(Some(self.prog.code())).map_err(|e| e.to_string())?;
+        let r = vm
+            .execute_program(data, &mbuff)
+            .map_err(|e| e.to_string())?;
+        u32::try_from(r).map_err(|_| format!("result {r:#x} is not a 32-bit value"))
+    }
+}
+
+impl Engine for RbpfInterpreter {
+    fn name(&self) -> &'static str {
+        "rbpf-interpreter"
+    }
+
+    fn run(&self, data: &[u8], wirelen: u32, meta: &Meta) -> u32 {
+        match self.try_run(data, wirelen, meta) {
+            Ok(r) => r,
+            Err(e) => {
+                debug_assert!(false, "translator bug: {e}");
+                0
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cbpf::insn::op::*;
+    use crate::cbpf::insn::{Insn, SKF_LL_OFF};
+    use crate::cbpf::Interpreter;
+
+    fn prog(insns: &[(u16, u8, u8, u32)]) -> Program {
+        Program::load(
+            insns
+                .iter()
+                .map(|&(c, t, f, k)| Insn::new(c, t, f, k))
+                .collect(),
+        )
+        .unwrap()
+    }
+
+    /// Runs on both engines, asserts they agree and that rbpf saw no bad access.
+    fn both_meta(insns: &[(u16, u8, u8, u32)], data: &[u8], wirelen: u32, meta: &Meta) -> u32 {
+        let p = prog(insns);
+        let want = Interpreter::new(&p).run(data, wirelen, meta);
+        let got = RbpfInterpreter::new(&p)
+            .unwrap()
+            .try_run(data, wirelen, meta)
+            .unwrap_or_else(|e| panic!("{insns:?} on {data:?}: {e}"));
+        assert_eq!(got, want, "{insns:?} on {data:?}");
+        got
+    }
+
+    fn both(insns: &[(u16, u8, u8, u32)], data: &[u8]) -> u32 {
+        both_meta(insns, data, data.len() as u32, &Meta::default())
+    }
+
+    const RETA: (u16, u8, u8, u32) = (RET | A, 0, 0, 0);
+
+    fn frame(n: usize) -> Vec<u8> {
+        (0..n)
+            .map(|i| (i as u8).wrapping_mul(37).wrapping_add(11))
+            .collect()
+    }
+
+    #[test]
+    fn ctx_bytes_match_the_layout() {
+        let d = [1u8, 2, 3];
+        let mut c = JitCtx::new(&d, 77);
+        let m = Meta {
+            protocol: 1,
+            pkttype: 2,
+            ifindex: 3,
+            mark: 4,
+            rxhash: 5,
+            vlan_tag: 6,
+            vlan_tag_present: 7,
+            vlan_tpid: 8,
+        };
+        c.set_meta(&m);
+        let b = c.to_bytes();
+        assert_eq!(
+            u64::from_ne_bytes(b[0..8].try_into().unwrap()),
+            d.as_ptr() as u64
+        );
+        assert_eq!(u64::from_ne_bytes(b[8..16].try_into().unwrap()), 3);
+        assert_eq!(u32::from_ne_bytes(b[16..20].try_into().unwrap()), 77);
+        for i in 0..8 {
+            let at = 24 + 4 * i;
+            assert_eq!(
+                u32::from_ne_bytes(b[at..at + 4].try_into().unwrap()),
+                i as u32 + 1
+            );
+        }
+    }
+
+    #[test]
+    fn absolute_loads_at_the_end_of_the_frame() {
+        for len in [0usize, 1, 2, 3, 4, 5, 14, 60, 64] {
+            let f = frame(len);
+            for size in [W, H, B] {
+                for k in len.saturating_sub(5)..len + 2 {
+                    let r = both(&[(LD | size | ABS, 0, 0, k as u32), RETA], &f);
+                    let n = [4, 2, 1][(size >> 3) as usize];
+                    if k + n <= len {
+                        let mut v = 0u32;
+                        for b in &f[k..k + n] {
+                            v = v << 8 | u32::from(*b);
+                        }
+                        assert_eq!(r, v, "big-endian load of {n} at {k} of {len}");
+                    } else {
+                        assert_eq!(r, 0);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn loads_at_large_offsets() {
+        let f = frame(40_000);
+        for k in [
+            32_766,
+            32_767,
+            32_768,
+            39_996,
+            39_997,
+            40_000,
+            i32::MAX as u32 - 4,
+            i32::MAX as u32,
+            0x8000_0000,
+            SKF_LL_OFF - 4,
+            SKF_LL_OFF - 1,
+        ] {
+            for size in [W, H, B] {
+                both(&[(LD | size | ABS, 0, 0, k), (RET | K, 0, 0, 1)], &f);
+                both(&[(LDX | B | MSH, 0, 0, k), (MISC | TXA, 0, 0, 0), RETA], &f);
+            }
+        }
+        both(&[(LDX | B | MSH, 0, 0, u32::MAX), (RET | K, 0, 0, 1)], &f);
+    }
+
+    #[test]
+    fn indirect_loads() {
+        let f = frame(64);
+        for x in [
+            0u32,
+            1,
+            3,
+            59,
+            60,
+            61,
+            62,
+            63,
+            64,
+            32_767,
+            0x7fff_ffff,
+            0x8000_0000,
+            u32::MAX,
+        ] {
+            for k in [0u32, 1, 2, 4, 60, 0x7fff_ffff, 0xffff_fffc, u32::MAX] {
+                for size in [W, H, B] {
+                    both(
+                        &[(LDX | IMM, 0, 0, x), (LD | size | IND, 0, 0, k), RETA],
+                        &f,
+                    );
+                }
+            }
+        }
+        // MSH then IND: the classic TCP port load.
+        let mut ip = frame(64);
+        ip[14] = 0x45;
+        let r = both(
+            &[(LDX | B | MSH, 0, 0, 14), (LD | H | IND, 0, 0, 16), RETA],
+            &ip,
+        );
+        assert_eq!(r, u32::from(u16::from_be_bytes([ip[36], ip[37]])));
+        assert_eq!(both(&[(LD | B | IND, 0, 0, 0), RETA], &[]), 0);
+    }
+
+    #[test]
+    fn len_imm_scratch_and_transfers() {
+        let f = frame(10);
+        assert_eq!(
+            both_meta(&[(LD | W | LEN, 0, 0, 0), RETA], &f, 1514, &Meta::default()),
+            1514
+        );
+        assert_eq!(
+            both_meta(
+                &[(LDX | W | LEN, 0, 0, 0), (MISC | TXA, 0, 0, 0), RETA],
+                &f,
+                99,
+                &Meta::default()
+            ),
+            99
+        );
+        let p = [
+            (LD | IMM, 0, 0, 0xdead_beef),
+            (ST, 0, 0, 0),
+            (LDX | IMM, 0, 0, 0x8000_0001),
+            (STX, 0, 0, 15),
+            (LD | MEM, 0, 0, 15),
+            (LDX | MEM, 0, 0, 0),
+            (ALU | SUB | X, 0, 0, 0),
+            (MISC | TAX, 0, 0, 0),
+            (MISC | TXA, 0, 0, 0),
+            RETA,
+        ];
+        assert_eq!(both(&p, &f), 0x8000_0001u32.wrapping_sub(0xdead_beef));
+        assert_eq!(both(&[(RET | K, 0, 0, u32::MAX)], &f), u32::MAX);
+        assert_eq!(both(&[RETA], &f), 0);
+    }
+
+    #[test]
+    fn alu_with_constants_and_x() {
+        let ops = [ADD, SUB, MUL, DIV, MOD, AND, OR, XOR, LSH, RSH];
+        let vals = [
+            0u32,
+            1,
+            2,
+            3,
+            31,
+            32,
+            33,
+            0x7fff_ffff,
+            0x8000_0000,
+            0xffff_fffe,
+            u32::MAX,
+        ];
+        for o in ops {
+            for a in vals {
+                for v in vals {
+                    let const_ok = match o {
+                        DIV | MOD => v != 0,
+                        LSH | RSH => v < 32,
+                        _ => true,
+                    };
+                    if const_ok {
+                        both(&[(LD | IMM, 0, 0, a), (ALU | o | K, 0, 0, v), RETA], &[]);
+                    }
+                    both(
+                        &[
+                            (LD | IMM, 0, 0, a),
+                            (LDX | IMM, 0, 0, v),
+                            (ALU | o | X, 0, 0, 0),
+                            RETA,
+                        ],
+                        &[],
+                    );
+                }
+            }
+        }
+        for a in vals {
+            assert_eq!(
+                both(&[(LD | IMM, 0, 0, a), (ALU | NEG, 0, 0, 0), RETA], &[]),
+                a.wrapping_neg()
+            );
+        }
+    }
+
+    #[test]
+    fn division_by_x_zero_returns_zero() {
+        for o in [DIV, MOD] {
+            let p = [
+                (LD | IMM, 0, 0, 7),
+                (ALU | o | X, 0, 0, 0),
+                (RET | K, 0, 0, 9),
+            ];
+            assert_eq!(both(&p, &[]), 0, "X starts at 0");
+            let p = [
+                (LD | IMM, 0, 0, 7),
+                (LDX | IMM, 0, 0, 2),
+                (ALU | o | X, 0, 0, 0),
+                (RET | K, 0, 0, 9),
+            ];
+            assert_eq!(both(&p, &[]), 9);
+        }
+    }
+
+    #[test]
+    fn shifts_by_x_of_31_32_33() {
+        for o in [LSH, RSH] {
+            for (x, want_zero) in [
+                (31u32, false),
+                (32, true),
+                (33, true),
+                (64, true),
+                (u32::MAX, true),
+            ] {
+                let p = [
+                    (LD | IMM, 0, 0, 0x8000_0001),
+                    (LDX | IMM, 0, 0, x),
+                    (ALU | o | X, 0, 0, 0),
+                    RETA,
+                ];
+                let r = both(&p, &[]);
+                assert_eq!(r == 0, want_zero, "shift {o:#x} by {x}: {r:#x}");
+            }
+        }
+    }
+
+    #[test]
+    fn compares_with_constants_above_i32_max() {
+        for cond in [JEQ, JGT, JGE, JSET] {
+            for a in [0u32, 1, 0x7fff_ffff, 0x8000_0000, 0x8000_0001, u32::MAX] {
+                for k in [0u32, 1, 0x7fff_ffff, 0x8000_0000, 0x8000_0001, u32::MAX] {
+                    for (jt, jf) in [(0u8, 1u8), (1, 0), (1, 2), (2, 1), (0, 0), (2, 2)] {
+                        let p = [
+                            (LD | IMM, 0, 0, a),
+                            (LDX | IMM, 0, 0, k),
+                            (JMP | cond | K, jt, jf, k),
+                            (RET | K, 0, 0, 10),
+                            (RET | K, 0, 0, 11),
+                            (RET | K, 0, 0, 12),
+                        ];
+                        both(&p, &[]);
+                        let mut px = p;
+                        px[2].0 = JMP | cond | X_SRC;
+                        both(&px, &[]);
+                    }
+                }
+            }
+        }
+        let p = [(JMP | JA, 0, 0, 1), (RET | K, 0, 0, 1), (RET | K, 0, 0, 2)];
+        assert_eq!(both(&p, &[]), 2);
+    }
+
+    #[test]
+    fn every_metadata_field() {
+        let m = Meta {
+            protocol: 0x8100,
+            pkttype: 3,
+            ifindex: 4,
+            mark: 0xffff_ffff,
+            rxhash: 0x8765_4321,
+            vlan_tag: 0x2064,
+            vlan_tag_present: 1,
+            vlan_tpid: 0x88a8,
+        };
+        for a in Ancillary::ALL {
+            for size in [W, H, B] {
+                let p = [
+                    (LDX | IMM, 0, 0, 0x5a5a_5a5a),
+                    (LD | size | ABS, 0, 0, SKF_AD_OFF + a.offset()),
+                    RETA,
+                ];
+                let r = both_meta(&p, &[], 0, &m);
+                let want = match a {
+                    Ancillary::AluXorX => 0x5a5a_5a5a,
+                    _ => m.get(a),
+                };
+                assert_eq!(r, want, "{}", a.name());
+                let t = translate(&prog(&p)).unwrap();
+                assert!(t.uses(a));
+                assert_eq!(t.uses_metadata(), a != Ancillary::AluXorX);
+            }
+        }
+        assert_eq!(Meta::default().get(Ancillary::HaType), 1);
+    }
+
+    #[test]
+    fn longest_programs_translate_or_fail_cleanly() {
+        // 4096 plain instructions fit easily.
+        let mut p = vec![(LD | IMM, 0, 0, 1); 4095];
+        p.push(RETA);
+        assert!(translate(&prog(&p)).is_ok());
+        // The worst expansion (MSH at u32::MAX: lddw + 6) does not fit 32767 slots.
+        // 4 + 4095 * 8 + 2 + 2 = 32768 slots.
+        let mut p = vec![(LDX | B | MSH, 0, 0, u32::MAX); 4095];
+        p.push((RET | K, 0, 0, 1));
+        assert!(matches!(
+            translate(&prog(&p)),
+            Err(TranslateError::TooLong { insns }) if insns > MAX_EBPF_INSNS
+        ));
+        // Indirect loads (6 slots each) still fit, including the longest jump.
+        for k in [0, 1] {
+            let mut p = vec![(JMP | JEQ | K, 1, 0, k), (JMP | JA, 0, 0, 4092)];
+            p.extend(vec![(LD | W | IND, 0, 0, 1); 4092]);
+            p.push((RET | K, 0, 0, 1));
+            p.push(RETA);
+            let t = translate(&prog(&p)).unwrap();
+            assert!(t.len() > 6 * 4092);
+            let f = frame(100);
+            assert_eq!(both(&p, &f), 1);
+            assert_eq!(both(&p, &f[..4]), k);
+        }
+    }
+}

@@ -73,7 +73,8 @@ pub mod op {
     pub const K: u16 = 0x00;
     pub const X: u16 = 0x08;
     pub const A: u16 = 0x10; // RET A
-                             // MISC.
+
+    // MISC.
     pub const TAX: u16 = 0x00;
     pub const TXA: u16 = 0x80;
 

@@ -5,16 +5,20 @@
 //! - [`insn`]: instructions, tc bytecode and `tcpdump -ddd` parsing.
 //! - [`check`]: the loader; [`Program`] values are always valid.
 //! - [`interp`]: the reference interpreter (libpcap semantics).
-//! - [`ebpf`]: translation to eBPF with inline bounds checks, for rbpf.
+//! - [`ebpf`]: translation to eBPF with inline bounds checks, for rbpf, and
+//!   [`RbpfInterpreter`], the safe engine over rbpf's interpreter (the JIT is in `pmd-glue`).
+//! - [`gen`]: deterministic random valid programs and frames for tests, fuzzing, benchmarks.
 use crate::pipeline::{Classifier, DirectVerdict, PacketView, Verdict};
 use std::fmt;
 
 pub mod check;
 pub mod ebpf;
+pub mod gen;
 pub mod insn;
 pub mod interp;
 
 pub use check::{LoadError, Program};
+pub use ebpf::{translate, RbpfInterpreter, TranslateError, Translated};
 pub use insn::{parse_ddd, parse_tc_bytecode, Ancillary, Insn};
 pub use interp::{Interpreter, Meta};
 

@@ -1,0 +1,334 @@
+//! The rbpf JIT engine against the reference interpreter, and its code-size bound against what
+//! rbpf's JIT really emits. No DPDK needed.
+//!
+//! Every input first runs through rbpf's interpreter over the same translation, which checks
+//! each memory access: a translator bug that would make the JIT read out of bounds fails the
+//! test there instead of reaching the machine code.
+use pipelines::cbpf::ebpf::Translated;
+use pipelines::cbpf::gen::{random_frame, random_meta, random_program};
+use pipelines::cbpf::insn::op::*;
+use pipelines::cbpf::insn::{Ancillary, SKF_AD_OFF};
+use pipelines::cbpf::{
+    parse_ddd, translate, Engine, Insn, Interpreter, Meta, Program, RbpfInterpreter,
+};
+use pmd_glue::bpf_jit::{x86_size_bound, JitError, RbpfJit, JIT_CODE_LIMIT};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+/// `tcpdump -ddd 'tcp dst port 443'` (libpcap 1.10, EN10MB).
+const TCP_DST_443: &str = "16
+40 0 0 12
+21 0 4 34525
+48 0 0 20
+21 0 11 6
+40 0 0 56
+21 8 9 443
+21 0 8 2048
+48 0 0 23
+21 0 6 6
+40 0 0 20
+69 4 0 8191
+177 0 0 14
+72 0 0 16
+21 0 1 443
+6 0 0 65535
+6 0 0 0
+";
+
+fn tcp4(dport: u16) -> Vec<u8> {
+    let mut f = vec![0u8; 64];
+    f[12..14].copy_from_slice(&[0x08, 0x00]);
+    f[14] = 0x45;
+    f[23] = 6;
+    f[36..38].copy_from_slice(&dport.to_be_bytes());
+    f
+}
+
+/// Runs one input on the three engines; they must agree and rbpf must see no bad access.
+fn agree(
+    insns: &[Insn],
+    i: &Interpreter,
+    r: &RbpfInterpreter,
+    j: &RbpfJit,
+    data: &[u8],
+    wirelen: u32,
+    m: &Meta,
+) {
+    let want = i.run(data, wirelen, m);
+    match r.try_run(data, wirelen, m) {
+        Ok(got) => assert_eq!(got, want, "rbpf interpreter, {insns:?} on {data:?}"),
+        Err(e) => panic!("translator bug: rbpf refused {e}: {insns:?} on {data:?}"),
+    }
+    assert_eq!(
+        j.run(data, wirelen, m),
+        want,
+        "rbpf JIT, {insns:?} on {data:?}"
+    );
+}
+
+fn engines(insns: &[Insn]) -> Option<(Interpreter, RbpfInterpreter, RbpfJit)> {
+    let p = Program::load(insns.to_vec()).unwrap();
+    let jit = match RbpfJit::new(&p) {
+        Ok(j) => j,
+        Err(JitError::TooLarge { .. }) => return None,
+        Err(e) => panic!("{e}: {insns:?}"),
+    };
+    Some((Interpreter::new(&p), RbpfInterpreter::new(&p).unwrap(), jit))
+}
+
+#[test]
+fn tcpdump_program() {
+    let insns = parse_ddd(TCP_DST_443).unwrap();
+    let (i, r, j) = engines(&insns).unwrap();
+    assert_eq!(j.name(), "rbpf-jit");
+    let m = Meta::default();
+    assert_eq!(j.run(&tcp4(443), 64, &m), 65535);
+    assert_eq!(j.run(&tcp4(80), 64, &m), 0);
+    let f = tcp4(443);
+    for n in 0..=f.len() {
+        agree(&insns, &i, &r, &j, &f[..n], 64, &m);
+    }
+}
+
+#[test]
+fn jit_agrees_with_the_interpreter_on_random_programs() {
+    let mut compiled = 0;
+    for seed in 0..2500u64 {
+        let len = 1 + (seed as usize * 7) % 64;
+        let insns = random_program(seed, len);
+        let Some((i, r, j)) = engines(&insns) else {
+            continue;
+        };
+        compiled += 1;
+        let m = random_meta(seed);
+        for fs in 0..4 {
+            let f = random_frame(seed * 8 + fs);
+            agree(&insns, &i, &r, &j, &f, f.len() as u32, &m);
+        }
+        // Truncated frames: every prefix of 0..=64 bytes of one frame.
+        let mut f = random_frame(seed * 8 + 7);
+        f.resize(f.len().max(64), 0xa5);
+        for n in 0..=64 {
+            agree(&insns, &i, &r, &j, &f[..n], f.len() as u32, &m);
+        }
+    }
+    assert_eq!(compiled, 2500, "programs of up to 64 instructions all fit");
+
+    // Longer programs: some exceed the page and are refused; the rest must agree.
+    let mut too_large = 0;
+    for seed in 0..150u64 {
+        let insns = random_program(500_000 + seed, 100 + seed as usize * 3);
+        let Some((i, r, j)) = engines(&insns) else {
+            too_large += 1;
+            continue;
+        };
+        for fs in 0..8 {
+            let f = random_frame(seed * 16 + fs);
+            agree(&insns, &i, &r, &j, &f, f.len() as u32, &random_meta(fs));
+        }
+    }
+    assert!(too_large > 0 && too_large < 150, "{too_large} refused");
+}
+
+#[test]
+fn every_metadata_field_reaches_the_jit() {
+    let m = Meta {
+        protocol: 0x86dd,
+        pkttype: 2,
+        ifindex: 3,
+        mark: 0x8000_0000,
+        rxhash: u32::MAX,
+        vlan_tag: 0xfff,
+        vlan_tag_present: 1,
+        vlan_tpid: 0x8100,
+    };
+    for a in Ancillary::ALL {
+        let insns = [
+            Insn::new(LDX | IMM, 0, 0, 0x1234),
+            Insn::new(LD | W | ABS, 0, 0, SKF_AD_OFF + a.offset()),
+            Insn::new(RET | A, 0, 0, 0),
+        ];
+        let (i, r, j) = engines(&insns).unwrap();
+        agree(&insns, &i, &r, &j, &[], 0, &m);
+        assert_eq!(j.run(&[], 0, &m), i.run(&[], 0, &m), "{}", a.name());
+    }
+}
+
+/// Body instructions whose repetition makes the largest machine code per cBPF instruction.
+fn kinds() -> Vec<(&'static str, Vec<Insn>)> {
+    let i = Insn::new;
+    vec![
+        ("ld #k", vec![i(LD | IMM, 0, 0, 0x8000_0000)]),
+        ("ldh [40000]", vec![i(LD | H | ABS, 0, 0, 40_000)]),
+        (
+            "ldh [x + 0xffffffff]",
+            vec![i(LD | H | IND, 0, 0, u32::MAX)],
+        ),
+        (
+            "ldxb 4*([0xffffffff]&0xf)",
+            vec![i(LDX | B | MSH, 0, 0, u32::MAX)],
+        ),
+        ("div x", vec![i(ALU | DIV | X, 0, 0, 0)]),
+        ("mod #k", vec![i(ALU | MOD | K, 0, 0, 7)]),
+        ("lsh x", vec![i(ALU | LSH | X, 0, 0, 0)]),
+        ("jset #k", vec![i(JMP | JSET | K, 1, 0, 0x8000_0000)]),
+        ("jgt x", vec![i(JMP | JGT | X, 2, 1, 0)]),
+        ("st/ld M[15]", vec![i(ST, 0, 0, 15), i(LD | MEM, 0, 0, 15)]),
+        ("ldb [200]", vec![i(LD | B | ABS, 0, 0, 200)]),
+        ("mul x", vec![i(ALU | MUL | X, 0, 0, 0)]),
+        ("ld vlan_tag", vec![i(LD | W | ABS, 0, 0, SKF_AD_OFF + 44)]),
+    ]
+}
+
+/// `n` repetitions of `body`, then three returns (room for the jumps).
+fn repeated(body: &[Insn], n: usize) -> Vec<Insn> {
+    let mut p: Vec<Insn> = body.iter().copied().cycle().take(n * body.len()).collect();
+    p.extend([Insn::new(RET | A, 0, 0, 0); 3]);
+    p
+}
+
+fn translation(p: &[Insn]) -> Translated {
+    translate(&Program::load(p.to_vec()).unwrap()).unwrap()
+}
+
+fn bound(p: &[Insn]) -> usize {
+    x86_size_bound(translation(p).code()).unwrap()
+}
+
+/// Whether rbpf's JIT (without our bound check) fits the program in its page.
+fn rbpf_jit_fits(p: &[Insn]) -> bool {
+    let t = translation(p);
+    catch_unwind(AssertUnwindSafe(|| {
+        let mut vm = rbpf::EbpfVmMbuff::new(Some(t.code())).unwrap();
+        vm.jit_compile().unwrap();
+    }))
+    .is_ok()
+}
+
+/// The largest `n` for which `ok(n)` holds, `ok` being monotone and `ok(1)` true.
+fn largest(mut ok: impl FnMut(usize) -> bool) -> usize {
+    let (mut lo, mut hi) = (1, 2);
+    while ok(hi) {
+        lo = hi;
+        hi *= 2;
+    }
+    while hi - lo > 1 {
+        let mid = (lo + hi) / 2;
+        if ok(mid) {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    lo
+}
+
+/// For each kind of instruction: the longest program the bound admits compiles, runs and
+/// agrees with the interpreter; one more is refused; and rbpf's JIT really overflows only
+/// later (the bound is safe). Prints how tight the bound is.
+#[test]
+fn code_size_bound_is_safe_on_the_largest_accepted_programs() {
+    let frames = [random_frame(1), tcp4(443), vec![], vec![0x45; 15]];
+    for (name, body) in kinds() {
+        let admitted = largest(|n| bound(&repeated(&body, n)) <= JIT_CODE_LIMIT);
+        let p = repeated(&body, admitted);
+        let (i, r, j) = engines(&p).unwrap_or_else(|| panic!("{name}: refused at {admitted}"));
+        for f in &frames {
+            agree(&p, &i, &r, &j, f, f.len() as u32, &random_meta(5));
+        }
+        let more = repeated(&body, admitted + 1);
+        assert!(matches!(
+            RbpfJit::new(&Program::load(more).unwrap()),
+            Err(JitError::TooLarge { .. })
+        ));
+        let real = largest(|n| rbpf_jit_fits(&repeated(&body, n)));
+        assert!(
+            admitted <= real,
+            "{name}: bound admits {admitted}, rbpf fits {real}"
+        );
+        assert!(real < 4 * admitted, "{name}: the bound is needlessly loose");
+        eprintln!(
+            "{name:28} admitted {:5} cBPF insns ({:4} total), rbpf's page fits {:5}: bound/actual {:.2}",
+            admitted,
+            p.len(),
+            real,
+            real as f64 / admitted as f64
+        );
+    }
+}
+
+#[test]
+fn shared_between_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<RbpfJit>();
+    let p = Program::load(parse_ddd(TCP_DST_443).unwrap()).unwrap();
+    let j = std::sync::Arc::new(RbpfJit::new(&p).unwrap());
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let j = j.clone();
+            std::thread::spawn(move || {
+                let (hit, miss) = (tcp4(443), tcp4(80 + t));
+                for _ in 0..20_000 {
+                    assert_eq!(j.run(&hit, 64, &Meta::default()), 65535);
+                    assert_eq!(j.run(&miss, 64, &Meta::default()), 0);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+}
+
+fn rss_bytes() -> usize {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+    let pages: usize = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+    pages * 4096
+}
+
+/// Each JIT owns a page and its bytecode; dropping it must give both back.
+#[test]
+fn compile_and_drop_does_not_leak() {
+    let p = Program::load(parse_ddd(TCP_DST_443).unwrap()).unwrap();
+    for _ in 0..1000 {
+        drop(RbpfJit::new(&p).unwrap());
+    }
+    let before = rss_bytes();
+    for _ in 0..20_000 {
+        let j = RbpfJit::new(&p).unwrap();
+        assert_eq!(j.run(&tcp4(443), 64, &Meta::default()), 65535);
+    }
+    let grown = rss_bytes().saturating_sub(before);
+    // A leak of the page alone would be 20,000 * 4 KiB = 80 MiB.
+    assert!(grown < 32 << 20, "RSS grew by {grown} bytes");
+}
+
+/// Quick timing, not a benchmark: `cargo test -p pmd-glue --release --test bpf_jit -- --ignored
+/// --nocapture`.
+#[test]
+#[ignore]
+fn measure_ns_per_run() {
+    use std::hint::black_box;
+    use std::time::Instant;
+    let p = Program::load(parse_ddd(TCP_DST_443).unwrap()).unwrap();
+    let interp = Interpreter::new(&p);
+    let jit = RbpfJit::new(&p).unwrap();
+    let rbpf = RbpfInterpreter::new(&p).unwrap();
+    let m = Meta::default();
+    for (what, f) in [
+        ("tcp dport 443 (match)", tcp4(443)),
+        ("tcp dport 80 (no match)", tcp4(80)),
+    ] {
+        let time = |e: &dyn Engine, n: u32| {
+            let t = Instant::now();
+            for _ in 0..n {
+                black_box(e.run(black_box(&f), 64, &m));
+            }
+            t.elapsed().as_nanos() as f64 / f64::from(n)
+        };
+        for _ in 0..3 {
+            let (i, j) = (time(&interp, 10_000_000), time(&jit, 10_000_000));
+            let r = time(&rbpf, 20_000);
+            eprintln!("{what:24} interpreter {i:6.2} ns  rbpf-jit {j:6.2} ns  rbpf-interpreter {r:8.0} ns");
+        }
+    }
+}
