@@ -138,6 +138,9 @@ fn bpf_filters_pass_drop_and_redirect_exactly_as_libpcap_decides() {
             .find(|f| f["name"] == name)
             .unwrap_or_else(|| panic!("filter {name} in summary"));
         assert_eq!(f["kind"], "bpf");
+        if cfg!(target_arch = "x86_64") {
+            assert_eq!(f["engine"], "rbpf-jit", "engine auto picks the JIT for {name}");
+        }
         f["matched_packets"].as_u64().unwrap()
     };
     assert_eq!(
