@@ -139,7 +139,10 @@ fn bpf_filters_pass_drop_and_redirect_exactly_as_libpcap_decides() {
             .unwrap_or_else(|| panic!("filter {name} in summary"));
         assert_eq!(f["kind"], "bpf");
         if cfg!(target_arch = "x86_64") {
-            assert_eq!(f["engine"], "rbpf-jit", "engine auto picks the JIT for {name}");
+            assert_eq!(
+                f["engine"], "rbpf-jit",
+                "engine auto picks the JIT for {name}"
+            );
         }
         f["matched_packets"].as_u64().unwrap()
     };
