@@ -10,6 +10,7 @@
 //!   the lcore that polls them; the port cannot be stopped while a queue handle is alive.
 
 pub mod cryptodev;
+pub mod dpdk_bpf;
 pub mod eal;
 pub mod error;
 pub mod hash;
