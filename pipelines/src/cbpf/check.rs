@@ -155,9 +155,14 @@ fn check(insns: &[Insn]) -> Result<u32, LoadError> {
                     ),
                 ))
             }
-            // The target pc + 1 + k must be an instruction of the program.
-            c if c == JMP | JA && u64::from(i.k) >= (n - pc - 1) as u64 => {
-                return Err(err(pc, format!("jump by {} leaves the program", i.k)));
+            c if c == JMP | JA => {
+                // The target pc + 1 + k must be an instruction of the program.
+                if u64::from(i.k) >= (n - pc - 1) as u64 {
+                    return Err(err(
+                        pc,
+                        format!("jump by {} leaves the program", i.k),
+                    ));
+                }
             }
             c if is_cond_jump(c) => {
                 let worst = usize::from(i.jt.max(i.jf));
@@ -224,14 +229,16 @@ fn check_load_and_stores(insns: &[Insn]) -> Result<(), LoadError> {
         let slot = 1u16 << (i.k & 0xf);
         match i.code {
             c if c == ST || c == STX => valid |= slot,
-            c if (c == LD | MEM || c == LDX | MEM) && valid & slot == 0 => {
-                return Err(err(
-                    pc,
-                    format!(
-                        "reads scratch memory slot {} that some path reaches unwritten",
-                        i.k
-                    ),
-                ));
+            c if c == LD | MEM || c == LDX | MEM => {
+                if valid & slot == 0 {
+                    return Err(err(
+                        pc,
+                        format!(
+                            "reads scratch memory slot {} that some path reaches unwritten",
+                            i.k
+                        ),
+                    ));
+                }
             }
             c if c == JMP | JA => {
                 masks[pc + 1 + i.k as usize] &= valid;
