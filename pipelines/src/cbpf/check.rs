@@ -136,9 +136,7 @@ fn check(insns: &[Insn]) -> Result<u32, LoadError> {
             c if c == ALU | DIV | K && i.k == 0 => {
                 return Err(err(pc, "division by the constant 0"))
             }
-            c if c == ALU | MOD | K && i.k == 0 => {
-                return Err(err(pc, "modulo by the constant 0"))
-            }
+            c if c == ALU | MOD | K && i.k == 0 => return Err(err(pc, "modulo by the constant 0")),
             c if (c == ALU | LSH | K || c == ALU | RSH | K) && i.k >= 32 => {
                 return Err(err(
                     pc,
@@ -155,14 +153,9 @@ fn check(insns: &[Insn]) -> Result<u32, LoadError> {
                     ),
                 ))
             }
-            c if c == JMP | JA => {
-                // The target pc + 1 + k must be an instruction of the program.
-                if u64::from(i.k) >= (n - pc - 1) as u64 {
-                    return Err(err(
-                        pc,
-                        format!("jump by {} leaves the program", i.k),
-                    ));
-                }
+            // The target pc + 1 + k must be an instruction of the program.
+            c if c == JMP | JA && u64::from(i.k) >= (n - pc - 1) as u64 => {
+                return Err(err(pc, format!("jump by {} leaves the program", i.k)));
             }
             c if is_cond_jump(c) => {
                 let worst = usize::from(i.jt.max(i.jf));
@@ -229,16 +222,14 @@ fn check_load_and_stores(insns: &[Insn]) -> Result<(), LoadError> {
         let slot = 1u16 << (i.k & 0xf);
         match i.code {
             c if c == ST || c == STX => valid |= slot,
-            c if c == LD | MEM || c == LDX | MEM => {
-                if valid & slot == 0 {
-                    return Err(err(
-                        pc,
-                        format!(
-                            "reads scratch memory slot {} that some path reaches unwritten",
-                            i.k
-                        ),
-                    ));
-                }
+            c if (c == LD | MEM || c == LDX | MEM) && valid & slot == 0 => {
+                return Err(err(
+                    pc,
+                    format!(
+                        "reads scratch memory slot {} that some path reaches unwritten",
+                        i.k
+                    ),
+                ));
             }
             c if c == JMP | JA => {
                 masks[pc + 1 + i.k as usize] &= valid;
@@ -293,23 +284,47 @@ mod tests {
         rejects(&[(RET | X, 0, 0, 0)], Some(0), "unknown opcode");
         rejects(&[(ALU | NEG | X, 0, 0, 0), RET0], Some(0), "unknown opcode");
         rejects(&[(JMP | 0x50, 0, 0, 0), RET0], Some(0), "unknown opcode");
-        assert!(ld(&[(ALU | NEG, 0, 0, 0), (MISC | TAX, 0, 0, 0), (RET | A, 0, 0, 0)]).is_ok());
+        assert!(ld(&[
+            (ALU | NEG, 0, 0, 0),
+            (MISC | TAX, 0, 0, 0),
+            (RET | A, 0, 0, 0)
+        ])
+        .is_ok());
         assert!(ld(&[(LDX | B | MSH, 0, 0, 14), (LDX | W | LEN, 0, 0, 0), RET0]).is_ok());
     }
 
     #[test]
     fn ends_in_return() {
-        rejects(&[(LD | IMM, 0, 0, 0)], Some(0), "does not end with a return");
+        rejects(
+            &[(LD | IMM, 0, 0, 0)],
+            Some(0),
+            "does not end with a return",
+        );
         assert!(ld(&[(RET | A, 0, 0, 0)]).is_ok());
     }
 
     #[test]
     fn constant_division_and_shift() {
-        rejects(&[(ALU | DIV | K, 0, 0, 0), RET0], Some(0), "division by the constant 0");
-        rejects(&[(ALU | MOD | K, 0, 0, 0), RET0], Some(0), "modulo by the constant 0");
+        rejects(
+            &[(ALU | DIV | K, 0, 0, 0), RET0],
+            Some(0),
+            "division by the constant 0",
+        );
+        rejects(
+            &[(ALU | MOD | K, 0, 0, 0), RET0],
+            Some(0),
+            "modulo by the constant 0",
+        );
         assert!(ld(&[(ALU | DIV | K, 0, 0, 1), (ALU | MOD | K, 0, 0, 1), RET0]).is_ok());
-        assert!(ld(&[(ALU | DIV | X, 0, 0, 0), RET0]).is_ok(), "X may be 0 at run time");
-        rejects(&[(ALU | LSH | K, 0, 0, 32), RET0], Some(0), "shift by the constant 32");
+        assert!(
+            ld(&[(ALU | DIV | X, 0, 0, 0), RET0]).is_ok(),
+            "X may be 0 at run time"
+        );
+        rejects(
+            &[(ALU | LSH | K, 0, 0, 32), RET0],
+            Some(0),
+            "shift by the constant 32",
+        );
         rejects(&[(ALU | RSH | K, 0, 0, 99), RET0], Some(0), "at most 31");
         assert!(ld(&[(ALU | LSH | K, 0, 0, 31), (ALU | RSH | K, 0, 0, 31), RET0]).is_ok());
     }
@@ -318,8 +333,16 @@ mod tests {
     fn jumps_stay_inside_and_forward() {
         // JA: target = pc + 1 + k must be < n.
         assert!(ld(&[(JMP | JA, 0, 0, 1), RET0, RET0]).is_ok());
-        rejects(&[(JMP | JA, 0, 0, 2), RET0, RET0], Some(0), "leaves the program");
-        rejects(&[(JMP | JA, 0, 0, u32::MAX), RET0], Some(0), "leaves the program");
+        rejects(
+            &[(JMP | JA, 0, 0, 2), RET0, RET0],
+            Some(0),
+            "leaves the program",
+        );
+        rejects(
+            &[(JMP | JA, 0, 0, u32::MAX), RET0],
+            Some(0),
+            "leaves the program",
+        );
         assert!(ld(&[(JMP | JEQ | K, 1, 0, 0), RET0, RET0]).is_ok());
         rejects(&[(JMP | JEQ | K, 2, 0, 0), RET0, RET0], Some(0), "jt 2");
         rejects(&[(JMP | JGT | X, 0, 2, 0), RET0, RET0], Some(0), "leaves");
@@ -332,7 +355,11 @@ mod tests {
         rejects(&[(ST, 0, 0, 16), RET0], Some(0), "slot 16 out of range");
         rejects(&[(LDX | MEM, 0, 0, 16), RET0], Some(0), "out of range");
         assert!(ld(&[(ST, 0, 0, 15), (LD | MEM, 0, 0, 15), RET0]).is_ok());
-        rejects(&[(LD | MEM, 0, 0, 3), RET0], Some(0), "slot 3 that some path");
+        rejects(
+            &[(LD | MEM, 0, 0, 3), RET0],
+            Some(0),
+            "slot 3 that some path",
+        );
         // Written on only one of two paths.
         rejects(
             &[
@@ -369,11 +396,21 @@ mod tests {
             Some(0),
             "\"random\" is not supported",
         );
-        rejects(&[(LD | W | ABS, 0, 0, SKF_AD_OFF + 64), RET0], Some(0), "unknown ancillary");
-        rejects(&[(LD | W | ABS, 0, 0, SKF_LL_OFF), RET0], Some(0), "negative offset");
+        rejects(
+            &[(LD | W | ABS, 0, 0, SKF_AD_OFF + 64), RET0],
+            Some(0),
+            "unknown ancillary",
+        );
+        rejects(
+            &[(LD | W | ABS, 0, 0, SKF_LL_OFF), RET0],
+            Some(0),
+            "negative offset",
+        );
         // The last plain offset below SKF_LL_OFF is a packet load (that will miss).
         assert!(ld(&[(LD | W | ABS, 0, 0, SKF_LL_OFF - 1), RET0]).is_ok());
         // Indirect loads never read metadata.
-        assert!(!ld(&[(LD | W | IND, 0, 0, SKF_AD_OFF), RET0]).unwrap().uses_metadata());
+        assert!(!ld(&[(LD | W | IND, 0, 0, SKF_AD_OFF), RET0])
+            .unwrap()
+            .uses_metadata());
     }
 }

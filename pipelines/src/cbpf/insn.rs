@@ -73,6 +73,7 @@ pub mod op {
     pub const K: u16 = 0x00;
     pub const X: u16 = 0x08;
     pub const A: u16 = 0x10; // RET A
+
     // MISC.
     pub const TAX: u16 = 0x00;
     pub const TXA: u16 = 0x80;
@@ -301,7 +302,10 @@ mod tests {
         assert_eq!(p.len(), 4);
         assert_eq!(p[1], Insn::new(0x15, 0, 1, 2048));
         assert_eq!(to_tc_bytecode(&p), text);
-        assert_eq!(parse_tc_bytecode(" 4, 40 0 0 12 ,21 0 1 2048,6 0 0 65535,6 0 0 0,\n"), Ok(p));
+        assert_eq!(
+            parse_tc_bytecode(" 4, 40 0 0 12 ,21 0 1 2048,6 0 0 65535,6 0 0 0,\n"),
+            Ok(p)
+        );
     }
 
     #[test]
@@ -309,7 +313,10 @@ mod tests {
         let text = "4\n40 0 0 12\n21 0 1 2048\n6 0 0 262144\n6 0 0 0\n";
         let p = parse_ddd(text).unwrap();
         assert_eq!(p[2], Insn::new(6, 0, 0, 262_144));
-        assert_eq!(parse_ddd("# comment\n1\n6 0 0 0x10 # hex is fine\n").unwrap()[0].k, 16);
+        assert_eq!(
+            parse_ddd("# comment\n1\n6 0 0 0x10 # hex is fine\n").unwrap()[0].k,
+            16
+        );
     }
 
     #[test]

@@ -191,12 +191,13 @@ impl Interpreter {
                 let next = pc as u32 + 1;
                 match op::class(i.code) {
                     LD => match i.code & 0xe0 {
-                        ABS if i.k >= SKF_AD_OFF => match Ancillary::from_offset(i.k - SKF_AD_OFF)
-                        {
-                            Some(Ancillary::AluXorX) => Op::XorX,
-                            Some(a) => Op::Anc(a),
-                            None => Op::RetK(0), // unreachable: the loader rejects these
-                        },
+                        ABS if i.k >= SKF_AD_OFF => {
+                            match Ancillary::from_offset(i.k - SKF_AD_OFF) {
+                                Some(Ancillary::AluXorX) => Op::XorX,
+                                Some(a) => Op::Anc(a),
+                                None => Op::RetK(0), // unreachable: the loader rejects these
+                            }
+                        }
                         ABS => Op::LdAbs(i.k, size_of(i.code)),
                         IND => Op::LdInd(i.k, size_of(i.code)),
                         LEN => Op::LdLen,
@@ -350,9 +351,10 @@ mod tests {
 
     #[test]
     fn ipv4_filter_from_tc_bytecode() {
-        let p =
-            Program::load(parse_tc_bytecode("4,40 0 0 12,21 0 1 2048,6 0 0 65535,6 0 0 0").unwrap())
-                .unwrap();
+        let p = Program::load(
+            parse_tc_bytecode("4,40 0 0 12,21 0 1 2048,6 0 0 65535,6 0 0 0").unwrap(),
+        )
+        .unwrap();
         let vm = Interpreter::new(&p);
         let mut f = [0u8; 60];
         f[12] = 0x08;
@@ -366,8 +368,14 @@ mod tests {
     #[test]
     fn loads_are_big_endian_and_bounded() {
         let d = [1u8, 2, 3, 4, 5];
-        assert_eq!(run(&[(LD | W | ABS, 0, 0, 1), (RET | A, 0, 0, 0)], &d), 0x0203_0405);
-        assert_eq!(run(&[(LD | H | ABS, 0, 0, 3), (RET | A, 0, 0, 0)], &d), 0x0405);
+        assert_eq!(
+            run(&[(LD | W | ABS, 0, 0, 1), (RET | A, 0, 0, 0)], &d),
+            0x0203_0405
+        );
+        assert_eq!(
+            run(&[(LD | H | ABS, 0, 0, 3), (RET | A, 0, 0, 0)], &d),
+            0x0405
+        );
         assert_eq!(run(&[(LD | W | ABS, 0, 0, 2), (RET | K, 0, 0, 9)], &d), 0);
         assert_eq!(run(&[(LD | B | ABS, 0, 0, 5), (RET | K, 0, 0, 9)], &d), 0);
         // X + k past 2^32 does not wrap around to the start of the packet.
@@ -377,7 +385,17 @@ mod tests {
             (RET | K, 0, 0, 9),
         ];
         assert_eq!(run(&wrap, &d), 0);
-        assert_eq!(run(&[(LDX | B | MSH, 0, 0, 4), (TXA_, 0, 0, 0), (RET | A, 0, 0, 0)], &d), 20);
+        assert_eq!(
+            run(
+                &[
+                    (LDX | B | MSH, 0, 0, 4),
+                    (TXA_, 0, 0, 0),
+                    (RET | A, 0, 0, 0)
+                ],
+                &d
+            ),
+            20
+        );
         assert_eq!(run(&[(LD | W | LEN, 0, 0, 0), (RET | A, 0, 0, 0)], &d), 5);
     }
 
@@ -385,9 +403,17 @@ mod tests {
 
     #[test]
     fn runtime_division_by_zero_and_big_shifts() {
-        let div = [(LD | IMM, 0, 0, 7), (ALU | DIV | X, 0, 0, 0), (RET | K, 0, 0, 9)];
+        let div = [
+            (LD | IMM, 0, 0, 7),
+            (ALU | DIV | X, 0, 0, 0),
+            (RET | K, 0, 0, 9),
+        ];
         assert_eq!(run(&div, &[]), 0);
-        let m = [(LD | IMM, 0, 0, 7), (ALU | MOD | X, 0, 0, 0), (RET | K, 0, 0, 9)];
+        let m = [
+            (LD | IMM, 0, 0, 7),
+            (ALU | MOD | X, 0, 0, 0),
+            (RET | K, 0, 0, 9),
+        ];
         assert_eq!(run(&m, &[]), 0);
         let sh = [
             (LD | IMM, 0, 0, 7),
