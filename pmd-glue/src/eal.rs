@@ -59,6 +59,12 @@ pub struct Eal {
     _private: (),
 }
 
+/// True between a successful [`Eal::init`] and [`Eal::cleanup`]: DPDK's allocator and
+/// libraries may be used.
+pub(crate) fn is_running() -> bool {
+    STATE.load(Ordering::Acquire) == RUNNING
+}
+
 impl Eal {
     /// Initialises the EAL with `args` (without the program name; `program` is used as `argv[0]`).
     /// Fails cleanly on bad arguments; may be attempted once per process.

@@ -11,6 +11,7 @@
 
 pub mod bpf_jit;
 pub mod cryptodev;
+pub mod dpdk_bpf;
 pub mod eal;
 pub mod error;
 pub mod hash;

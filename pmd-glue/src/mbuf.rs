@@ -46,6 +46,12 @@ impl Mbuf {
         ManuallyDrop::new(self).0.as_ptr()
     }
 
+    /// The raw mbuf, for DPDK calls that only read it while `self` is borrowed.
+    #[inline]
+    pub(crate) fn as_ptr(&self) -> *mut sys::rte_mbuf {
+        self.0.as_ptr()
+    }
+
     #[inline]
     fn raw(&self) -> &sys::rte_mbuf {
         // SAFETY: we own a valid mbuf for the lifetime of `self`.

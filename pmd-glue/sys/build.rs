@@ -49,9 +49,14 @@ fn main() {
         .header("wrapper.h")
         .clang_args(cflags.iter().filter(|f| !f.starts_with("-march")))
         .clang_arg("-I.")
+        // rte_bpf_convert (classic BPF -> eBPF) is still experimental in 22.11; without this its
+        // declaration carries a deprecation attribute.
+        .clang_arg("-DALLOW_EXPERIMENTAL_API")
         .allowlist_function("rte_.*|shim_.*")
         .allowlist_type("rte_.*")
         .allowlist_var("RTE_.*|shim_.*")
+        // eBPF opcodes and registers (DPDK's bpf_def.h), for rewriting converted programs.
+        .allowlist_var("EBPF_.*|BPF_(LD|LDX|ST|STX|ALU|JMP|RET|W|H|B|IMM|ABS|IND|MEM|K|X|ADD|SUB|MUL|DIV|OR|AND|LSH|RSH|NEG|MOD|XOR|JA|JEQ|JGT|JGE|JSET)")
         // DPDK packs some structs that contain aligned members; Rust cannot express that,
         // so they stay opaque (we never touch their fields).
         .opaque_type("rte_arp_hdr|rte_l2tpv2_combined_msg_hdr|rte_gtp_psc_generic_hdr")

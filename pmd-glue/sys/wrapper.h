@@ -16,4 +16,10 @@
 #include <rte_cryptodev.h>
 #include <rte_jhash.h>
 #include <rte_version.h>
+/* Classic BPF: libpcap's struct bpf_program (which rte_bpf_convert takes) and DPDK's BPF
+ * library (rte_bpf_convert is experimental API: build.rs defines ALLOW_EXPERIMENTAL_API), whose
+ * converter returns memory to free with rte_free. */
+#include <pcap/bpf.h>
+#include <rte_bpf.h>
+#include <rte_malloc.h>
 #include "shim.h"
