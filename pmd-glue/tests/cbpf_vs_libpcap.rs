@@ -12,10 +12,16 @@ use std::collections::BTreeMap;
 
 /// Every engine under test for one program.
 fn engines(prog: &Program) -> Vec<Box<dyn Engine>> {
-    #[allow(unused_mut)]
-    let mut engines: Vec<Box<dyn Engine>> = vec![Box::new(Interpreter::new(prog))];
-    // ---- rbpf JIT engine: add it here once branch cbpf-jit is merged, e.g.
-    // engines.push(Box::new(pmd_glue::bpf_jit::RbpfJit::new(prog).expect("rbpf JIT")));
+    let mut engines: Vec<Box<dyn Engine>> = vec![
+        Box::new(Interpreter::new(prog)),
+        Box::new(pipelines::cbpf::RbpfInterpreter::new(prog).expect("translation")),
+    ];
+    // Every program of the corpus fits rbpf's JIT page; one that did not would fall back to
+    // the interpreter in the appliance, and is a test failure here so the corpus keeps
+    // covering the JIT.
+    engines.push(Box::new(
+        pmd_glue::bpf_jit::RbpfJit::new(prog).expect("rbpf JIT takes the program"),
+    ));
     engines
 }
 
