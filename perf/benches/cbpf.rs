@@ -117,7 +117,9 @@ fn bench_engines(c: &mut Criterion) {
     }
     drop(mbufs);
     drop(pool);
-    drop(eal);
+    if let Err(e) = eal.cleanup() {
+        eprintln!("EAL cleanup: {e}");
+    }
 }
 
 criterion_group!(benches, bench_engines);

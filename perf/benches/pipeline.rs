@@ -71,7 +71,7 @@ fn bench_process(c: &mut Criterion) {
             ],
         };
         let burst: Vec<VecPacket> = (0..32).map(|_| VecPacket::new(frame("ipv4-udp"))).collect();
-        let (mut stats, _reader) = StatsWriter::new(1, 2);
+        let (mut stats, _reader) = StatsWriter::new(1, 2, 0);
         let mut sink = CountingSink(0);
         g.bench_function(name, |b| {
             b.iter_batched(
