@@ -29,7 +29,7 @@ pub struct FilterConfig {
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields)]
 pub struct BpfConfig {
-    /// A pcap-filter expression ("tcp dst port 443 and ip[8] < 64"), compiled by libpcap for
+    /// A pcap-filter expression (`"tcp dst port 443 and ip[8] < 64"`), compiled by libpcap for
     /// Ethernet. A matching packet returns -1: the filter's `classid`.
     pub filter: Option<String>,
     /// tc/iproute2 bytecode: "4,40 0 0 12,21 0 1 2048,6 0 0 65535,6 0 0 0".

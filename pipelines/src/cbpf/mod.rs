@@ -1,5 +1,5 @@
 //! The classic-BPF classifier stage (Linux `cls_bpf`): program sources, the loader, the engines
-//! that run loaded programs, and the [`Classifier`](crate::pipeline::Classifier) that plugs
+//! that run loaded programs, and the [`Classifier`] that plugs
 //! them into a port hook.
 //!
 //! - [`insn`]: instructions, tc bytecode and `tcpdump -ddd` parsing.
