@@ -57,13 +57,7 @@ fn mbuf(pool: &Mempool, data: &[u8]) -> Mbuf {
 type Raw = (u16, u8, u8, u32);
 
 fn load(insns: &[Raw]) -> Program {
-    Program::load(
-        insns
-            .iter()
-            .map(|&(c, t, f, k)| Insn::new(c, t, f, k))
-            .collect(),
-    )
-    .unwrap()
+    Program::from_fields(insns).unwrap()
 }
 
 fn reference(prog: &Program, data: &[u8]) -> u64 {

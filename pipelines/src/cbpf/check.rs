@@ -40,6 +40,17 @@ impl Program {
         Ok(Program { insns, ancillary })
     }
 
+    /// Validates a program written as `(code, jt, jf, k)` tuples, the `struct sock_filter`
+    /// field order (as in C initialisers and `tcpdump -dd`).
+    pub fn from_fields(insns: &[(u16, u8, u8, u32)]) -> Result<Program, LoadError> {
+        Program::load(
+            insns
+                .iter()
+                .map(|&(code, jt, jf, k)| Insn::new(code, jt, jf, k))
+                .collect(),
+        )
+    }
+
     /// The instructions.
     pub fn insns(&self) -> &[Insn] {
         &self.insns
@@ -252,12 +263,7 @@ mod tests {
     use crate::cbpf::insn::op::*;
 
     fn ld(insns: &[(u16, u8, u8, u32)]) -> Result<Program, LoadError> {
-        Program::load(
-            insns
-                .iter()
-                .map(|&(c, t, f, k)| Insn::new(c, t, f, k))
-                .collect(),
-        )
+        Program::from_fields(insns)
     }
 
     fn rejects(insns: &[(u16, u8, u8, u32)], at: Option<usize>, words: &str) {

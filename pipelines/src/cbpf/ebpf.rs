@@ -96,7 +96,7 @@ impl JitCtx {
             buflen: data.len() as u64,
             wirelen,
             pad: 0,
-            meta: Meta::default(),
+            meta: Meta::ZERO,
         }
     }
 
@@ -596,17 +596,11 @@ impl Engine for RbpfInterpreter {
 mod tests {
     use super::*;
     use crate::cbpf::insn::op::*;
-    use crate::cbpf::insn::{Insn, SKF_LL_OFF};
+    use crate::cbpf::insn::SKF_LL_OFF;
     use crate::cbpf::Interpreter;
 
     fn prog(insns: &[(u16, u8, u8, u32)]) -> Program {
-        Program::load(
-            insns
-                .iter()
-                .map(|&(c, t, f, k)| Insn::new(c, t, f, k))
-                .collect(),
-        )
-        .unwrap()
+        Program::from_fields(insns).unwrap()
     }
 
     /// Runs on both engines, asserts they agree and that rbpf saw no bad access.

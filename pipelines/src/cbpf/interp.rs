@@ -40,6 +40,18 @@ pub struct Meta {
 pub const HATYPE_ETHER: u32 = 1;
 
 impl Meta {
+    /// All fields 0: what programs that read no metadata are given.
+    pub const ZERO: Meta = Meta {
+        protocol: 0,
+        pkttype: 0,
+        ifindex: 0,
+        mark: 0,
+        rxhash: 0,
+        vlan_tag: 0,
+        vlan_tag_present: 0,
+        vlan_tpid: 0,
+    };
+
     /// The value of ancillary load `a` (`AluXorX` is not a load and reads as 0).
     #[inline]
     pub fn get(&self, a: Ancillary) -> u32 {
@@ -337,14 +349,8 @@ mod tests {
     use crate::cbpf::insn::{parse_tc_bytecode, Insn};
 
     fn run(insns: &[(u16, u8, u8, u32)], data: &[u8]) -> u32 {
-        let p = Program::load(
-            insns
-                .iter()
-                .map(|&(c, t, f, k)| Insn::new(c, t, f, k))
-                .collect(),
-        )
-        .unwrap();
-        Interpreter::new(&p).run(data, data.len() as u32, &Meta::default())
+        let p = Program::from_fields(insns).unwrap();
+        Interpreter::new(&p).run(data, data.len() as u32, &Meta::ZERO)
     }
 
     use crate::cbpf::insn::op::*;

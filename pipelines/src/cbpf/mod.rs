@@ -121,18 +121,20 @@ impl Classifier for BpfClassifier {
 
     #[inline]
     fn classify(&self, pkt: &PacketView<'_>) -> Verdict {
-        let meta = if self.needs_meta {
-            Meta::of_frame(
+        // Metadata is computed only for programs that read it; the others get a shared zero
+        // block instead of a fresh one per packet.
+        let r = if self.needs_meta {
+            let meta = Meta::of_frame(
                 pkt.data,
                 pkt.ingress.0,
                 pkt.ingress_mac,
                 pkt.mark,
                 pkt.rss_hash,
-            )
+            );
+            self.engine.run(pkt.data, pkt.frame_len, &meta)
         } else {
-            Meta::default()
+            self.engine.run(pkt.data, pkt.frame_len, &Meta::ZERO)
         };
-        let r = self.engine.run(pkt.data, pkt.frame_len, &meta);
         match self.mode {
             Mode::Classid { classid } => match r {
                 0 => Verdict::NoMatch,
