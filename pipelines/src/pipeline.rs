@@ -41,14 +41,20 @@ pub struct PacketView<'a> {
     pub frame_len: u32,
     /// The parse result (headers already validated).
     pub parsed: &'a Parsed,
-    /// The port the packet arrived on.
-    pub ingress: PortIndex,
+    /// The port whose hook is running (Linux `skb->dev`): the receiving port on its ingress hook,
+    /// the sending port on its egress hook, the target after a mirred hop.
+    pub dev: PortIndex,
+    /// The port the packet last came from (Linux `skb->skb_iif`): the receiving port, or the port
+    /// whose hook ran the last mirror/redirect that moved the packet.
+    pub iif: PortIndex,
     /// The receiving port's MAC address (for the packet type: host, broadcast, ...).
     pub ingress_mac: [u8; 6],
     /// NIC RSS hash, if any.
     pub rss_hash: Option<u32>,
     /// Packet mark set by earlier actions (0 = none).
     pub mark: u32,
+    /// Packet priority set by earlier actions (Linux `skb->priority`; 0 = none).
+    pub priority: u32,
     /// Class id chosen by the last matching classifier or set by an action (0 = none; tc's
     /// `res->classid`).
     pub classid: u32,
@@ -92,6 +98,22 @@ pub trait Classifier: Send + Sync + fmt::Debug {
     fn describe(&self) -> (&'static str, usize) {
         ("native", 0)
     }
+
+    /// A hash seed the control thread re-randomises periodically (cls_flow's perturbation);
+    /// `None` for classifiers without one.
+    fn perturbation(&self) -> Option<Perturbation> {
+        None
+    }
+}
+
+/// A classifier's hash seed and how often to re-randomise it. Workers read the seed with one
+/// relaxed load per packet; only the control thread stores to it (never a read-modify-write).
+#[derive(Debug, Clone)]
+pub struct Perturbation {
+    /// Re-seed interval.
+    pub period: std::time::Duration,
+    /// The seed the classifier hashes with.
+    pub seed: Arc<std::sync::atomic::AtomicU32>,
 }
 
 /// What to do with a packet a filter matched. Actions of a filter run in order.
@@ -488,10 +510,12 @@ impl Generation {
             data: pkt.data(),
             frame_len: pkt.frame_len(),
             parsed: &parsed,
-            ingress,
+            dev: ingress,
+            iif: ingress,
             ingress_mac: in_port.mac,
             rss_hash: pkt.rss_hash(),
             mark: 0,
+            priority: 0,
             classid: 0,
         };
         let mut out = match Self::run_chain(&in_port.ingress, &mut view, stats) {
@@ -523,6 +547,7 @@ impl Generation {
             if out_port.egress.is_empty() {
                 break;
             }
+            view.dev = out;
             match Self::run_chain(&out_port.egress, &mut view, stats) {
                 ChainResult::Fallthrough => break,
                 ChainResult::Drop(reason) => {

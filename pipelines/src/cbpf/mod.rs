@@ -126,7 +126,7 @@ impl Classifier for BpfClassifier {
         let r = if self.needs_meta {
             let meta = Meta::of_frame(
                 pkt.data,
-                pkt.ingress.0,
+                pkt.dev.0,
                 pkt.ingress_mac,
                 pkt.mark,
                 pkt.rss_hash,
