@@ -55,6 +55,9 @@ pub struct Config {
     /// The forwarding table: where packets received on a port go.
     #[serde(default)]
     pub forwarding: Vec<ForwardEntry>,
+    /// Port groups that mirror and redirect actions can target as a whole (tc's shared blocks).
+    #[serde(default)]
+    pub groups: Vec<GroupConfig>,
     /// Worker lcore behaviour.
     #[serde(default)]
     pub workers: WorkersConfig,
@@ -125,6 +128,9 @@ pub struct MempoolConfig {
     /// Bytes per buffer including the 128-byte headroom; 2176 fits a 1518-byte frame plus
     /// headroom.
     pub data_room: u16,
+    /// Buffers for mirror copies: indirect mbufs without a data room, which share the original's
+    /// bytes (a copy costs one of these, never a byte copy).
+    pub clones: u32,
 }
 
 impl Default for MempoolConfig {
@@ -133,6 +139,7 @@ impl Default for MempoolConfig {
             mbufs: 16383,
             cache: 256,
             data_room: 2176,
+            clones: 8191,
         }
     }
 }
@@ -169,6 +176,9 @@ pub struct PortConfig {
     /// still see validated headers).
     #[serde(default)]
     pub validate: ValidateLevel,
+    /// `up` (the default) or `down` (configured, not started).
+    #[serde(default)]
+    pub state: PortState,
     /// Filters run on received packets, by priority (see [`FilterConfig`]).
     #[serde(default)]
     pub ingress: Vec<FilterConfig>,
@@ -196,6 +206,28 @@ fn default_desc() -> u16 {
 }
 fn yes() -> bool {
     true
+}
+
+/// A named group of ports.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct GroupConfig {
+    /// Name that actions use (`mirred: { group: NAME }`).
+    pub name: String,
+    /// Member port names, in the order copies are sent.
+    pub ports: Vec<String>,
+}
+
+/// The `ports[].state` setting.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum PortState {
+    /// Started: polled, transmitting.
+    #[default]
+    Up,
+    /// Configured but not started (administratively down): nothing is received from it;
+    /// mirrors to it count overlimits, redirects to it drop.
+    Down,
 }
 
 /// One forwarding-table entry: packets received on `from` go out of `to`, or are dropped.
@@ -475,6 +507,13 @@ impl Config {
             ));
         }
 
+        if !(1023..=(1 << 26)).contains(&m.clones) {
+            return Err(ConfigError::at(
+                "mempool.clones",
+                format!("{}: allowed 1023..=67108864", m.clones),
+            ));
+        }
+
         if self.ports.is_empty() {
             return Err(ConfigError::at("ports", "at least one port is required"));
         }
@@ -547,6 +586,56 @@ impl Config {
                     return Err(ConfigError::at(
                         at("mtu"),
                         format!("{mtu}: allowed 68..=9600"),
+                    ));
+                }
+            }
+        }
+
+        let mut group_names = BTreeSet::new();
+        for (i, g) in self.groups.iter().enumerate() {
+            let at = |k: &str| format!("groups[{i}].{k}");
+            if g.name.is_empty()
+                || !g
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                return Err(ConfigError::at(
+                    at("name"),
+                    format!("{:?}: letters, digits, '-' and '_' only, not empty", g.name),
+                ));
+            }
+            if !group_names.insert(g.name.as_str()) {
+                return Err(ConfigError::at(
+                    at("name"),
+                    format!("{:?} is already the name of another group", g.name),
+                ));
+            }
+            if g.ports.is_empty() {
+                return Err(ConfigError::at(
+                    at("ports"),
+                    "at least one member port is required",
+                ));
+            }
+            let mut members = BTreeSet::new();
+            for (j, m) in g.ports.iter().enumerate() {
+                if !names.contains(m.as_str()) {
+                    return Err(ConfigError::at(
+                        format!("groups[{i}].ports[{j}]"),
+                        format!(
+                            "unknown port {m:?}; ports are: {}",
+                            self.ports
+                                .iter()
+                                .map(|p| p.name.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    ));
+                }
+                if !members.insert(m.as_str()) {
+                    return Err(ConfigError::at(
+                        format!("groups[{i}].ports[{j}]"),
+                        format!("{m:?} is listed twice"),
                     ));
                 }
             }
@@ -653,6 +742,11 @@ impl Config {
     /// Index of the port named `name`.
     pub fn port_index(&self, name: &str) -> Option<usize> {
         self.ports.iter().position(|p| p.name == name)
+    }
+
+    /// Index of the port group called `name`.
+    pub fn group_index(&self, name: &str) -> Option<usize> {
+        self.groups.iter().position(|g| g.name == name)
     }
 
     /// The EAL arguments this configuration stands for (without `argv[0]`).

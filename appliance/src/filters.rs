@@ -5,7 +5,9 @@
 //! instruction index and the rule) before anything starts.
 use crate::config::{Config, ConfigError};
 use pipelines::cbpf::{self, BpfClassifier, Engine, Interpreter, Mode, Program};
-use pipelines::pipeline::{Action, Filter, PortIndex};
+use pipelines::pipeline::{
+    Action, ClassActions, Filter, Mirred, MirredDirection, MirredOp, MirredTarget, PortIndex,
+};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
@@ -20,7 +22,23 @@ pub struct FilterConfig {
     pub priority: u32,
     /// A classic-BPF classifier (`cls_bpf`).
     pub bpf: Option<BpfConfig>,
-    /// Actions run in order when the filter matches (not in direct-action mode).
+    /// Actions run in order when the filter matches (not in direct-action mode), for class ids
+    /// without an entry in `classes`.
+    #[serde(default)]
+    pub actions: Vec<ActionConfig>,
+    /// Per-class actions: the classifier's class id picks the list (for example, one port per
+    /// flow class). Not with direct action.
+    #[serde(default)]
+    pub classes: Vec<ClassConfig>,
+}
+
+/// The actions of one class id.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ClassConfig {
+    /// The class id: a number or tc's "major:minor" (hex).
+    pub classid: Classid,
+    /// Run in order for packets of this class.
     #[serde(default)]
     pub actions: Vec<ActionConfig>,
 }
@@ -114,12 +132,139 @@ pub enum ActionConfig {
     Drop,
     /// Try the next filter.
     Continue,
-    /// Send out of this port (its egress filters run).
+    /// Egress redirect: send out of this port (its egress filters run).
     Redirect(String),
+    /// Egress mirror: a zero-copy copy goes out of this port; the packet goes on.
+    Mirror(String),
+    /// Any mirror or redirect, egress or ingress, to a port or a port group (tc mirred).
+    Mirred(MirredConfig),
     /// Set the packet mark and go on with the next action.
     SetMark(u32),
     /// Set the class id and go on with the next action.
     SetClassid(Classid),
+    /// Set the packet priority (for the flow classifier's `priority` key) and go on.
+    SetPriority(u32),
+}
+
+/// A mirred action in full.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MirredConfig {
+    /// `egress` (out of the target; the default) or `ingress` (into the target, whose ingress
+    /// filters and forwarding entry then run).
+    #[serde(default)]
+    pub direction: MirredDirectionConfig,
+    /// `mirror` (a copy goes; the packet continues) or `redirect` (the packet goes).
+    pub action: MirredOpConfig,
+    /// Target port (exactly one of `port` and `group`).
+    pub port: Option<String>,
+    /// Target port group: every member except the port the packet is on.
+    pub group: Option<String>,
+}
+
+/// `mirred.direction`.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum MirredDirectionConfig {
+    /// Out of the target.
+    #[default]
+    Egress,
+    /// Into the target.
+    Ingress,
+}
+
+/// `mirred.action`.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum MirredOpConfig {
+    /// Copy.
+    Mirror,
+    /// Move.
+    Redirect,
+}
+
+/// Checks one action list; `at` is its key path.
+fn check_actions(list: &[ActionConfig], at: &str, cfg: &Config) -> Result<(), ConfigError> {
+    for (ai, a) in list.iter().enumerate() {
+        let aat = format!("{at}[{ai}]");
+        match a {
+            ActionConfig::Redirect(to) => check_port(cfg, to, format!("{aat}.redirect"))?,
+            ActionConfig::Mirror(to) => check_port(cfg, to, format!("{aat}.mirror"))?,
+            ActionConfig::Mirred(m) => match (&m.port, &m.group) {
+                (Some(p), None) => check_port(cfg, p, format!("{aat}.mirred.port"))?,
+                (None, Some(g)) => {
+                    if cfg.group_index(g).is_none() {
+                        let known: Vec<&str> = cfg.groups.iter().map(|g| g.name.as_str()).collect();
+                        return Err(ConfigError::at(
+                            format!("{aat}.mirred.group"),
+                            format!(
+                                "unknown port group {g:?}; groups are: {}",
+                                if known.is_empty() {
+                                    "(none: define them under `groups`)".to_owned()
+                                } else {
+                                    known.join(", ")
+                                }
+                            ),
+                        ));
+                    }
+                }
+                _ => {
+                    return Err(ConfigError::at(
+                        format!("{aat}.mirred"),
+                        "exactly one target is required: port or group",
+                    ))
+                }
+            },
+            ActionConfig::SetClassid(c) => {
+                c.value()
+                    .map_err(|m| ConfigError::at(format!("{aat}.set_classid"), m))?;
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn check_port(cfg: &Config, name: &str, at: String) -> Result<(), ConfigError> {
+    if cfg.port_index(name).is_some() {
+        return Ok(());
+    }
+    let list: Vec<&str> = cfg.ports.iter().map(|p| p.name.as_str()).collect();
+    Err(ConfigError::at(
+        at,
+        format!("unknown port {name:?}; ports are: {}", list.join(", ")),
+    ))
+}
+
+/// The pipeline action for `a` (already checked by [`check_actions`]).
+fn action_of(a: &ActionConfig, cfg: &Config) -> Action {
+    let port = |n: &str| PortIndex(cfg.port_index(n).unwrap_or(0) as u16);
+    match a {
+        ActionConfig::Pass => Action::Pass,
+        ActionConfig::Drop => Action::Drop,
+        ActionConfig::Continue => Action::Continue,
+        ActionConfig::Redirect(to) => Action::redirect(port(to)),
+        ActionConfig::Mirror(to) => Action::mirror(port(to)),
+        ActionConfig::Mirred(m) => Action::Mirred(Mirred {
+            direction: match m.direction {
+                MirredDirectionConfig::Egress => MirredDirection::Egress,
+                MirredDirectionConfig::Ingress => MirredDirection::Ingress,
+            },
+            op: match m.action {
+                MirredOpConfig::Mirror => MirredOp::Mirror,
+                MirredOpConfig::Redirect => MirredOp::Redirect,
+            },
+            target: match (&m.port, &m.group) {
+                (Some(p), _) => MirredTarget::Port(port(p)),
+                (None, g) => MirredTarget::Group(
+                    g.as_deref().and_then(|g| cfg.group_index(g)).unwrap_or(0) as u16,
+                ),
+            },
+        }),
+        ActionConfig::SetMark(m) => Action::SetMark(*m),
+        ActionConfig::SetClassid(c) => Action::SetClassid(c.value().unwrap_or(0)),
+        ActionConfig::SetPriority(p) => Action::SetPriority(*p),
+    }
 }
 
 /// A filter whose program is loaded, ready to get an engine.
@@ -193,23 +338,6 @@ fn program_insns(b: &BpfConfig, base: &Path, at: &str) -> Result<Vec<cbpf::Insn>
 
 /// Checks every filter of `cfg` and loads its program; `base` resolves relative `ddd_file`s.
 pub fn load(cfg: &Config, base: &Path) -> Result<LoadedFilters, ConfigError> {
-    let port_list = || {
-        cfg.ports
-            .iter()
-            .map(|p| p.name.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let check_port = |name: &str, at: String| {
-        if cfg.port_index(name).is_some() {
-            Ok(())
-        } else {
-            Err(ConfigError::at(
-                at,
-                format!("unknown port {name:?}; ports are: {}", port_list()),
-            ))
-        }
-    };
     let mut out = LoadedFilters::default();
     for (pi, p) in cfg.ports.iter().enumerate() {
         let mut hooks = (Vec::new(), Vec::new());
@@ -257,20 +385,29 @@ pub fn load(cfg: &Config, base: &Path) -> Result<LoadedFilters, ConfigError> {
                             "only with direct_action: true (otherwise use a redirect action)",
                         ));
                     }
-                    check_port(r, format!("{bat}.redirect"))?;
+                    check_port(cfg, r, format!("{bat}.redirect"))?;
                 }
-                for (ai, a) in f.actions.iter().enumerate() {
-                    match a {
-                        ActionConfig::Redirect(to) => {
-                            check_port(to, format!("{at}.actions[{ai}].redirect"))?
-                        }
-                        ActionConfig::SetClassid(c) => {
-                            c.value().map_err(|m| {
-                                ConfigError::at(format!("{at}.actions[{ai}].set_classid"), m)
-                            })?;
-                        }
-                        _ => {}
+                check_actions(&f.actions, &format!("{at}.actions"), cfg)?;
+                let mut classids = std::collections::BTreeSet::new();
+                for (ci, c) in f.classes.iter().enumerate() {
+                    let cat = format!("{at}.classes[{ci}]");
+                    let id = c
+                        .classid
+                        .value()
+                        .map_err(|m| ConfigError::at(format!("{cat}.classid"), m))?;
+                    if !classids.insert(id) {
+                        return Err(ConfigError::at(
+                            format!("{cat}.classid"),
+                            format!("class {id:#x} already has an entry"),
+                        ));
                     }
+                    check_actions(&c.actions, &format!("{cat}.actions"), cfg)?;
+                }
+                if b.direct_action && !f.classes.is_empty() {
+                    return Err(ConfigError::at(
+                        format!("{at}.classes"),
+                        "not allowed with bpf.direct_action: true (the program's verdict decides)",
+                    ));
                 }
                 let insns = program_insns(b, base, &bat)?;
                 let program = Program::load(insns).map_err(|e| {
@@ -317,7 +454,6 @@ pub fn engine(program: &Program, choice: EngineChoice) -> Box<dyn Engine> {
 
 /// Builds the pipeline filter for `l` (already validated by [`load`]).
 pub fn build(l: &LoadedFilter, cfg: &Config) -> Filter {
-    let port = |n: &str| PortIndex(cfg.port_index(n).unwrap_or(0) as u16);
     let classid_of = |c: &Option<Classid>| c.as_ref().and_then(|c| c.value().ok()).unwrap_or(0);
     let b = l.config.bpf.clone().unwrap_or_default();
     let classid = classid_of(&b.classid);
@@ -327,21 +463,33 @@ pub fn build(l: &LoadedFilter, cfg: &Config) -> Filter {
         Mode::Classid { classid }
     };
     let classifier = BpfClassifier::new(&l.program, engine(&l.program, b.engine), mode);
-    let actions = l
-        .config
-        .actions
+    filter_with_actions(&l.config, Box::new(classifier), cfg)
+}
+
+/// The filter named and acted as `fc` says around `classifier`.
+fn filter_with_actions(
+    fc: &FilterConfig,
+    classifier: Box<dyn pipelines::pipeline::Classifier>,
+    cfg: &Config,
+) -> Filter {
+    let list = |l: &[ActionConfig]| l.iter().map(|a| action_of(a, cfg)).collect::<Vec<_>>();
+    let mut f = Filter::new(fc.name.clone(), classifier, list(&fc.actions));
+    let mut classes: Vec<ClassActions> = fc
+        .classes
         .iter()
-        .map(|a| match a {
-            ActionConfig::Pass => Action::Pass,
-            ActionConfig::Drop => Action::Drop,
-            ActionConfig::Continue => Action::Continue,
-            ActionConfig::Redirect(to) => Action::Redirect(port(to)),
-            ActionConfig::SetMark(m) => Action::SetMark(*m),
-            ActionConfig::SetClassid(c) => Action::SetClassid(classid_of(&Some(c.clone()))),
+        .map(|c| ClassActions {
+            classid: c.classid.value().unwrap_or(0),
+            actions: list(&c.actions),
+            base: 0,
         })
         .collect();
-    let mut f = Filter::new(l.config.name.clone(), Box::new(classifier), actions);
-    f.redirect = b.redirect.as_deref().map(port);
+    classes.sort_by_key(|c| c.classid);
+    f.classes = classes;
+    f.redirect = fc
+        .bpf
+        .as_ref()
+        .and_then(|b| b.redirect.as_deref())
+        .map(|n| PortIndex(cfg.port_index(n).unwrap_or(0) as u16));
     f
 }
 
@@ -437,6 +585,68 @@ mod tests {
             "    ingress:\n      - { name: x, bpf: { bytecode: \"1,6 0 0 0\", engine: warp } }\n",
         );
         assert!(e.contains("interpreter"), "{e}");
+    }
+
+    #[test]
+    fn mirred_actions_class_tables_and_groups_are_checked_with_their_key_paths() {
+        let with_groups = |hooks: &str, groups: &str| {
+            parse(&format!("{}{groups}", cfg(hooks)))
+                .unwrap_err()
+                .to_string()
+        };
+        let e = err("    ingress:\n      - { name: x, bpf: { filter: udp }, actions: [{ mirred: { action: mirror, port: b, group: g } }] }\n");
+        assert!(
+            e.starts_with("`ports[0].ingress[0].actions[0].mirred`")
+                && e.contains("exactly one target"),
+            "{e}"
+        );
+        let e = err("    ingress:\n      - { name: x, bpf: { filter: udp }, actions: [{ mirred: { action: redirect, group: g } }] }\n");
+        assert!(
+            e.starts_with("`ports[0].ingress[0].actions[0].mirred.group`")
+                && e.contains("unknown port group"),
+            "{e}"
+        );
+        let e = err("    ingress:\n      - { name: x, bpf: { filter: udp }, actions: [{ mirred: { action: copy, port: b } }] }\n");
+        assert!(e.contains("mirror") && e.contains("redirect"), "{e}");
+        let e = err("    ingress:\n      - { name: x, bpf: { filter: udp }, actions: [{ mirror: nowhere }] }\n");
+        assert!(
+            e.starts_with("`ports[0].ingress[0].actions[0].mirror`"),
+            "{e}"
+        );
+        let e = err("    ingress:\n      - { name: x, bpf: { filter: udp }, classes: [{ classid: \"1:1\", actions: [drop] }, { classid: 65537, actions: [pass] }] }\n");
+        assert!(
+            e.starts_with("`ports[0].ingress[0].classes[1].classid`") && e.contains("already"),
+            "{e}"
+        );
+        let e = err("    ingress:\n      - { name: x, bpf: { filter: udp }, classes: [{ classid: \"1:1\", actions: [{ redirect: zz }] }] }\n");
+        assert!(
+            e.starts_with("`ports[0].ingress[0].classes[0].actions[0].redirect`"),
+            "{e}"
+        );
+        let e = with_groups("", "groups:\n  - { name: g, ports: [a, zz] }\n");
+        assert!(
+            e.starts_with("`groups[0].ports[1]`") && e.contains("unknown port"),
+            "{e}"
+        );
+        let e = with_groups("", "groups:\n  - { name: g, ports: [a, a] }\n");
+        assert!(
+            e.starts_with("`groups[0].ports[1]`") && e.contains("twice"),
+            "{e}"
+        );
+        let e = with_groups("", "groups:\n  - { name: g, ports: [] }\n");
+        assert!(e.starts_with("`groups[0].ports`"), "{e}");
+        let e = with_groups(
+            "",
+            "groups:\n  - { name: g, ports: [a] }\n  - { name: g, ports: [b] }\n",
+        );
+        assert!(e.starts_with("`groups[1].name`"), "{e}");
+        // A valid one parses, and the group resolves.
+        let c = parse(&format!(
+            "{}groups:\n  - {{ name: g, ports: [a, b] }}\n",
+            cfg("    ingress:\n      - { name: x, bpf: { filter: udp }, actions: [{ mirred: { direction: ingress, action: mirror, group: g } }, { mirror: b }, { set_priority: 3 }] }\n")
+        ))
+        .unwrap();
+        assert_eq!(c.group_index("g"), Some(0));
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! `/metrics` in Prometheus/OpenMetrics text format, served by a control thread that never runs
 //! on a worker lcore. Per-lcore counters are summed at scrape time (VPP-style), DPDK port
 //! counters and xstats are read from the devices.
-use pipelines::stats::{filter_totals, port_totals, FilterTotals, LcoreStats};
+use pipelines::stats::{
+    action_totals, filter_totals, port_totals, ActionTotals, FilterTotals, LcoreStats,
+};
 use pipelines::DropReason;
 use pmd_glue::{Mempool, StatsReader};
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -26,6 +28,8 @@ pub struct Telemetry {
     pub lcores: Vec<Arc<LcoreStats>>,
     /// Labels of every filter, indexed by filter id.
     pub filters: Arc<Vec<FilterInfo>>,
+    /// Actions in id order.
+    pub actions: Arc<Vec<ActionInfo>>,
     /// Packet pools.
     pub pools: Vec<Mempool>,
     /// Start time, for the uptime gauge.
@@ -70,6 +74,84 @@ impl FilterInfo {
                 })
                 .collect(),
         )
+    }
+}
+
+/// What metrics and summaries show about one action (in action id order).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ActionInfo {
+    /// Port of the filter.
+    pub port: String,
+    /// "ingress" or "egress".
+    pub hook: &'static str,
+    /// Filter name.
+    pub filter: String,
+    /// The class id whose list holds the action ("maj:min"), empty for the default list.
+    pub class: String,
+    /// Position in its list (0-based).
+    pub index: String,
+    /// Action kind: pass, drop, continue, mirred, set_mark, set_classid, set_priority.
+    pub kind: &'static str,
+    /// For mirred: "egress mirror to PORT", "ingress redirect to group G", ...; else empty.
+    pub detail: String,
+}
+
+impl ActionInfo {
+    /// Every action of `gen` in id order.
+    pub fn of(gen: &pipelines::pipeline::Generation) -> Arc<Vec<ActionInfo>> {
+        use pipelines::pipeline::{Action, MirredDirection, MirredOp, MirredTarget};
+        let mut out = Vec::new();
+        for (p, hook, f) in gen.filters() {
+            for (class, actions, _) in f.action_lists() {
+                for (i, a) in actions.iter().enumerate() {
+                    let (kind, detail) = match a {
+                        Action::Pass => ("pass", String::new()),
+                        Action::Drop => ("drop", String::new()),
+                        Action::Continue => ("continue", String::new()),
+                        Action::SetMark(m) => ("set_mark", format!("{m:#x}")),
+                        Action::SetClassid(c) => {
+                            ("set_classid", format!("{:x}:{:x}", c >> 16, c & 0xffff))
+                        }
+                        Action::SetPriority(v) => ("set_priority", v.to_string()),
+                        Action::Mirred(m) => {
+                            let dir = match m.direction {
+                                MirredDirection::Egress => "egress",
+                                MirredDirection::Ingress => "ingress",
+                            };
+                            let op = match m.op {
+                                MirredOp::Mirror => "mirror",
+                                MirredOp::Redirect => "redirect",
+                            };
+                            let to = match m.target {
+                                MirredTarget::Port(t) => gen
+                                    .ports
+                                    .get(usize::from(t.0))
+                                    .map_or_else(|| t.to_string(), |p| p.name.clone()),
+                                MirredTarget::Group(g) => format!(
+                                    "group {}",
+                                    gen.groups
+                                        .get(usize::from(g))
+                                        .map_or("?", |g| g.name.as_str())
+                                ),
+                            };
+                            ("mirred", format!("{dir} {op} to {to}"))
+                        }
+                    };
+                    out.push(ActionInfo {
+                        port: p.name.clone(),
+                        hook: hook.label(),
+                        filter: f.name.clone(),
+                        class: class.map_or_else(String::new, |c| {
+                            format!("{:x}:{:x}", c >> 16, c & 0xffff)
+                        }),
+                        index: i.to_string(),
+                        kind,
+                        detail,
+                    });
+                }
+            }
+        }
+        Arc::new(out)
     }
 }
 
@@ -330,6 +412,70 @@ impl prometheus_client::collector::Collector for Telemetry {
             |ms| ConstGauge::new(ms as f64 / 1000.0),
         )?;
 
+        let at = action_totals(&self.lcores, self.actions.len());
+        fn alabels(a: &ActionInfo) -> Labels<'_> {
+            vec![
+                ("port", a.port.as_str()),
+                ("hook", a.hook),
+                ("filter", a.filter.as_str()),
+                ("class", a.class.as_str()),
+                ("action", a.index.as_str()),
+            ]
+        }
+        let per_action = |v: &dyn Fn(&ActionTotals) -> u64| -> Series<'_, u64> {
+            self.actions
+                .iter()
+                .zip(&at)
+                .map(|(a, t)| (alabels(a), v(t)))
+                .collect()
+        };
+        gauge(
+            e,
+            "appliance_action_info",
+            "One series per action; the value is always 1. Labels say its kind and, for mirred, direction, operation and target.",
+            &self
+                .actions
+                .iter()
+                .map(|a| {
+                    let mut l = alabels(a);
+                    l.extend([("kind", a.kind), ("detail", a.detail.as_str())]);
+                    (l, 1)
+                })
+                .collect::<Vec<_>>(),
+        )?;
+        counter(
+            e,
+            "appliance_action_packets",
+            "Times the action ran (tc's per-action packets).",
+            &per_action(&|t| t.packets),
+        )?;
+        counter(
+            e,
+            "appliance_action_bytes",
+            "Bytes of the packets the action ran on.",
+            &per_action(&|t| t.bytes),
+        )?;
+        counter(
+            e,
+            "appliance_action_overlimits",
+            "Mirror/redirect targets that could not take the packet: target down, group without another member, no clone buffer.",
+            &per_action(&|t| t.overlimits),
+        )?;
+        counter(
+            e,
+            "appliance_action_drops",
+            "Packets the action dropped: redirect to a down target or a group without another member, nest limit.",
+            &per_action(&|t| t.drops),
+        )?;
+        family(
+            e,
+            "appliance_action_last_use_timestamp_seconds",
+            "When the action last ran (Unix time, millisecond resolution); 0 if never.",
+            MetricType::Gauge,
+            &per_action(&|t| t.last_use_ms),
+            |ms| ConstGauge::new(ms as f64 / 1000.0),
+        )?;
+
         let lcore_ids: Vec<String> = self.lcores.iter().map(|l| l.lcore.to_string()).collect();
         let per_lcore = |f: &dyn Fn(&LcoreStats) -> u64| -> Series<'_, u64> {
             self.lcores
@@ -355,6 +501,12 @@ impl prometheus_client::collector::Collector for Telemetry {
             "appliance_lcore_packets",
             "Packets the lcore received and processed.",
             &per_lcore(&|l| l.packets.get()),
+        )?;
+        counter(
+            e,
+            "appliance_lcore_mirror_copies",
+            "Zero-copy copies the lcore's mirror actions made (received + copies = transmitted + dropped).",
+            &per_lcore(&|l| l.mirror_copies.get()),
         )?;
 
         let pools: Vec<(String, u32, u32)> = self

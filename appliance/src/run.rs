@@ -1,12 +1,15 @@
 //! `appliance run`: bring up EAL, the pool and the ports from the configuration, launch one
 //! worker per worker lcore, run until told to stop, then shut down in order (stop polling,
 //! flush, stop and close ports, check every mbuf is back) and report.
-use crate::config::{Config, ConfigError, ForwardAction, ValidateLevel};
+use crate::config::{Config, ConfigError, ForwardAction, PortState, ValidateLevel};
 use crate::metrics::{MetricsServer, Telemetry};
-use crate::summary::{FilterSummary, LcoreSummary, PoolSummary, PortSummary, Summary};
-use crate::worker::Worker;
+use crate::summary::{
+    ActionSummary, FilterSummary, LcoreSummary, PoolSummary, PortSummary, Summary,
+};
+use crate::worker::{Links, Worker};
 use pipelines::pipeline::{
-    Forward, Generation, GenerationCell, PortIndex, PortPipeline, Validation,
+    Action, Forward, Generation, GenerationCell, MirredDirection, MirredTarget, PortGroup,
+    PortIndex, PortPipeline, Validation,
 };
 use pipelines::stats::{port_totals, LcoreStats, StatsWriter};
 use pmd_glue::lcore::{self, LcoreId};
@@ -94,23 +97,57 @@ pub fn build_generation(cfg: &Config) -> Result<Generation, ConfigError> {
             .map(|l| crate::filters::build(l, cfg))
             .collect();
     }
-    Ok(Generation { ports })
+    let groups = cfg
+        .groups
+        .iter()
+        .map(|g| PortGroup {
+            name: g.name.clone(),
+            members: g
+                .ports
+                .iter()
+                .filter_map(|m| cfg.port_index(m))
+                .map(|i| PortIndex(i as u16))
+                .collect(),
+        })
+        .collect();
+    Ok(Generation { ports, groups })
 }
 
-/// Ports that packets can be sent to under `gen` (they need transmit queues).
+/// Ports that packets can be sent to under `gen` (they need transmit queues): forwarding
+/// entries, direct-action redirect ports and the targets of every mirred action.
 fn tx_targets(gen: &Generation) -> Vec<bool> {
     let mut t = vec![false; gen.ports.len()];
+    let mut mark = |i: PortIndex| {
+        if let Some(x) = t.get_mut(usize::from(i.0)) {
+            *x = true;
+        }
+    };
     for p in &gen.ports {
         if let Forward::To(i) = p.forward {
-            t[usize::from(i.0)] = true;
+            mark(i);
         }
         for f in p.ingress.iter().chain(&p.egress) {
             if let Some(i) = f.redirect {
-                t[usize::from(i.0)] = true;
+                mark(i);
             }
-            for a in &f.actions {
-                if let pipelines::pipeline::Action::Redirect(i) = a {
-                    t[usize::from(i.0)] = true;
+            for (_, actions, _) in f.action_lists() {
+                for a in actions {
+                    let Action::Mirred(m) = a else { continue };
+                    if m.direction != MirredDirection::Egress {
+                        continue; // ingress targets send through their own forwarding entries
+                    }
+                    match m.target {
+                        MirredTarget::Port(i) => mark(i),
+                        MirredTarget::Group(g) => {
+                            for &i in gen
+                                .groups
+                                .get(usize::from(g))
+                                .map_or(&[][..], |g| &g.members)
+                            {
+                                mark(i);
+                            }
+                        }
+                    }
                 }
             }
         }
@@ -198,6 +235,25 @@ fn bring_up_and_run(
         ))
     })?;
 
+    // Mirror copies: indirect mbufs with no data room of their own.
+    let clone_pool = Mempool::pktmbuf(
+        "clone_pool",
+        cfg.mempool.clones,
+        cfg.mempool.cache.min(cfg.mempool.clones * 2 / 3),
+        0,
+        socket,
+    )
+    .or_else(|_| {
+        Mempool::pktmbuf(
+            "clone_pool",
+            cfg.mempool.clones,
+            cfg.mempool.cache.min(cfg.mempool.clones * 2 / 3),
+            0,
+            SocketId::ANY,
+        )
+    })
+    .map_err(|e| startup(format!("clone pool ({} mbufs): {e}", cfg.mempool.clones)))?;
+
     let mut gen = build_generation(cfg).map_err(|e| startup(format!("config: {e}")))?;
     let targets = tx_targets(&gen);
     let nworkers = workers.len();
@@ -230,6 +286,11 @@ fn bring_up_and_run(
         };
         port.configure(&conf, &pool)
             .map_err(|e| at(e.to_string()))?;
+        if pc.state == PortState::Down {
+            // Administratively down: configured, never started, never polled or sent to.
+            ports.push(port);
+            continue;
+        }
         port.start().map_err(|e| at(e.to_string()))?;
         let (rxq, txq) = port.take_queues().map_err(|e| at(e.to_string()))?;
         for q in rxq {
@@ -243,12 +304,16 @@ fn bring_up_and_run(
     }
 
     let filter_info = crate::metrics::FilterInfo::of(&gen);
+    let links = Arc::new(Links::new(cfg.ports.len()));
+    gen.assign_filter_ids();
+    let action_info = crate::metrics::ActionInfo::of(&gen);
     let cell = GenerationCell::new(gen).map_err(|e| startup(format!("pipeline: {e}")))?;
     let mut lcore_stats: Vec<Arc<LcoreStats>> = Vec::new();
     let mut jobs = Vec::new();
     let drain_ticks = pmd_glue::tsc_hz().max(1) * u64::from(cfg.workers.tx_drain_us) / 1_000_000;
     for ((lc, rx), tx) in workers.iter().zip(rx_assign).zip(tx_assign) {
-        let (writer, reader) = StatsWriter::new(lc.0, cfg.ports.len(), filter_info.len());
+        let (writer, reader) =
+            StatsWriter::new(lc.0, cfg.ports.len(), filter_info.len(), action_info.len());
         lcore_stats.push(reader);
         jobs.push((
             *lc,
@@ -259,6 +324,8 @@ fn bring_up_and_run(
                 stats: writer,
                 stop: stop.clone(),
                 drain_ticks: drain_ticks.max(1),
+                clone_pool: clone_pool.clone(),
+                links: links.clone(),
             },
         ));
     }
@@ -268,6 +335,15 @@ fn bring_up_and_run(
         .map(|p| p.stats_reader())
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| startup(e.to_string()))?;
+    // Link states for mirred: administratively down ports stay down; the others follow their
+    // link, refreshed by the control loop.
+    let refresh_links = |links: &Links| {
+        for (i, (r, pc)) in readers.iter().zip(&cfg.ports).enumerate() {
+            let up = pc.state == PortState::Up && r.link().is_ok_and(|(up, _)| up);
+            links.set(i, up);
+        }
+    };
+    refresh_links(&links);
     let metrics: Option<MetricsServer> = listener.map(|l| {
         crate::metrics::serve(
             l,
@@ -276,7 +352,8 @@ fn bring_up_and_run(
                 readers: readers.clone(),
                 lcores: lcore_stats.clone(),
                 filters: filter_info.clone(),
-                pools: vec![pool.clone()],
+                actions: action_info.clone(),
+                pools: vec![pool.clone(), clone_pool.clone()],
                 started,
             },
         )
@@ -316,9 +393,14 @@ fn bring_up_and_run(
     let idle = cfg.run.exit_when_idle_ms.map(Duration::from_millis);
     let mut last_rx = 0u64;
     let mut last_change = Instant::now();
+    let mut last_links = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(10));
         let now = Instant::now();
+        if now - last_links >= Duration::from_millis(100) {
+            refresh_links(&links);
+            last_links = now;
+        }
         if deadline.is_some_and(|d| now >= d) {
             break;
         }
@@ -357,14 +439,18 @@ fn bring_up_and_run(
         }
     }
     let totals = port_totals(&lcore_stats, cfg.ports.len());
-    let pools = vec![PoolSummary {
-        name: pool.name().to_owned(),
-        size: pool.size(),
-        available: pool.available(),
-        in_use: pool.in_use(),
-    }];
+    let pools: Vec<PoolSummary> = [&pool, &clone_pool]
+        .iter()
+        .map(|p| PoolSummary {
+            name: p.name().to_owned(),
+            size: p.size(),
+            available: p.available(),
+            in_use: p.in_use(),
+        })
+        .collect();
     let leaked: u64 = pools.iter().map(|p| u64::from(p.in_use)).sum();
     drop(pool);
+    drop(clone_pool);
     let summary = Summary {
         duration_s: started.elapsed().as_secs_f64(),
         ports: cfg
@@ -395,6 +481,21 @@ fn bring_up_and_run(
                 matched_bytes: t.bytes,
             })
             .collect(),
+        actions: action_info
+            .iter()
+            .zip(pipelines::stats::action_totals(
+                &lcore_stats,
+                action_info.len(),
+            ))
+            .map(|(info, t)| ActionSummary {
+                info: info.clone(),
+                packets: t.packets,
+                bytes: t.bytes,
+                overlimits: t.overlimits,
+                drops: t.drops,
+            })
+            .collect(),
+        mirror_copies: lcore_stats.iter().map(|l| l.mirror_copies.get()).sum(),
         mempools: pools,
         leaked_mbufs: leaked,
         worker_panics: panics.clone(),

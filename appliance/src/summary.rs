@@ -98,6 +98,22 @@ pub struct FilterSummary {
     pub matched_bytes: u64,
 }
 
+/// One action's totals.
+#[derive(Debug, Clone, Serialize)]
+pub struct ActionSummary {
+    /// Where the action is and what it does.
+    #[serde(flatten)]
+    pub info: crate::metrics::ActionInfo,
+    /// Times it ran.
+    pub packets: u64,
+    /// Bytes of those packets.
+    pub bytes: u64,
+    /// Targets that could not take the packet.
+    pub overlimits: u64,
+    /// Packets it dropped.
+    pub drops: u64,
+}
+
 /// A pool's state after shutdown.
 #[derive(Debug, Clone, Serialize)]
 pub struct PoolSummary {
@@ -122,6 +138,10 @@ pub struct Summary {
     pub lcores: Vec<LcoreSummary>,
     /// Per filter, in run order per hook.
     pub filters: Vec<FilterSummary>,
+    /// Per action, in id order.
+    pub actions: Vec<ActionSummary>,
+    /// Zero-copy copies made by mirror actions (received + copies = transmitted + dropped).
+    pub mirror_copies: u64,
     /// Pools after shutdown.
     pub mempools: Vec<PoolSummary>,
     /// Sum of `in_use` over pools.
@@ -181,6 +201,29 @@ impl Summary {
                     f.matched_packets,
                     f.matched_bytes
                 );
+            }
+        }
+        if !self.actions.is_empty() {
+            let _ = writeln!(
+                s,
+                "{:<24} {:<8} {:<14} {:<32} {:>10} {:>10} {:>8}",
+                "action (port/filter)", "class", "kind", "detail", "packets", "overlimits", "drops"
+            );
+            for a in &self.actions {
+                let _ = writeln!(
+                    s,
+                    "{:<24} {:<8} {:<14} {:<32} {:>10} {:>10} {:>8}",
+                    format!("{}/{}#{}", a.info.port, a.info.filter, a.info.index),
+                    a.info.class,
+                    a.info.kind,
+                    a.info.detail,
+                    a.packets,
+                    a.overlimits,
+                    a.drops
+                );
+            }
+            if self.mirror_copies > 0 {
+                let _ = writeln!(s, "mirror copies: {}", self.mirror_copies);
             }
         }
         let _ = writeln!(

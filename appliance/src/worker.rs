@@ -5,9 +5,36 @@
 use pipelines::pipeline::{self, BurstTarget, GenerationReader, PortIndex, Sink};
 use pipelines::stats::StatsWriter;
 use pipelines::DropReason;
-use pmd_glue::{Burst, Mbuf, RxQueue, TxBuffer, TxQueue};
+use pmd_glue::{Burst, Mbuf, Mempool, RxQueue, TxBuffer, TxQueue};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+
+/// Whether each port can take packets (link up and started), indexed by pipeline port index.
+/// The control thread stores, workers load (relaxed): no read-modify-write, no lock.
+#[derive(Debug)]
+pub struct Links(Box<[AtomicBool]>);
+
+impl Links {
+    /// `n` ports, all down until [`Links::set`] says otherwise.
+    pub fn new(n: usize) -> Links {
+        Links((0..n).map(|_| AtomicBool::new(false)).collect())
+    }
+
+    /// Records the state of port `i` (control thread).
+    pub fn set(&self, i: usize, up: bool) {
+        if let Some(l) = self.0.get(i) {
+            l.store(up, Ordering::Relaxed);
+        }
+    }
+
+    /// The last recorded state of `port` (false for unknown ports).
+    #[inline]
+    pub fn up(&self, port: PortIndex) -> bool {
+        self.0
+            .get(usize::from(port.0))
+            .is_some_and(|l| l.load(Ordering::Relaxed))
+    }
+}
 
 /// Everything one worker owns.
 #[derive(Debug)]
@@ -25,6 +52,10 @@ pub struct Worker {
     pub stop: Arc<AtomicBool>,
     /// Partial transmit bursts wait at most this many TSC ticks.
     pub drain_ticks: u64,
+    /// Indirect mbufs for mirror copies.
+    pub clone_pool: Mempool,
+    /// Port link states.
+    pub links: Arc<Links>,
 }
 
 /// This worker's transmit side of one port: a buffer and the worker's own queue.
@@ -47,16 +78,21 @@ impl TxPort {
     }
 }
 
-/// Transmit side of one worker, indexed by pipeline port index (`None`: nothing is sent there).
-struct TxSide(Vec<Option<TxPort>>);
+/// Transmit side of one worker: per port (indexed by pipeline port index; `None`: nothing is
+/// sent there), plus what mirror copies need.
+struct TxSide {
+    ports: Vec<Option<TxPort>>,
+    clone_pool: Mempool,
+    links: Arc<Links>,
+}
 
 impl TxSide {
     fn pending(&self) -> bool {
-        self.0.iter().flatten().any(|t| !t.buf.is_empty())
+        self.ports.iter().flatten().any(|t| !t.buf.is_empty())
     }
 
     fn flush_all(&mut self, stats: &mut StatsWriter) {
-        for t in self.0.iter_mut().flatten() {
+        for t in self.ports.iter_mut().flatten() {
             if !t.buf.is_empty() {
                 t.flush(stats);
             }
@@ -96,7 +132,7 @@ impl TxSide {
             }
         });
         stats.rx(ingress, received, rx_bytes);
-        let Some(Some(t)) = self.0.get_mut(usize::from(out.0)) else {
+        let Some(Some(t)) = self.ports.get_mut(usize::from(out.0)) else {
             stats.drop(out, DropReason::NoRoute, burst.remaining() as u64);
             return; // the burst frees them at its next fill
         };
@@ -116,7 +152,7 @@ impl TxSide {
 impl Sink<Mbuf> for TxSide {
     #[inline(always)]
     fn send(&mut self, port: PortIndex, pkt: Mbuf, stats: &mut StatsWriter) {
-        let Some(Some(t)) = self.0.get_mut(usize::from(port.0)) else {
+        let Some(Some(t)) = self.ports.get_mut(usize::from(port.0)) else {
             stats.drop(port, DropReason::NoRoute, 1);
             return; // `pkt` drops here: back to its pool
         };
@@ -129,6 +165,16 @@ impl Sink<Mbuf> for TxSide {
         if t.buf.is_full() {
             t.flush(stats);
         }
+    }
+
+    #[inline]
+    fn clone_packet(&mut self, pkt: &Mbuf) -> Option<Mbuf> {
+        pkt.clone_indirect(&self.clone_pool)
+    }
+
+    #[inline]
+    fn link_up(&self, port: PortIndex) -> bool {
+        self.links.up(port)
     }
 }
 
@@ -167,9 +213,14 @@ impl Worker {
             mut stats,
             stop,
             drain_ticks,
+            clone_pool,
+            links,
         } = self;
-        let mut txs = TxSide(
-            tx.into_iter()
+        let mut txs = TxSide {
+            clone_pool,
+            links,
+            ports: tx
+                .into_iter()
                 .enumerate()
                 .map(|(i, q)| {
                     q.map(|queue| TxPort {
@@ -179,7 +230,7 @@ impl Worker {
                     })
                 })
                 .collect(),
-        );
+        };
         let mut burst = Burst::new();
         let clock = Clock::new();
         let mut last_drain = pmd_glue::tsc();

@@ -38,6 +38,14 @@ impl Sink<VecPacket> for CountingSink {
         self.0 += 1;
         black_box(pkt);
     }
+
+    fn clone_packet(&mut self, pkt: &VecPacket) -> Option<VecPacket> {
+        Some(pkt.clone())
+    }
+
+    fn link_up(&self, _port: PortIndex) -> bool {
+        true
+    }
 }
 
 fn bench_parse(c: &mut Criterion) {
@@ -69,9 +77,10 @@ fn bench_process(c: &mut Criterion) {
                     ..Default::default()
                 },
             ],
+            ..Default::default()
         };
         let burst: Vec<VecPacket> = (0..32).map(|_| VecPacket::new(frame("ipv4-udp"))).collect();
-        let (mut stats, _reader) = StatsWriter::new(1, 2, 0);
+        let (mut stats, _reader) = StatsWriter::new(1, 2, 0, 0);
         let mut sink = CountingSink(0);
         g.bench_function(name, |b| {
             b.iter_batched(

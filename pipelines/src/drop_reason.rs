@@ -48,7 +48,9 @@ drop_reasons! {
     ActionDrop => "action_drop", "A configured action (forwarding entry or classifier action) dropped the packet.";
     Stolen => "stolen", "A direct-action classifier returned stolen or trap: the packet is consumed.";
     RedirectNoTarget => "redirect_no_target", "A direct-action classifier returned redirect but its filter names no redirect port.";
-    RedirectLoop => "redirect_loop", "Redirected between egress hooks more than the nest limit (4) allows.";
+    RedirectLoop => "redirect_loop", "A mirror or redirect would nest deeper than the limit (4 hops, as Linux's MIRRED_NEST_LIMIT): the packet is dropped instead of looping.";
+    MirredTargetDown => "mirred_target_down", "A redirect action's target port is down (link or administratively); the packet is dropped (a mirror to a down port counts an overlimit instead).";
+    MirredNoTarget => "mirred_no_target", "A redirect to a port group found no member other than the port the packet is on.";
     TxQueueFull => "tx_queue_full", "The egress port's transmit queue did not accept the packet.";
 }
 

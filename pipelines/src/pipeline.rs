@@ -116,21 +116,95 @@ pub struct Perturbation {
     pub seed: Arc<std::sync::atomic::AtomicU32>,
 }
 
-/// What to do with a packet a filter matched. Actions of a filter run in order.
+/// Which way a mirred action sends the packet (Linux act_mirred's egress/ingress).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MirredDirection {
+    /// Out of the target port: its egress filters run, then it is transmitted.
+    Egress,
+    /// Into the target port, as if received there: its ingress filters and forwarding entry run.
+    Ingress,
+}
+
+/// Whether a mirred action copies the packet or moves it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MirredOp {
+    /// A zero-copy clone goes to the target; the original goes on with the next action.
+    Mirror,
+    /// The packet itself goes to the target; the filter's remaining actions do not run.
+    Redirect,
+}
+
+/// Where a mirred action sends the packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MirredTarget {
+    /// One port.
+    Port(PortIndex),
+    /// Every member of a port group (an index into [`Generation::groups`]) except the port whose
+    /// hook runs the action (tc's block cast: never back where the packet is).
+    Group(u16),
+}
+
+/// A mirror or redirect action (Linux act_mirred).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mirred {
+    /// Egress or ingress of the target.
+    pub direction: MirredDirection,
+    /// Mirror (copy) or redirect (move).
+    pub op: MirredOp,
+    /// Port or port group.
+    pub target: MirredTarget,
+}
+
+/// What to do with a packet a filter matched. Actions of a filter run in order; when the last
+/// one has run without deciding, the packet goes on as if passed (tc's "pipe" at the end of
+/// an action list).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
     /// Stop classifying; the packet takes the port's forwarding entry (tc "ok").
     Pass,
     /// Drop the packet (counted as `action_drop`).
     Drop,
-    /// Send the packet out of `port` (tc mirred egress redirect).
-    Redirect(PortIndex),
+    /// Mirror or redirect to a port or port group.
+    Mirred(Mirred),
     /// Set the packet's mark (for later filters and stages) and go on with the next action.
     SetMark(u32),
     /// Set the packet's class id (for later filters and stages) and go on with the next action.
     SetClassid(u32),
+    /// Set the packet's priority (tc skbedit's priority) and go on with the next action.
+    SetPriority(u32),
     /// Stop running this filter's actions and try the next filter (tc "unspec"/"continue").
     Continue,
+}
+
+impl Action {
+    /// Egress redirect to `port` (tc `mirred egress redirect dev PORT`).
+    pub const fn redirect(port: PortIndex) -> Action {
+        Action::Mirred(Mirred {
+            direction: MirredDirection::Egress,
+            op: MirredOp::Redirect,
+            target: MirredTarget::Port(port),
+        })
+    }
+
+    /// Egress mirror to `port` (tc `mirred egress mirror dev PORT`).
+    pub const fn mirror(port: PortIndex) -> Action {
+        Action::Mirred(Mirred {
+            direction: MirredDirection::Egress,
+            op: MirredOp::Mirror,
+            target: MirredTarget::Port(port),
+        })
+    }
+}
+
+/// The actions a filter runs for one class id (a class table entry).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClassActions {
+    /// The class id the classifier returned.
+    pub classid: u32,
+    /// Run in order for that class.
+    pub actions: Vec<Action>,
+    /// Id of the first action's counters (assigned with the filter ids).
+    pub base: u32,
 }
 
 /// A classifier with its actions, as configured on a port hook.
@@ -140,17 +214,22 @@ pub struct Filter {
     pub name: String,
     /// Decides whether the filter matches.
     pub classifier: Box<dyn Classifier>,
-    /// Run in order on a match.
+    /// Run in order on a match whose class id has no entry in `classes`.
     pub actions: Vec<Action>,
+    /// Per-class actions, sorted by class id (for classifiers that spread packets over classes,
+    /// such as the flow classifier).
+    pub classes: Vec<ClassActions>,
     /// Where a [`DirectVerdict::Redirect`] sends the packet.
     pub redirect: Option<PortIndex>,
     /// Index of the filter's counters: assigned by [`Generation::assign_filter_ids`] (ingress
     /// filters then egress filters, port by port); builders leave it 0.
     pub id: u32,
+    /// Id of the counters of `actions[0]` (then consecutive), assigned with `id`.
+    pub action_base: u32,
 }
 
 impl Filter {
-    /// A filter with no direct-action redirect port and id 0.
+    /// A filter with no class table, no direct-action redirect port and id 0.
     pub fn new(
         name: impl Into<String>,
         classifier: Box<dyn Classifier>,
@@ -160,10 +239,43 @@ impl Filter {
             name: name.into(),
             classifier,
             actions,
+            classes: Vec::new(),
             redirect: None,
             id: 0,
+            action_base: 0,
         }
     }
+
+    /// The actions for `classid` and the id of the first one's counters.
+    #[inline]
+    fn actions_for(&self, classid: u32) -> (&[Action], u32) {
+        if !self.classes.is_empty() {
+            if let Ok(i) = self.classes.binary_search_by_key(&classid, |c| c.classid) {
+                let c = &self.classes[i];
+                return (&c.actions, c.base);
+            }
+        }
+        (&self.actions, self.action_base)
+    }
+
+    /// Every action list of the filter: (class id or `None` for the default list, actions,
+    /// first counter id).
+    pub fn action_lists(&self) -> impl Iterator<Item = (Option<u32>, &[Action], u32)> {
+        std::iter::once((None, self.actions.as_slice(), self.action_base)).chain(
+            self.classes
+                .iter()
+                .map(|c| (Some(c.classid), c.actions.as_slice(), c.base)),
+        )
+    }
+}
+
+/// A named set of ports that mirred actions can target as a whole (tc's shared block).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PortGroup {
+    /// Name in configuration and metrics.
+    pub name: String,
+    /// Member ports, in the order copies are sent.
+    pub members: Vec<PortIndex>,
 }
 
 /// The hook a filter is attached to.
@@ -252,6 +364,8 @@ pub struct PortPipeline {
 pub struct Generation {
     /// Every port, indexed by [`PortIndex`].
     pub ports: Vec<PortPipeline>,
+    /// Port groups, indexed by [`MirredTarget::Group`].
+    pub groups: Vec<PortGroup>,
 }
 
 /// Where the pipeline puts packets it decided to send. The worker implements it with per-port
@@ -260,6 +374,58 @@ pub trait Sink<P> {
     /// Queue `pkt` for transmission on `port` (a valid index of the generation); count what
     /// is sent or dropped in `stats`.
     fn send(&mut self, port: PortIndex, pkt: P, stats: &mut StatsWriter);
+
+    /// A copy of `pkt` for a mirror action that shares the bytes (reference counted, never
+    /// copied); `None` when no clone buffer is available.
+    fn clone_packet(&mut self, pkt: &P) -> Option<P>;
+
+    /// Whether `port` can take packets now (link up and port started). Mirrors to a port that
+    /// cannot count an overlimit; redirects to it drop the packet.
+    fn link_up(&self, port: PortIndex) -> bool;
+}
+
+/// A [`Sink`] that keeps what it is sent in a vector: for tests and benchmarks without DPDK.
+/// Copies are plain clones; ports in `down` report their link down.
+#[derive(Debug)]
+pub struct VecSink<P> {
+    /// Every packet sent, with its port, in order.
+    pub sent: Vec<(PortIndex, P)>,
+    /// Ports whose link is down.
+    pub down: Vec<PortIndex>,
+    /// How many more copies may be made (`None`: unlimited), to test clone exhaustion.
+    pub clone_budget: Option<usize>,
+}
+
+impl<P> Default for VecSink<P> {
+    fn default() -> Self {
+        VecSink {
+            sent: Vec::new(),
+            down: Vec::new(),
+            clone_budget: None,
+        }
+    }
+}
+
+impl<P: Packet + Clone> Sink<P> for VecSink<P> {
+    fn send(&mut self, port: PortIndex, pkt: P, stats: &mut StatsWriter) {
+        stats.tx(port, 1, u64::from(pkt.frame_len()));
+        self.sent.push((port, pkt));
+    }
+
+    fn clone_packet(&mut self, pkt: &P) -> Option<P> {
+        match &mut self.clone_budget {
+            Some(0) => None,
+            Some(n) => {
+                *n -= 1;
+                Some(pkt.clone())
+            }
+            None => Some(pkt.clone()),
+        }
+    }
+
+    fn link_up(&self, port: PortIndex) -> bool {
+        !self.down.contains(&port)
+    }
 }
 
 /// Why a generation is not valid.
@@ -274,11 +440,48 @@ impl fmt::Display for GenerationError {
 
 impl std::error::Error for GenerationError {}
 
+/// How a hook's filter chain left a packet.
 enum ChainResult {
-    /// No filter decided: use the forwarding entry.
-    Fallthrough,
+    /// No filter decided, or the deciding filter passed it: the packet goes on its way.
+    Pass,
+    /// A direct-action redirect to this port (out of its egress).
     Send(PortIndex),
+    /// Drop, for this reason.
     Drop(DropReason),
+    /// A redirect action (counter `id`) takes the packet.
+    Redirect(Mirred, u32),
+}
+
+/// A packet's state between hooks: what classifiers see besides the bytes, carried from hook to
+/// hook and copied into mirror copies (as an skb clone keeps mark, priority and class).
+#[derive(Debug, Clone, Copy)]
+struct Walk {
+    parsed: Parsed,
+    dev: PortIndex,
+    iif: PortIndex,
+    ingress_mac: [u8; 6],
+    mark: u32,
+    priority: u32,
+    classid: u32,
+    /// Mirror/redirect hops taken so far.
+    depth: u8,
+}
+
+impl Walk {
+    /// The state of a copy or a redirected packet leaving the hook that `view` describes.
+    #[inline]
+    fn hop(view: &PacketView<'_>, depth: u8) -> Walk {
+        Walk {
+            parsed: *view.parsed,
+            dev: view.dev,
+            iif: view.dev,
+            ingress_mac: view.ingress_mac,
+            mark: view.mark,
+            priority: view.priority,
+            classid: view.classid,
+            depth: depth + 1,
+        }
+    }
 }
 
 impl Generation {
@@ -312,14 +515,39 @@ impl Generation {
                         &format!("port {:?} filter {:?} redirect port", port.name, f.name),
                     )?;
                 }
-                for a in &f.actions {
-                    if let Action::Redirect(p) = a {
-                        check(
-                            *p,
-                            &format!("port {:?} filter {:?} redirect", port.name, f.name),
-                        )?;
+                for (class, actions, _) in f.action_lists() {
+                    for a in actions {
+                        let Action::Mirred(m) = a else { continue };
+                        let what = match class {
+                            None => format!("port {:?} filter {:?} mirred", port.name, f.name),
+                            Some(c) => format!(
+                                "port {:?} filter {:?} class {c:#x} mirred",
+                                port.name, f.name
+                            ),
+                        };
+                        match m.target {
+                            MirredTarget::Port(p) => check(p, &what)?,
+                            MirredTarget::Group(g) if usize::from(g) >= self.groups.len() => {
+                                return Err(GenerationError(format!(
+                                    "{what} refers to port group {g}, but only {} groups exist",
+                                    self.groups.len()
+                                )))
+                            }
+                            MirredTarget::Group(_) => {}
+                        }
                     }
                 }
+                if f.classes.windows(2).any(|w| w[0].classid >= w[1].classid) {
+                    return Err(GenerationError(format!(
+                        "port {:?} filter {:?}: class table not sorted by class id or has duplicates",
+                        port.name, f.name
+                    )));
+                }
+            }
+        }
+        for g in &self.groups {
+            for &m in &g.members {
+                check(m, &format!("port group {:?} member", g.name))?;
             }
         }
         Ok(())
@@ -329,13 +557,27 @@ impl Generation {
     /// number of filters. [`GenerationCell`] calls it on every generation it accepts.
     pub fn assign_filter_ids(&mut self) -> usize {
         let mut n = 0u32;
+        let mut a = 0u32;
         for p in &mut self.ports {
             for f in p.ingress.iter_mut().chain(p.egress.iter_mut()) {
                 f.id = n;
                 n += 1;
+                f.action_base = a;
+                a += f.actions.len() as u32;
+                for c in &mut f.classes {
+                    c.base = a;
+                    a += c.actions.len() as u32;
+                }
             }
         }
         n as usize
+    }
+
+    /// Number of actions over all filters and class tables (the size of the action counters).
+    pub fn action_count(&self) -> usize {
+        self.filters()
+            .map(|(_, _, f)| f.action_lists().map(|(_, a, _)| a.len()).sum::<usize>())
+            .sum()
     }
 
     /// Number of filters over all ports and hooks.
@@ -356,22 +598,57 @@ impl Generation {
         })
     }
 
-    /// Runs `filters` on `view`; the first decisive action wins (tc semantics: a filter that
-    /// does not match, or whose actions say "continue", hands the packet to the next filter).
+    /// Runs `filters` on `pkt` in the state `w` (updated with what actions set); the first
+    /// decisive action wins. tc semantics: a filter that does not match, or whose actions say
+    /// "continue", hands the packet to the next filter; a filter whose actions all ran without
+    /// deciding passes it. Mirror actions send their copies on the spot.
     #[inline]
-    fn run_chain(
+    fn run_chain<P: Packet, S: Sink<P>>(
+        &self,
         filters: &[Filter],
-        view: &mut PacketView<'_>,
+        pkt: &P,
+        w: &mut Walk,
         stats: &mut StatsWriter,
+        sink: &mut S,
     ) -> ChainResult {
-        for f in filters {
+        let parsed = w.parsed;
+        let mut view = PacketView {
+            data: pkt.data(),
+            frame_len: pkt.frame_len(),
+            parsed: &parsed,
+            dev: w.dev,
+            iif: w.iif,
+            ingress_mac: w.ingress_mac,
+            rss_hash: pkt.rss_hash(),
+            mark: w.mark,
+            priority: w.priority,
+            classid: w.classid,
+        };
+        let r = self.chain_loop(filters, pkt, &mut view, w.depth, stats, sink);
+        w.mark = view.mark;
+        w.priority = view.priority;
+        w.classid = view.classid;
+        r
+    }
+
+    #[inline]
+    fn chain_loop<P: Packet, S: Sink<P>>(
+        &self,
+        filters: &[Filter],
+        pkt: &P,
+        view: &mut PacketView<'_>,
+        depth: u8,
+        stats: &mut StatsWriter,
+        sink: &mut S,
+    ) -> ChainResult {
+        'filters: for f in filters {
             match f.classifier.classify(view) {
                 Verdict::NoMatch => continue,
                 Verdict::Direct(v, classid) => {
                     stats.filter_hit(f.id, view.frame_len);
                     view.classid = classid;
                     return match v {
-                        DirectVerdict::Ok => ChainResult::Fallthrough,
+                        DirectVerdict::Ok => ChainResult::Pass,
                         DirectVerdict::Shot => ChainResult::Drop(DropReason::ActionDrop),
                         DirectVerdict::Stolen | DirectVerdict::Trap => {
                             ChainResult::Drop(DropReason::Stolen)
@@ -385,24 +662,257 @@ impl Generation {
                 Verdict::Match(classid) => {
                     stats.filter_hit(f.id, view.frame_len);
                     view.classid = classid;
-                    if f.actions.is_empty() {
-                        // A match without actions classifies and stops (tc: TC_ACT_OK).
-                        return ChainResult::Fallthrough;
-                    }
-                    for a in &f.actions {
+                    let (actions, base) = f.actions_for(classid);
+                    for (i, a) in actions.iter().enumerate() {
+                        let id = base + i as u32;
+                        stats.action_hit(id, view.frame_len);
                         match *a {
-                            Action::Pass => return ChainResult::Fallthrough,
+                            Action::Pass => return ChainResult::Pass,
                             Action::Drop => return ChainResult::Drop(DropReason::ActionDrop),
-                            Action::Redirect(p) => return ChainResult::Send(p),
                             Action::SetMark(m) => view.mark = m,
                             Action::SetClassid(c) => view.classid = c,
-                            Action::Continue => break,
+                            Action::SetPriority(p) => view.priority = p,
+                            Action::Continue => continue 'filters,
+                            Action::Mirred(m) => {
+                                if depth >= REDIRECT_NEST_LIMIT {
+                                    // Linux drops the packet whose mirred action would nest
+                                    // past the limit, mirror or redirect alike.
+                                    stats.action_drop(id);
+                                    return ChainResult::Drop(DropReason::RedirectLoop);
+                                }
+                                match m.op {
+                                    MirredOp::Redirect => return ChainResult::Redirect(m, id),
+                                    MirredOp::Mirror => {
+                                        let w = Walk::hop(view, depth);
+                                        self.mirror(m, id, pkt, w, stats, sink);
+                                    }
+                                }
+                            }
                         }
                     }
+                    // Matched, and the actions (if any) ran to the end: classified, go on.
+                    return ChainResult::Pass;
                 }
             }
         }
-        ChainResult::Fallthrough
+        ChainResult::Pass
+    }
+
+    /// The ports a mirred target stands for, seen from a hook on `dev`: a group minus `dev`.
+    #[inline]
+    fn mirred_ports(&self, target: MirredTarget, dev: PortIndex) -> (&[PortIndex], PortIndex) {
+        match target {
+            MirredTarget::Port(p) => (&[], p),
+            MirredTarget::Group(g) => (
+                self.groups
+                    .get(usize::from(g))
+                    .map_or(&[][..], |g| g.members.as_slice()),
+                dev,
+            ),
+        }
+    }
+
+    /// Sends zero-copy clones of `pkt` to the mirror's target(s); `w` is the state leaving the
+    /// hook. Targets that are down, or a missing clone buffer, count overlimits.
+    fn mirror<P: Packet, S: Sink<P>>(
+        &self,
+        m: Mirred,
+        id: u32,
+        pkt: &P,
+        w: Walk,
+        stats: &mut StatsWriter,
+        sink: &mut S,
+    ) {
+        let (members, single) = self.mirred_ports(m.target, w.dev);
+        if members.is_empty() {
+            match m.target {
+                MirredTarget::Port(_) => {
+                    self.mirror_to(m.direction, single, id, pkt, w, stats, sink)
+                }
+                MirredTarget::Group(_) => stats.action_overlimit(id),
+            }
+            return;
+        }
+        for &t in members {
+            if t != w.dev {
+                self.mirror_to(m.direction, t, id, pkt, w, stats, sink);
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn mirror_to<P: Packet, S: Sink<P>>(
+        &self,
+        direction: MirredDirection,
+        to: PortIndex,
+        id: u32,
+        pkt: &P,
+        w: Walk,
+        stats: &mut StatsWriter,
+        sink: &mut S,
+    ) {
+        if !sink.link_up(to) {
+            stats.action_overlimit(id);
+            return;
+        }
+        let Some(copy) = sink.clone_packet(pkt) else {
+            stats.action_overlimit(id);
+            return;
+        };
+        stats.mirror_copy();
+        self.deliver(copy, direction, to, w, stats, sink);
+    }
+
+    /// Moves `pkt` to the redirect's target; with a group, every member but the last gets a
+    /// copy and the last the packet (tc block cast). `w` is the state leaving the hook.
+    fn redirect<P: Packet, S: Sink<P>>(
+        &self,
+        m: Mirred,
+        id: u32,
+        pkt: P,
+        w: Walk,
+        stats: &mut StatsWriter,
+        sink: &mut S,
+    ) {
+        let (members, single) = self.mirred_ports(m.target, w.dev);
+        let last = match m.target {
+            MirredTarget::Port(_) => Some(single),
+            MirredTarget::Group(_) => members.iter().rev().copied().find(|&t| t != w.dev),
+        };
+        let Some(last) = last else {
+            stats.action_overlimit(id);
+            stats.action_drop(id);
+            stats.drop(w.dev, DropReason::MirredNoTarget, 1);
+            return;
+        };
+        if let MirredTarget::Group(_) = m.target {
+            let n = members.iter().rposition(|&t| t == last).unwrap_or(0);
+            for &t in &members[..n] {
+                if t != w.dev {
+                    self.mirror_to(m.direction, t, id, &pkt, w, stats, sink);
+                }
+            }
+        }
+        if !sink.link_up(last) {
+            stats.action_overlimit(id);
+            stats.action_drop(id);
+            stats.drop(w.dev, DropReason::MirredTargetDown, 1);
+            return;
+        }
+        self.deliver(pkt, m.direction, last, w, stats, sink);
+    }
+
+    /// Hands a mirrored or redirected packet to `to`'s ingress or egress.
+    #[inline]
+    fn deliver<P: Packet, S: Sink<P>>(
+        &self,
+        pkt: P,
+        direction: MirredDirection,
+        to: PortIndex,
+        mut w: Walk,
+        stats: &mut StatsWriter,
+        sink: &mut S,
+    ) {
+        match direction {
+            MirredDirection::Ingress => {
+                w.dev = to;
+                self.run_ingress(pkt, w, stats, sink);
+            }
+            MirredDirection::Egress => self.run_egress(pkt, to, w, stats, sink),
+        }
+    }
+
+    /// The ingress hook of `w.dev` and then the packet's way out: the chain's decision or the
+    /// port's forwarding entry.
+    fn run_ingress<P: Packet, S: Sink<P>>(
+        &self,
+        pkt: P,
+        mut w: Walk,
+        stats: &mut StatsWriter,
+        sink: &mut S,
+    ) {
+        let port = w.dev;
+        let Some(in_port) = self.ports.get(usize::from(port.0)) else {
+            stats.drop(port, DropReason::NoRoute, 1);
+            return;
+        };
+        let out = match self.run_chain(&in_port.ingress, &pkt, &mut w, stats, sink) {
+            ChainResult::Send(p) => p,
+            ChainResult::Drop(reason) => {
+                stats.drop(port, reason, 1);
+                return;
+            }
+            ChainResult::Redirect(m, id) => {
+                let hop = Walk {
+                    iif: w.dev,
+                    depth: w.depth + 1,
+                    ..w
+                };
+                self.redirect(m, id, pkt, hop, stats, sink);
+                return;
+            }
+            ChainResult::Pass => match in_port.forward {
+                Forward::To(p) => p,
+                Forward::Drop => {
+                    stats.drop(port, DropReason::ActionDrop, 1);
+                    return;
+                }
+                Forward::None => {
+                    stats.drop(port, DropReason::NoRoute, 1);
+                    return;
+                }
+            },
+        };
+        self.run_egress(pkt, out, w, stats, sink);
+    }
+
+    /// The egress hook of `out`, then transmission there (or where the hook sends it).
+    fn run_egress<P: Packet, S: Sink<P>>(
+        &self,
+        pkt: P,
+        mut out: PortIndex,
+        mut w: Walk,
+        stats: &mut StatsWriter,
+        sink: &mut S,
+    ) {
+        loop {
+            let Some(out_port) = self.ports.get(usize::from(out.0)) else {
+                stats.drop(w.dev, DropReason::NoRoute, 1);
+                return;
+            };
+            if out_port.egress.is_empty() {
+                break;
+            }
+            w.dev = out;
+            match self.run_chain(&out_port.egress, &pkt, &mut w, stats, sink) {
+                ChainResult::Pass => break,
+                ChainResult::Drop(reason) => {
+                    stats.drop(out, reason, 1);
+                    return;
+                }
+                ChainResult::Send(p) if p == out => break,
+                ChainResult::Send(p) => {
+                    // A direct-action redirect from an egress hook: a hop like any redirect.
+                    if w.depth >= REDIRECT_NEST_LIMIT {
+                        stats.drop(out, DropReason::RedirectLoop, 1);
+                        return;
+                    }
+                    w.iif = out;
+                    w.depth += 1;
+                    out = p;
+                }
+                ChainResult::Redirect(m, id) => {
+                    let hop = Walk {
+                        iif: out,
+                        depth: w.depth + 1,
+                        ..w
+                    };
+                    self.redirect(m, id, pkt, hop, stats, sink);
+                    return;
+                }
+            }
+        }
+        sink.send(out, pkt, stats);
     }
 
     /// Where a burst from `ingress` goes when its fate depends only on each frame passing the
@@ -486,7 +996,7 @@ impl Generation {
         }
     }
 
-    /// The full path: parse and validate every header, run the chains.
+    /// The full path: parse and validate every header, run the hooks.
     #[inline]
     fn process_validated<P: Packet, S: Sink<P>>(
         &self,
@@ -506,66 +1016,17 @@ impl Generation {
                 return;
             }
         };
-        let mut view = PacketView {
-            data: pkt.data(),
-            frame_len: pkt.frame_len(),
-            parsed: &parsed,
+        let w = Walk {
+            parsed,
             dev: ingress,
             iif: ingress,
             ingress_mac: in_port.mac,
-            rss_hash: pkt.rss_hash(),
             mark: 0,
             priority: 0,
             classid: 0,
+            depth: 0,
         };
-        let mut out = match Self::run_chain(&in_port.ingress, &mut view, stats) {
-            ChainResult::Send(p) => p,
-            ChainResult::Drop(reason) => {
-                stats.drop(ingress, reason, 1);
-                return;
-            }
-            ChainResult::Fallthrough => match in_port.forward {
-                Forward::To(p) => p,
-                Forward::Drop => {
-                    stats.drop(ingress, DropReason::ActionDrop, 1);
-                    return;
-                }
-                Forward::None => {
-                    stats.drop(ingress, DropReason::NoRoute, 1);
-                    return;
-                }
-            },
-        };
-        // Egress hooks; a redirect there moves the packet to another port's egress, at most
-        // REDIRECT_NEST_LIMIT times.
-        let mut nest = 0u8;
-        loop {
-            let Some(out_port) = self.ports.get(usize::from(out.0)) else {
-                stats.drop(ingress, DropReason::NoRoute, 1);
-                return;
-            };
-            if out_port.egress.is_empty() {
-                break;
-            }
-            view.dev = out;
-            match Self::run_chain(&out_port.egress, &mut view, stats) {
-                ChainResult::Fallthrough => break,
-                ChainResult::Drop(reason) => {
-                    stats.drop(out, reason, 1);
-                    return;
-                }
-                ChainResult::Send(p) if p == out => break,
-                ChainResult::Send(p) => {
-                    nest += 1;
-                    if nest > REDIRECT_NEST_LIMIT {
-                        stats.drop(out, DropReason::RedirectLoop, 1);
-                        return;
-                    }
-                    out = p;
-                }
-            }
-        }
-        sink.send(out, pkt, stats);
+        self.run_ingress(pkt, w, stats, sink);
     }
 }
 
@@ -639,17 +1100,6 @@ mod tests {
     use crate::packet::VecPacket;
     use crate::stats::{port_totals, StatsWriter};
 
-    /// Collects what the pipeline sends.
-    #[derive(Default)]
-    struct VecSink(Vec<(PortIndex, VecPacket)>);
-
-    impl Sink<VecPacket> for VecSink {
-        fn send(&mut self, port: PortIndex, pkt: VecPacket, stats: &mut StatsWriter) {
-            stats.tx(port, 1, u64::from(pkt.frame_len()));
-            self.0.push((port, pkt));
-        }
-    }
-
     /// Matches frames whose EtherType is the given one (a stand-in stage for chain tests).
     #[derive(Debug)]
     struct EtherTypeIs(u16, u32);
@@ -704,10 +1154,11 @@ mod tests {
         pkt: VecPacket,
         ingress: u16,
     ) -> (Vec<(PortIndex, VecPacket)>, Vec<crate::stats::PortTotals>) {
-        let (mut w, r) = StatsWriter::new(1, gen.ports.len(), gen.filter_count());
+        let (mut w, r) =
+            StatsWriter::new(1, gen.ports.len(), gen.filter_count(), gen.action_count());
         let mut sink = VecSink::default();
         gen.process(pkt, PortIndex(ingress), &mut w, &mut sink);
-        (sink.0, port_totals(&[r], gen.ports.len()))
+        (sink.sent, port_totals(&[r], gen.ports.len()))
     }
 
     #[test]
@@ -715,7 +1166,10 @@ mod tests {
         let mut p = ports(3);
         p[0].forward = Forward::To(PortIndex(1));
         p[1].forward = Forward::Drop;
-        let gen = Generation { ports: p };
+        let gen = Generation {
+            ports: p,
+            ..Default::default()
+        };
         gen.validate().unwrap();
 
         let (out, _) = run(&gen, arp(), 0);
@@ -740,7 +1194,10 @@ mod tests {
     fn malformed_frames_are_dropped_with_the_parser_reason_on_the_ingress_port() {
         let mut p = ports(2);
         p[0].forward = Forward::To(PortIndex(1));
-        let gen = Generation { ports: p };
+        let gen = Generation {
+            ports: p,
+            ..Default::default()
+        };
         let (out, t) = run(&gen, VecPacket::new(vec![0u8; 9]), 0);
         assert!(out.is_empty());
         assert_eq!(t[0].drops[DropReason::Runt.index()], 1);
@@ -757,10 +1214,13 @@ mod tests {
                 EtherTypeIs(0x0806, 5),
                 vec![Action::SetMark(9), Action::Continue, Action::Drop],
             ),
-            filter(MarkIs(9), vec![Action::Redirect(PortIndex(2))]),
-            filter(EtherTypeIs(0x0806, 0), vec![Action::Redirect(PortIndex(3))]),
+            filter(MarkIs(9), vec![Action::redirect(PortIndex(2))]),
+            filter(EtherTypeIs(0x0806, 0), vec![Action::redirect(PortIndex(3))]),
         ];
-        let gen = Generation { ports: p };
+        let gen = Generation {
+            ports: p,
+            ..Default::default()
+        };
         gen.validate().unwrap();
         let (out, t) = run(&gen, arp(), 0);
         assert_eq!(
@@ -777,7 +1237,10 @@ mod tests {
         let mut p = ports(2);
         p[0].forward = Forward::To(PortIndex(1));
         p[0].validation = Validation::L2;
-        let gen = Generation { ports: p };
+        let gen = Generation {
+            ports: p,
+            ..Default::default()
+        };
         let (out, _) = run(&gen, VecPacket::new(bad_ip.clone()), 0);
         assert_eq!(
             out.len(),
@@ -797,7 +1260,10 @@ mod tests {
         p[0].forward = Forward::To(PortIndex(1));
         p[0].validation = Validation::L2;
         p[0].ingress = vec![filter(EtherTypeIs(0x86dd, 0), vec![Action::Drop])];
-        let gen = Generation { ports: p };
+        let gen = Generation {
+            ports: p,
+            ..Default::default()
+        };
         let (out, t) = run(&gen, VecPacket::new(bad_ip), 0);
         assert!(out.is_empty());
         assert_eq!(t[0].drops_total(), 1);
@@ -809,9 +1275,12 @@ mod tests {
         p[0].forward = Forward::To(PortIndex(2));
         p[0].ingress = vec![
             filter(EtherTypeIs(0x0806, 0), vec![Action::Pass]),
-            filter(EtherTypeIs(0x0806, 0), vec![Action::Redirect(PortIndex(1))]),
+            filter(EtherTypeIs(0x0806, 0), vec![Action::redirect(PortIndex(1))]),
         ];
-        let gen = Generation { ports: p };
+        let gen = Generation {
+            ports: p,
+            ..Default::default()
+        };
         let (out, _) = run(&gen, arp(), 0);
         assert_eq!(out[0].0, PortIndex(2));
     }
@@ -822,9 +1291,12 @@ mod tests {
         p[0].forward = Forward::To(PortIndex(1));
         p[1].egress = vec![filter(
             EtherTypeIs(0x0806, 0),
-            vec![Action::Redirect(PortIndex(2))],
+            vec![Action::redirect(PortIndex(2))],
         )];
-        let gen = Generation { ports: p };
+        let gen = Generation {
+            ports: p,
+            ..Default::default()
+        };
         let (out, _) = run(&gen, arp(), 0);
         assert_eq!(out[0].0, PortIndex(2));
 
@@ -832,13 +1304,16 @@ mod tests {
         p[0].forward = Forward::To(PortIndex(1));
         p[1].egress = vec![filter(
             EtherTypeIs(0x0806, 0),
-            vec![Action::Redirect(PortIndex(2))],
+            vec![Action::redirect(PortIndex(2))],
         )];
         p[2].egress = vec![filter(
             EtherTypeIs(0x0806, 0),
-            vec![Action::Redirect(PortIndex(1))],
+            vec![Action::redirect(PortIndex(1))],
         )];
-        let gen = Generation { ports: p };
+        let gen = Generation {
+            ports: p,
+            ..Default::default()
+        };
         let (out, t) = run(&gen, arp(), 0);
         assert!(out.is_empty());
         assert_eq!(
@@ -851,7 +1326,10 @@ mod tests {
         let mut p = ports(2);
         p[0].forward = Forward::To(PortIndex(1));
         p[1].egress = vec![filter(EtherTypeIs(0x0806, 0), vec![Action::Drop])];
-        let gen = Generation { ports: p };
+        let gen = Generation {
+            ports: p,
+            ..Default::default()
+        };
         let (out, t) = run(&gen, arp(), 0);
         assert!(out.is_empty());
         assert_eq!(t[1].drops[DropReason::ActionDrop.index()], 1);
@@ -861,34 +1339,459 @@ mod tests {
     fn validation_rejects_references_to_missing_ports() {
         let mut p = ports(2);
         p[0].forward = Forward::To(PortIndex(2));
-        let e = Generation { ports: p }.validate().unwrap_err();
+        let e = Generation {
+            ports: p,
+            ..Default::default()
+        }
+        .validate()
+        .unwrap_err();
         assert!(e.0.contains("p0") && e.0.contains("port index 2"), "{e}");
 
         let mut p = ports(2);
         p[1].ingress = vec![filter(
             EtherTypeIs(0, 0),
-            vec![Action::Redirect(PortIndex(5))],
+            vec![Action::redirect(PortIndex(5))],
         )];
-        let e = GenerationCell::new(Generation { ports: p }).unwrap_err();
-        assert!(e.0.contains("redirect"), "{e}");
+        let e = GenerationCell::new(Generation {
+            ports: p,
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(
+            e.0.contains("mirred") && e.0.contains("port index 5"),
+            "{e}"
+        );
+
+        let mut p = ports(2);
+        p[1].ingress = vec![filter(
+            EtherTypeIs(0, 0),
+            vec![mirred(Egress, Mirror, Group(1))],
+        )];
+        let e = Generation {
+            ports: p,
+            groups: vec![PortGroup::default()],
+        }
+        .validate()
+        .unwrap_err();
+        assert!(e.0.contains("port group 1"), "{e}");
+
+        let e = Generation {
+            ports: ports(2),
+            groups: vec![PortGroup {
+                name: "g".into(),
+                members: vec![PortIndex(2)],
+            }],
+        }
+        .validate()
+        .unwrap_err();
+        assert!(e.0.contains("\"g\" member"), "{e}");
     }
 
     #[test]
     fn workers_pick_up_a_published_generation_at_the_next_read() {
         let mut p = ports(2);
         p[0].forward = Forward::To(PortIndex(1));
-        let cell = GenerationCell::new(Generation { ports: p }).unwrap();
+        let cell = GenerationCell::new(Generation {
+            ports: p,
+            ..Default::default()
+        })
+        .unwrap();
         let mut reader = cell.reader();
         assert_eq!(reader.current().ports[0].forward, Forward::To(PortIndex(1)));
         let mut p = ports(2);
         p[0].forward = Forward::Drop;
-        assert_eq!(cell.publish(Generation { ports: p }).unwrap(), 2);
+        assert_eq!(
+            cell.publish(Generation {
+                ports: p,
+                ..Default::default()
+            })
+            .unwrap(),
+            2
+        );
         assert_eq!(reader.current().ports[0].forward, Forward::Drop);
         // An invalid generation is refused and the running one stays.
         let mut p = ports(1);
         p[0].forward = Forward::To(PortIndex(3));
-        assert!(cell.publish(Generation { ports: p }).is_err());
+        assert!(cell
+            .publish(Generation {
+                ports: p,
+                ..Default::default()
+            })
+            .is_err());
         assert_eq!(cell.epoch(), 2);
         assert_eq!(reader.current().ports.len(), 2);
+    }
+    use MirredDirection::{Egress, Ingress};
+    use MirredOp::{Mirror, Redirect};
+    use MirredTarget::{Group, Port};
+
+    fn mirred(direction: MirredDirection, op: MirredOp, target: MirredTarget) -> Action {
+        Action::Mirred(Mirred {
+            direction,
+            op,
+            target,
+        })
+    }
+
+    /// Matches everything with the class id in byte `at` of the frame.
+    #[derive(Debug)]
+    struct ClassFromByte(usize);
+
+    impl Classifier for ClassFromByte {
+        fn classify(&self, pkt: &PacketView<'_>) -> Verdict {
+            Verdict::Match(u32::from(pkt.data[self.0]))
+        }
+    }
+
+    /// Matches packets that arrived through `iif` on hook port `dev`.
+    #[derive(Debug)]
+    struct Came {
+        dev: u16,
+        iif: u16,
+    }
+
+    impl Classifier for Came {
+        fn classify(&self, pkt: &PacketView<'_>) -> Verdict {
+            if pkt.dev == PortIndex(self.dev) && pkt.iif == PortIndex(self.iif) {
+                Verdict::Match(0)
+            } else {
+                Verdict::NoMatch
+            }
+        }
+    }
+
+    /// Runs one ARP frame received on `ingress` through `gen` with `sink`; returns the ports it
+    /// was sent to (in order), port totals, action totals and mirror copies.
+    fn run_with(
+        mut gen: Generation,
+        ingress: u16,
+        sink: &mut VecSink<VecPacket>,
+    ) -> (
+        Vec<u16>,
+        Vec<crate::stats::PortTotals>,
+        Vec<crate::stats::ActionTotals>,
+        u64,
+    ) {
+        gen.assign_filter_ids();
+        gen.validate().unwrap();
+        let (mut w, r) =
+            StatsWriter::new(1, gen.ports.len(), gen.filter_count(), gen.action_count());
+        gen.process(arp(), PortIndex(ingress), &mut w, sink);
+        let t = port_totals(std::slice::from_ref(&r), gen.ports.len());
+        let a = crate::stats::action_totals(std::slice::from_ref(&r), gen.action_count());
+        // Conservation: one received + copies = sent + dropped.
+        let drops: u64 = t.iter().map(|x| x.drops_total()).sum();
+        assert_eq!(
+            1 + r.mirror_copies.get(),
+            sink.sent.len() as u64 + drops,
+            "{t:?}"
+        );
+        (
+            sink.sent.iter().map(|s| s.0 .0).collect(),
+            t,
+            a,
+            r.mirror_copies.get(),
+        )
+    }
+
+    fn gen_of(p: Vec<PortPipeline>) -> Generation {
+        Generation {
+            ports: p,
+            ..Default::default()
+        }
+    }
+
+    fn drops(t: &[crate::stats::PortTotals], reason: DropReason) -> u64 {
+        t.iter().map(|x| x.drops[reason.index()]).sum()
+    }
+
+    #[test]
+    fn egress_mirror_copies_and_the_original_goes_on() {
+        let mut p = ports(3);
+        p[0].forward = Forward::To(PortIndex(1));
+        p[0].ingress = vec![filter(
+            EtherTypeIs(0x0806, 0),
+            vec![Action::SetMark(7), Action::mirror(PortIndex(2))],
+        )];
+        // The copy runs port 2's egress hook and keeps the mark set before the mirror.
+        p[2].egress = vec![filter(MarkIs(7), vec![Action::SetClassid(1)])];
+        let mut sink = VecSink::default();
+        let (out, _, a, copies) = run_with(gen_of(p), 0, &mut sink);
+        assert_eq!(
+            out,
+            vec![2, 1],
+            "copy first (sent on the spot), then the original"
+        );
+        assert_eq!(copies, 1);
+        assert_eq!(sink.sent[0].1, sink.sent[1].1);
+        assert_eq!((a[1].packets, a[1].bytes, a[1].overlimits), (1, 42, 0));
+        assert_eq!(a[2].packets, 1, "the copy's egress filter ran");
+    }
+
+    #[test]
+    fn ingress_redirect_reenters_the_target_ingress_and_its_forwarding_entry() {
+        let mut p = ports(4);
+        p[0].forward = Forward::To(PortIndex(1));
+        p[0].ingress = vec![filter(
+            EtherTypeIs(0x0806, 0),
+            vec![mirred(Ingress, Redirect, Port(PortIndex(2))), Action::Drop],
+        )];
+        p[2].forward = Forward::To(PortIndex(3));
+        let mut sink = VecSink::default();
+        let (out, t, a, _) = run_with(gen_of(p), 0, &mut sink);
+        assert_eq!(out, vec![3]);
+        assert_eq!(t[0].drops_total(), 0, "actions after a redirect do not run");
+        assert_eq!(a[1].packets, 0);
+
+        // The target's classifiers see dev = target, iif = the port that redirected.
+        let mut p = ports(4);
+        p[0].ingress = vec![filter(
+            EtherTypeIs(0x0806, 0),
+            vec![mirred(Ingress, Redirect, Port(PortIndex(2)))],
+        )];
+        p[2].ingress = vec![filter(
+            Came { dev: 2, iif: 0 },
+            vec![Action::redirect(PortIndex(1))],
+        )];
+        let (out, _, _, _) = run_with(gen_of(p), 0, &mut VecSink::default());
+        assert_eq!(out, vec![1]);
+    }
+
+    #[test]
+    fn ingress_mirror_runs_the_target_ingress_on_the_copy_only() {
+        let mut p = ports(4);
+        p[0].forward = Forward::To(PortIndex(1));
+        p[0].ingress = vec![filter(
+            EtherTypeIs(0x0806, 0),
+            vec![mirred(Ingress, Mirror, Port(PortIndex(2))), Action::Pass],
+        )];
+        p[2].ingress = vec![filter(
+            Came { dev: 2, iif: 0 },
+            vec![Action::redirect(PortIndex(3))],
+        )];
+        let (out, _, _, copies) = run_with(gen_of(p), 0, &mut VecSink::default());
+        assert_eq!(out, vec![3, 1]);
+        assert_eq!(copies, 1);
+    }
+
+    #[test]
+    fn groups_skip_the_hook_port_and_redirect_moves_the_original_to_the_last_member() {
+        let group = PortGroup {
+            name: "g".into(),
+            members: vec![PortIndex(0), PortIndex(1), PortIndex(2), PortIndex(3)],
+        };
+        for (op, want, want_copies) in [(Mirror, vec![0, 2, 3, 4], 3), (Redirect, vec![0, 2, 3], 2)]
+        {
+            let mut p = ports(5);
+            p[0].forward = Forward::To(PortIndex(4));
+            p[1].ingress = vec![filter(
+                EtherTypeIs(0x0806, 0),
+                vec![mirred(Egress, op, Group(0))],
+            )];
+            p[1].forward = Forward::To(PortIndex(4));
+            let gen = Generation {
+                ports: p,
+                groups: vec![group.clone()],
+            };
+            let (out, _, a, copies) = run_with(gen, 1, &mut VecSink::default());
+            assert_eq!(
+                out, want,
+                "{op:?}: members in order, never the receiving port 1"
+            );
+            assert_eq!(copies, want_copies, "{op:?}");
+            assert_eq!(a[0].packets, 1);
+        }
+    }
+
+    #[test]
+    fn group_redirect_excludes_the_receiving_port_and_an_empty_group_is_counted() {
+        let mut p = ports(3);
+        p[0].ingress = vec![filter(
+            EtherTypeIs(0x0806, 0),
+            vec![mirred(Egress, Redirect, Group(0))],
+        )];
+        let gen = Generation {
+            ports: p,
+            groups: vec![PortGroup {
+                name: "g".into(),
+                members: vec![PortIndex(0), PortIndex(2)],
+            }],
+        };
+        let (out, _, _, copies) = run_with(gen, 0, &mut VecSink::default());
+        assert_eq!((out, copies), (vec![2], 0));
+
+        let mut p = ports(3);
+        p[0].ingress = vec![filter(
+            EtherTypeIs(0x0806, 0),
+            vec![mirred(Egress, Redirect, Group(0))],
+        )];
+        let gen = Generation {
+            ports: p,
+            groups: vec![PortGroup {
+                name: "g".into(),
+                members: vec![PortIndex(0)],
+            }],
+        };
+        let (out, t, a, _) = run_with(gen, 0, &mut VecSink::default());
+        assert!(out.is_empty());
+        assert_eq!(t[0].drops[DropReason::MirredNoTarget.index()], 1);
+        assert_eq!((a[0].overlimits, a[0].drops), (1, 1));
+    }
+
+    #[test]
+    fn a_redirect_loop_stops_at_the_nest_limit() {
+        for dir in [Egress, Ingress] {
+            let mut p = ports(2);
+            let hook = |f| match dir {
+                Egress => (vec![], vec![f]),
+                Ingress => (vec![f], vec![]),
+            };
+            for (i, other) in [(0usize, 1u16), (1, 0)] {
+                let (ing, eg) = hook(filter(
+                    EtherTypeIs(0x0806, 0),
+                    vec![mirred(dir, Redirect, Port(PortIndex(other)))],
+                ));
+                p[i].ingress = ing;
+                p[i].egress = eg;
+                p[i].forward = Forward::To(PortIndex(other));
+            }
+            let (out, t, a, _) = run_with(gen_of(p), 0, &mut VecSink::default());
+            assert!(out.is_empty(), "{dir:?}");
+            assert_eq!(drops(&t, DropReason::RedirectLoop), 1, "{dir:?}");
+            // Hops 1..=4 ran; the fifth mirred action dropped the packet.
+            assert_eq!(a[0].packets + a[1].packets, 5, "{dir:?}");
+            assert_eq!(a[0].drops + a[1].drops, 1, "{dir:?}");
+        }
+    }
+
+    #[test]
+    fn mirror_loops_are_bounded_too() {
+        // Each port mirrors to the other and forwards to a sink port: copies stop at depth 4.
+        let mut p = ports(3);
+        for (i, other) in [(0usize, 1u16), (1, 0)] {
+            p[i].ingress = vec![filter(
+                EtherTypeIs(0x0806, 0),
+                vec![mirred(Ingress, Mirror, Port(PortIndex(other)))],
+            )];
+            p[i].forward = Forward::To(PortIndex(2));
+        }
+        let (out, t, _, copies) = run_with(gen_of(p), 0, &mut VecSink::default());
+        assert_eq!(copies, 4);
+        assert_eq!(
+            out.len(),
+            4,
+            "the original and the copies at depth 1..=3 go out"
+        );
+        assert_eq!(
+            drops(&t, DropReason::RedirectLoop),
+            1,
+            "the copy at depth 4 is dropped"
+        );
+    }
+
+    #[test]
+    fn down_targets_count_overlimits_for_mirrors_and_drop_redirects() {
+        let mut p = ports(3);
+        p[0].forward = Forward::To(PortIndex(1));
+        p[0].ingress = vec![filter(
+            EtherTypeIs(0x0806, 0),
+            vec![Action::mirror(PortIndex(2))],
+        )];
+        let mut sink = VecSink {
+            down: vec![PortIndex(2)],
+            ..Default::default()
+        };
+        let (out, _, a, copies) = run_with(gen_of(p), 0, &mut sink);
+        assert_eq!((out, copies), (vec![1], 0));
+        assert_eq!((a[0].packets, a[0].overlimits, a[0].drops), (1, 1, 0));
+
+        let mut p = ports(3);
+        p[0].forward = Forward::To(PortIndex(1));
+        p[0].ingress = vec![filter(
+            EtherTypeIs(0x0806, 0),
+            vec![Action::redirect(PortIndex(2))],
+        )];
+        let mut sink = VecSink {
+            down: vec![PortIndex(2)],
+            ..Default::default()
+        };
+        let (out, t, a, _) = run_with(gen_of(p), 0, &mut sink);
+        assert!(out.is_empty());
+        assert_eq!(t[0].drops[DropReason::MirredTargetDown.index()], 1);
+        assert_eq!((a[0].overlimits, a[0].drops), (1, 1));
+
+        // No clone buffer left: an overlimit, the original still goes.
+        let mut p = ports(3);
+        p[0].forward = Forward::To(PortIndex(1));
+        p[0].ingress = vec![filter(
+            EtherTypeIs(0x0806, 0),
+            vec![Action::mirror(PortIndex(2))],
+        )];
+        let mut sink = VecSink {
+            clone_budget: Some(0),
+            ..Default::default()
+        };
+        let (out, _, a, _) = run_with(gen_of(p), 0, &mut sink);
+        assert_eq!((out, a[0].overlimits), (vec![1], 1));
+    }
+
+    #[test]
+    fn class_tables_pick_the_actions_of_the_returned_class() {
+        let table = |byte: u8| {
+            let mut p = ports(4);
+            p[0].forward = Forward::To(PortIndex(3));
+            let mut f = filter(ClassFromByte(20), vec![Action::Drop]);
+            f.classes = vec![
+                ClassActions {
+                    classid: 1,
+                    actions: vec![Action::redirect(PortIndex(1))],
+                    base: 0,
+                },
+                ClassActions {
+                    classid: 2,
+                    actions: vec![Action::redirect(PortIndex(2))],
+                    base: 0,
+                },
+            ];
+            p[0].ingress = vec![f];
+            let mut frame = arp();
+            frame.bytes[20] = byte;
+            let mut gen = gen_of(p);
+            gen.assign_filter_ids();
+            let (mut w, r) = StatsWriter::new(1, 4, 1, gen.action_count());
+            let mut sink = VecSink::default();
+            gen.process(frame, PortIndex(0), &mut w, &mut sink);
+            let a = crate::stats::action_totals(&[r], gen.action_count());
+            (sink.sent.iter().map(|s| s.0 .0).collect::<Vec<_>>(), a)
+        };
+        let (out, a) = table(1);
+        assert_eq!(out, vec![1]);
+        assert_eq!(
+            a.iter().map(|x| x.packets).collect::<Vec<_>>(),
+            vec![0, 1, 0]
+        );
+        assert_eq!(table(2).0, vec![2]);
+        let (out, a) = table(9);
+        assert!(
+            out.is_empty(),
+            "classes without an entry take the default actions"
+        );
+        assert_eq!(a[0].packets, 1);
+    }
+
+    #[test]
+    fn actions_that_run_to_the_end_pass_the_packet() {
+        let mut p = ports(3);
+        p[0].forward = Forward::To(PortIndex(1));
+        p[0].ingress = vec![
+            filter(EtherTypeIs(0x0806, 0), vec![Action::SetMark(1)]),
+            filter(EtherTypeIs(0x0806, 0), vec![Action::redirect(PortIndex(2))]),
+        ];
+        let (out, _, _, _) = run_with(gen_of(p), 0, &mut VecSink::default());
+        assert_eq!(
+            out,
+            vec![1],
+            "tc: the first filter's actions end in pipe, the packet goes on"
+        );
     }
 }

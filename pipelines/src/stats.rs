@@ -67,6 +67,23 @@ pub struct FilterCounters {
     pub last_use_ms: Counter,
 }
 
+/// Counters of one action as seen by one lcore (tc's per-action statistics).
+#[derive(Debug, Default)]
+#[repr(align(64))]
+pub struct ActionCounters {
+    /// Times the action ran.
+    pub packets: Counter,
+    /// Bytes of those packets.
+    pub bytes: Counter,
+    /// Mirror/redirect targets that could not take a copy: target down, group without other
+    /// members, no clone buffer (tc's `overlimits`).
+    pub overlimits: Counter,
+    /// Packets the action dropped (redirect to a down target, nest limit).
+    pub drops: Counter,
+    /// When the action last ran on this lcore (milliseconds since the Unix epoch), 0 if never.
+    pub last_use_ms: Counter,
+}
+
 impl Counter {
     /// Overwrites the value (single writer only).
     #[inline]
@@ -91,6 +108,11 @@ pub struct LcoreStats {
     pub ports: Box<[PortCounters]>,
     /// Per-filter counters, indexed by filter id.
     pub filters: Box<[FilterCounters]>,
+    /// Per-action counters, indexed by action id.
+    pub actions: Box<[ActionCounters]>,
+    /// Copies made by mirror actions (zero-copy clones): with them, received + copies =
+    /// transmitted + dropped.
+    pub mirror_copies: Counter,
 }
 
 /// The write side of one lcore's counters. Not `Clone`: exactly one writer exists.
@@ -101,9 +123,14 @@ pub struct StatsWriter {
 }
 
 impl StatsWriter {
-    /// Counters for `lcore` over `ports` ports and `filters` filters; returns the writer and a
-    /// reader handle.
-    pub fn new(lcore: u32, ports: usize, filters: usize) -> (StatsWriter, Arc<LcoreStats>) {
+    /// Counters for `lcore` over `ports` ports, `filters` filters and `actions` actions; returns
+    /// the writer and a reader handle.
+    pub fn new(
+        lcore: u32,
+        ports: usize,
+        filters: usize,
+        actions: usize,
+    ) -> (StatsWriter, Arc<LcoreStats>) {
         let stats = Arc::new(LcoreStats {
             lcore,
             polls: Counter::default(),
@@ -111,6 +138,8 @@ impl StatsWriter {
             packets: Counter::default(),
             ports: (0..ports).map(|_| PortCounters::default()).collect(),
             filters: (0..filters).map(|_| FilterCounters::default()).collect(),
+            actions: (0..actions).map(|_| ActionCounters::default()).collect(),
+            mirror_copies: Counter::default(),
         });
         (
             StatsWriter {
@@ -173,6 +202,40 @@ impl StatsWriter {
         }
     }
 
+    /// Records one run of action `id` on a packet of `bytes` bytes.
+    #[inline]
+    pub fn action_hit(&mut self, id: u32, bytes: u32) {
+        if let Some(a) = self.stats.actions.get(id as usize) {
+            a.packets.add(1);
+            a.bytes.add(u64::from(bytes));
+            if a.last_use_ms.get() != self.now_ms {
+                a.last_use_ms.set(self.now_ms);
+            }
+        }
+    }
+
+    /// Records a target of action `id` that could not take the packet.
+    #[inline]
+    pub fn action_overlimit(&mut self, id: u32) {
+        if let Some(a) = self.stats.actions.get(id as usize) {
+            a.overlimits.add(1);
+        }
+    }
+
+    /// Records a packet dropped by action `id` (the port's drop reason is counted separately).
+    #[inline]
+    pub fn action_drop(&mut self, id: u32) {
+        if let Some(a) = self.stats.actions.get(id as usize) {
+            a.drops.add(1);
+        }
+    }
+
+    /// Records one mirror copy.
+    #[inline]
+    pub fn mirror_copy(&mut self) {
+        self.stats.mirror_copies.add(1);
+    }
+
     /// Records `n` packets dropped at `port` for `reason`.
     #[inline]
     pub fn drop(&mut self, port: PortIndex, reason: DropReason, n: u64) {
@@ -228,6 +291,36 @@ pub fn filter_totals(lcores: &[Arc<LcoreStats>], filters: usize) -> Vec<FilterTo
     out
 }
 
+/// Totals over lcores for one action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ActionTotals {
+    /// Sum of `packets`.
+    pub packets: u64,
+    /// Sum of `bytes`.
+    pub bytes: u64,
+    /// Sum of `overlimits`.
+    pub overlimits: u64,
+    /// Sum of `drops`.
+    pub drops: u64,
+    /// Latest `last_use_ms` of any lcore (0 if never).
+    pub last_use_ms: u64,
+}
+
+/// Sums every lcore's counters per action.
+pub fn action_totals(lcores: &[Arc<LcoreStats>], actions: usize) -> Vec<ActionTotals> {
+    let mut out = vec![ActionTotals::default(); actions];
+    for l in lcores {
+        for (t, a) in out.iter_mut().zip(l.actions.iter()) {
+            t.packets += a.packets.get();
+            t.bytes += a.bytes.get();
+            t.overlimits += a.overlimits.get();
+            t.drops += a.drops.get();
+            t.last_use_ms = t.last_use_ms.max(a.last_use_ms.get());
+        }
+    }
+    out
+}
+
 /// Sums every lcore's counters per port (the control thread's view).
 pub fn port_totals(lcores: &[Arc<LcoreStats>], ports: usize) -> Vec<PortTotals> {
     let mut out = vec![PortTotals::default(); ports];
@@ -251,8 +344,8 @@ mod tests {
 
     #[test]
     fn writer_updates_are_visible_to_readers_and_sum_per_port() {
-        let (mut w1, r1) = StatsWriter::new(1, 2, 2);
-        let (mut w2, r2) = StatsWriter::new(2, 2, 2);
+        let (mut w1, r1) = StatsWriter::new(1, 2, 2, 1);
+        let (mut w2, r2) = StatsWriter::new(2, 2, 2, 1);
         w1.set_now_ms(1000);
         w2.set_now_ms(2000);
         w1.filter_hit(1, 60);
@@ -293,5 +386,6 @@ mod tests {
         assert_eq!(std::mem::size_of::<PortCounters>() % 64, 0);
         assert_eq!(std::mem::align_of::<LcoreStats>(), 64);
         assert_eq!(std::mem::size_of::<FilterCounters>(), 64);
+        assert_eq!(std::mem::size_of::<ActionCounters>(), 64);
     }
 }

@@ -402,8 +402,8 @@ impl RunResult {
             .unwrap_or_else(|| panic!("port {name}"))
     }
 
-    /// Every packet received was sent or dropped with a counted reason (single-output
-    /// forwarding: sent packets are counted on the egress port, drops on the port that dropped).
+    /// Every packet received, and every mirror copy made, was sent or dropped with a counted
+    /// reason (sent packets are counted on the egress port, drops on the port that dropped).
     pub fn assert_conservation(&self) {
         let ports = self.summary["ports"].as_array().unwrap();
         let rx: u64 = ports
@@ -418,10 +418,11 @@ impl RunResult {
             .iter()
             .map(|p| drops_of(p).values().sum::<u64>())
             .sum();
+        let copies = self.summary["mirror_copies"].as_u64().unwrap();
         assert_eq!(
-            rx,
+            rx + copies,
             tx + drops,
-            "received {rx} = sent {tx} + dropped {drops}: {}",
+            "received {rx} + copies {copies} = sent {tx} + dropped {drops}: {}",
             self.summary
         );
         let dev_in: u64 = ports

@@ -124,13 +124,7 @@ impl Classifier for BpfClassifier {
         // Metadata is computed only for programs that read it; the others get a shared zero
         // block instead of a fresh one per packet.
         let r = if self.needs_meta {
-            let meta = Meta::of_frame(
-                pkt.data,
-                pkt.dev.0,
-                pkt.ingress_mac,
-                pkt.mark,
-                pkt.rss_hash,
-            );
+            let meta = Meta::of_frame(pkt.data, pkt.dev.0, pkt.ingress_mac, pkt.mark, pkt.rss_hash);
             self.engine.run(pkt.data, pkt.frame_len, &meta)
         } else {
             self.engine.run(pkt.data, pkt.frame_len, &Meta::ZERO)
@@ -154,17 +148,9 @@ mod tests {
     use super::insn::op::*;
     use super::*;
     use crate::packet::VecPacket;
-    use crate::pipeline::{Action, Filter, Forward, Generation, PortIndex, PortPipeline, Sink};
+    use crate::pipeline::{Action, Filter, Forward, Generation, PortIndex, PortPipeline, VecSink};
     use crate::stats::{filter_totals, port_totals, StatsWriter};
     use crate::DropReason;
-
-    struct VecSink(Vec<PortIndex>);
-
-    impl Sink<VecPacket> for VecSink {
-        fn send(&mut self, port: PortIndex, _pkt: VecPacket, _stats: &mut StatsWriter) {
-            self.0.push(port);
-        }
-    }
 
     /// A program returning `k` for every packet.
     fn ret(k: u32, mode: Mode) -> Box<BpfClassifier> {
@@ -191,12 +177,15 @@ mod tests {
             })
             .collect();
         ports[0].ingress = filters;
-        let mut gen = Generation { ports };
+        let mut gen = Generation {
+            ports,
+            ..Default::default()
+        };
         let n = gen.assign_filter_ids();
         gen.validate().unwrap();
-        let (mut w, r) = StatsWriter::new(0, 3, n);
+        let (mut w, r) = StatsWriter::new(0, 3, n, gen.action_count());
         w.set_now_ms(5);
-        let mut sink = VecSink(vec![]);
+        let mut sink = VecSink::default();
         gen.process(udp_frame(), PortIndex(0), &mut w, &mut sink);
         let t = port_totals(std::slice::from_ref(&r), 3);
         let reason = DropReason::ALL
@@ -204,7 +193,7 @@ mod tests {
             .copied()
             .find(|d| t[0].drops[d.index()] > 0);
         let hits = filter_totals(&[r], n).iter().map(|f| f.packets).collect();
-        (sink.0, reason, hits)
+        (sink.sent.iter().map(|s| s.0).collect(), reason, hits)
     }
 
     const CID: Mode = Mode::Classid { classid: 0x10010 };
@@ -212,7 +201,7 @@ mod tests {
 
     #[test]
     fn classid_mode_zero_is_no_match_anything_else_runs_the_actions() {
-        let f = |k| Filter::new("f", ret(k, CID), vec![Action::Redirect(PortIndex(2))]);
+        let f = |k| Filter::new("f", ret(k, CID), vec![Action::redirect(PortIndex(2))]);
         assert_eq!(one(vec![f(0)]), (vec![PortIndex(1)], None, vec![0]));
         assert_eq!(one(vec![f(1)]), (vec![PortIndex(2)], None, vec![1]));
         assert_eq!(one(vec![f(u32::MAX)]), (vec![PortIndex(2)], None, vec![1]));
