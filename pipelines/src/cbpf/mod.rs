@@ -124,13 +124,7 @@ impl Classifier for BpfClassifier {
         // Metadata is computed only for programs that read it; the others get a shared zero
         // block instead of a fresh one per packet.
         let r = if self.needs_meta {
-            let meta = Meta::of_frame(
-                pkt.data,
-                pkt.dev.0,
-                pkt.ingress_mac,
-                pkt.mark,
-                pkt.rss_hash,
-            );
+            let meta = Meta::of_frame(pkt.data, pkt.dev.0, pkt.ingress_mac, pkt.mark, pkt.rss_hash);
             self.engine.run(pkt.data, pkt.frame_len, &meta)
         } else {
             self.engine.run(pkt.data, pkt.frame_len, &Meta::ZERO)
