@@ -861,7 +861,8 @@ pub struct Perturber {
 struct PerturbEntry {
     period: Duration,
     seed: Arc<AtomicU32>,
-    due: Instant,
+    /// `None` when one period from now is beyond what [`Instant`] represents: never due.
+    due: Option<Instant>,
 }
 
 impl Perturber {
@@ -885,7 +886,7 @@ impl Perturber {
     /// Adds a seed to re-randomise every `p.period`, first one period after `now`.
     pub fn add(&mut self, p: Perturbation, now: Instant) {
         self.entries.push(PerturbEntry {
-            due: now + p.period,
+            due: now.checked_add(p.period),
             period: p.period,
             seed: p.seed,
         });
@@ -903,7 +904,7 @@ impl Perturber {
 
     /// The earliest time a seed is due (for the caller's sleep), if any.
     pub fn next_due(&self) -> Option<Instant> {
-        self.entries.iter().map(|e| e.due).min()
+        self.entries.iter().filter_map(|e| e.due).min()
     }
 
     /// Stores a fresh `random()` value into every seed whose period has elapsed at `now`, and
@@ -912,9 +913,9 @@ impl Perturber {
     pub fn tick(&mut self, now: Instant, random: &mut impl FnMut() -> u32) -> usize {
         let mut n = 0;
         for e in &mut self.entries {
-            if now >= e.due {
+            if e.due.is_some_and(|due| now >= due) {
                 e.seed.store(random(), Ordering::Relaxed);
-                e.due = now + e.period;
+                e.due = now.checked_add(e.period);
                 n += 1;
             }
         }
@@ -1721,6 +1722,14 @@ mod tests {
         assert_eq!(perturber.tick(t0 + Duration::from_secs(20), &mut random), 0);
         assert_eq!(perturber.tick(t0 + Duration::from_secs(21), &mut random), 1);
         assert_eq!(c.seed(), 0xdead_0002);
+        // The longest period does not overflow the clock.
+        let long = classifier(&FlowSpec {
+            perturb_secs: Some(u32::MAX),
+            ..hash_spec(&["src"], 1)
+        });
+        perturber.add(long.perturbation().unwrap(), t0);
+        assert_eq!(perturber.tick(t0 + Duration::from_secs(31), &mut random), 1);
+        assert_eq!(long.seed(), 1);
     }
 
     #[test]
