@@ -8,8 +8,10 @@
 //!
 //! * [`dissect`] walks the frame once: the EtherType at offset 12, 802.1Q/802.1ad tags, PPPoE
 //!   sessions, IPv4 (fragments have protocol 0) or IPv6 (no extension-header walk; addresses are
-//!   folded to 32 bits), into GRE (version 0 without routing, optionally carrying Ethernet),
-//!   IPv4-in-IPv4 and IPv6-in-IPv4, and finally reads 4 bytes of ports (or an ESP/AH SPI).
+//!   folded to 32 bits), into GRE (version 0 without routing, optionally carrying Ethernet) and
+//!   IP-in-IP (protocol 4 or 41 after either IP version), and finally reads 4 bytes of ports (or
+//!   an ESP/AH SPI). It reads the bytes itself rather than [`wire::Parsed`](crate::wire::Parsed),
+//!   whose rules differ (IPv6 extension headers are followed there, tunnels are not).
 //! * Every key has the value `cls_flow` gives a *forwarded* packet on a tc ingress hook (see
 //!   [`FlowKey`]): there are no local sockets, no route cache entry and no conntrack, so the
 //!   kernel's fallbacks for those are constants, reproduced here and documented per key.
@@ -21,6 +23,18 @@
 //! is read at most once, and only when a configured key needs the dissector. Bytes beyond the
 //! packet's first segment are treated as absent (the kernel would read them from later
 //! fragments of the buffer; the appliance's headers always sit in the first segment).
+//!
+//! Where the appliance's setting differs from a Linux host (deliberately):
+//!
+//! * Frames keep their VLAN tags in the data (the NIC does not strip them), so the dissector
+//!   starts at the outer EtherType and `skb->protocol` is that outer EtherType (0x8100 for a
+//!   tagged frame). Linux would usually have removed the tag before tc ingress.
+//! * `rxhash` uses the NIC's RSS hash whenever there is one; Linux 3.13 recomputes the hash in
+//!   software unless the driver marked its hash as covering the ports.
+//! * `rt-classid`, `sk-uid` and `sk-gid` are refused rather than always 0; map-mode options in
+//!   hash mode (and the hash options in map mode) are refused rather than ignored; `rshift`
+//!   above 31 (undefined in C) is refused. Ematches, actions and policing are not part of the
+//!   classifier: the [`Filter`](crate::pipeline::Filter) carries the actions.
 use crate::jhash::{jhash2, jhash_3words_legacy};
 use crate::pipeline::{Classifier, Generation, PacketView, Perturbation, Verdict};
 use crate::wire::ethertype;

@@ -128,7 +128,7 @@ fn v6_addr(r: &mut Rng) -> [u8; 16] {
     let mut a = [0u8; 16];
     match r.below(16) {
         0 => {}
-        // Folds to zero: the same word four times... XOR of an even number of equal words.
+        // Folds to zero (the XOR of four equal words): the key falls back.
         1 => {
             let w = r.next_u32().to_be_bytes();
             for c in a.chunks_exact_mut(4) {
