@@ -9,6 +9,7 @@ PACKAGES=(
   libpcap-dev tcpdump                             # net_pcap captures; tcpdump reads our outputs in tests
   prometheus                                      # promtool (exposition checks) and a real Prometheus
   valgrind curl                                   # perf/: callgrind instructions per packet; metrics scrapes
+  python3-scapy                                   # pipelines/tests/flow_oracle.py: independent flow-key oracle
 )
 
 missing=()

@@ -203,6 +203,23 @@ pub fn jhash_3words(a: u32, b: u32, c: u32, initval: u32) -> u32 {
     )
 }
 
+/// Hash exactly three words as Linux kernels before 4.1 did: `jhash_3words(a, b, c, initval)` of
+/// Linux 2.6.37 to 4.0 (so of the 3.13 flow dissector's `__skb_get_rxhash`).
+///
+/// Those kernels seeded the three state words differently from lookup3 and from
+/// [`jhash_3words`]: `a` and `b` get [`JHASH_INITVAL`] added, `c` gets `initval` added (no length
+/// term), and the final avalanche follows. Linux 4.1 changed `jhash_3words` to the lookup3 seeding
+/// that [`jhash_3words`] follows, so the two give different values for the same input; use this
+/// one only to reproduce hashes of those older kernels.
+#[inline]
+pub fn jhash_3words_legacy(a: u32, b: u32, c: u32, initval: u32) -> u32 {
+    let mut a = a.wrapping_add(JHASH_INITVAL);
+    let mut b = b.wrapping_add(JHASH_INITVAL);
+    let mut c = c.wrapping_add(initval);
+    __jhash_final(&mut a, &mut b, &mut c);
+    c
+}
+
 /// Hash exactly two words: the kernel's `jhash_2words(a, b, initval)`.
 ///
 /// Equal to `jhash2(&[a, b], initval)`. Source: Bob Jenkins, lookup3.c (public domain); Linux
@@ -298,6 +315,25 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn legacy_3words_seeds_a_and_b_with_initval_and_c_with_the_seed() {
+        for (x, y, z, iv) in [
+            (0u32, 0u32, 0u32, 0u32),
+            (1, 2, 3, 4),
+            (u32::MAX, 0x8000_0000, 7, 0xdeadbeef),
+        ] {
+            let (mut a, mut b, mut c) = (
+                x.wrapping_add(JHASH_INITVAL),
+                y.wrapping_add(JHASH_INITVAL),
+                z.wrapping_add(iv),
+            );
+            __jhash_final(&mut a, &mut b, &mut c);
+            assert_eq!(jhash_3words_legacy(x, y, z, iv), c);
+        }
+        // Not the lookup3 seeding of today's kernels.
+        assert_ne!(jhash_3words_legacy(1, 2, 3, 4), jhash_3words(1, 2, 3, 4));
     }
 
     #[test]
