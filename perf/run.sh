@@ -16,18 +16,26 @@
 # every packet runs all 8 before it is forwarded: once with the default engine (rbpf JIT) and once
 # with the interpreter.
 #
-# Usage: perf/run.sh [--seconds N] [--rounds R] [--no-callgrind]
+# Scenario (issue 4): one filter that matches every packet on the input port's ingress hook,
+# either passing it (pass1: the classifier path without mirroring) or mirroring every packet to a
+# second net_null port before passing it (mirror1: a zero-copy clone per packet, two transmits);
+# and the flow classifier hashing the 5-tuple into 4 classes, each class forwarding (flow5).
+#
+# Usage: perf/run.sh [--seconds N] [--rounds R] [--no-callgrind] [--scenarios "l2 full ..."]
+#   scenarios: l2 full bpf8_jit bpf8_int pass1 mirror1 flow5 (default: all)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_PER_RUN=8
 ROUNDS=3
 CALLGRIND=1
+SCENARIOS="l2 full bpf8_jit bpf8_int pass1 mirror1 flow5"
 while [ $# -gt 0 ]; do
   case "$1" in
+    --scenarios) SCENARIOS=$2; shift 2 ;;
     --seconds) SECONDS_PER_RUN=$2; shift 2 ;;
     --rounds) ROUNDS=$2; shift 2 ;;
     --no-callgrind) CALLGRIND=0; shift ;;
-    *) echo "usage: $0 [--seconds N] [--rounds R] [--no-callgrind]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--seconds N] [--rounds R] [--no-callgrind] [--scenarios LIST]" >&2; exit 2 ;;
   esac
 done
 bash deploy/install-deps.sh
@@ -67,7 +75,37 @@ bpf8() {
 YAML
 }
 
-appliance_mpps() { # $1 pcap, $2 validation level (full | l2), $3 bpf engine for the 8-program scenario (optional)
+# Ingress hooks of the input port for a scenario (empty for l2/full).
+hooks() {
+  case "$1" in
+    bpf8_jit) bpf8 jit ;;
+    bpf8_int) bpf8 interpreter ;;
+    pass1) cat <<YAML
+    ingress:
+      - { name: all, bpf: { bytecode: "1,6 0 0 4294967295" }, actions: [pass] }
+YAML
+    ;;
+    mirror1) cat <<YAML
+    ingress:
+      - { name: all, bpf: { bytecode: "1,6 0 0 4294967295" }, actions: [{ mirror: copy }, pass] }
+YAML
+    ;;
+    flow5) cat <<YAML
+    ingress:
+      - name: flows
+        flow: { keys: [src, dst, proto, proto-src, proto-dst], mode: hash, divisor: 4, baseclass: "1:1", seed: 7 }
+        classes:
+          - { classid: "1:1", actions: [pass] }
+          - { classid: "1:2", actions: [pass] }
+          - { classid: "1:3", actions: [pass] }
+          - { classid: "1:4", actions: [pass] }
+YAML
+    ;;
+  esac
+}
+level() { [ "$1" = l2 ] && echo l2 || echo full; }
+
+appliance_mpps() { # $1 pcap, $2 scenario
   local cfg="$WORK/app.yaml" port=19391
   cat >"$cfg" <<YAML
 eal: { lcores: "0-1", no_huge: true, memory_mb: 1024, no_pci: true, file_prefix: perf-app-$$, log_level: error }
@@ -78,9 +116,10 @@ ports:
     args: "rx_pcap=$1,infinite_rx=1"
     rx_desc: 1024
     tx_desc: 1024
-    validate: $2
-$( [ -n "${3:-}" ] && bpf8 "$3" )
+    validate: $(level "$2")
+$(hooks "$2")
   - { name: out, device: net_null0, args: "no-rx=1", rx_desc: 1024, tx_desc: 1024 }
+  - { name: copy, device: net_null1, args: "no-rx=1", rx_desc: 1024, tx_desc: 1024 }
 forwarding:
   - { from: in, to: out }
 metrics: { listen: "127.0.0.1:$port" }
@@ -119,9 +158,10 @@ ports:
   - name: in
     device: net_pcap0
     args: "rx_pcap=$2,infinite_rx=1"
-    validate: $4
-$( [ -n "${5:-}" ] && bpf8 "$5" )
+    validate: $(level "$4")
+$(hooks "$4")
   - { name: out, device: net_null0, args: "no-rx=1" }
+  - { name: copy, device: net_null1, args: "no-rx=1" }
 forwarding:
   - { from: in, to: out }
 metrics: { listen: null }
@@ -136,14 +176,14 @@ YAML
 
 # Instructions per forwarded packet: the difference of a long and a short run, so that start-up
 # and shutdown cancel out (and no symbol names are needed in the stripped testpmd binary).
-callgrind_ipp() { # $1 app|testpmd, $2 pcap, $3 validation level (app only), $4 bpf8 engine (app only)
+callgrind_ipp() { # $1 app|testpmd, $2 pcap, $3 scenario (app only)
   local a b fit second
-  a=$(callgrind_run "$1" "$2" 5 "${3:-full}" "${4:-}")
+  a=$(callgrind_run "$1" "$2" 5 "${3:-full}")
   # Ir = start-up + k * packets: k from two points, whichever run forwarded more. valgrind
   # serialises threads, so packets per second under it vary; if the two runs forwarded too
   # similar counts for a fit, try a longer second run.
   for second in 15 30; do
-    b=$(callgrind_run "$1" "$2" "$second" "${3:-full}" "${4:-}")
+    b=$(callgrind_run "$1" "$2" "$second" "${3:-full}")
     fit=$(echo "$a $b" | awk '{ d = $4 - $2; if (d < 0) d = -d; if (d > 0.1 * ($2 > $4 ? $2 : $4)) printf "%.1f", ($3-$1)/($4-$2); else print "n/a" }')
     [ "$fit" != "n/a" ] && break
   done
@@ -152,33 +192,38 @@ callgrind_ipp() { # $1 app|testpmd, $2 pcap, $3 validation level (app only), $4 
 
 echo "# perf/run.sh $(date -u +%Y-%m-%dT%H:%M:%SZ) $(nproc) cores, $(dpdk-testpmd --version 2>/dev/null | head -1 || true)"
 ratio() { awk -v a="$1" -v t="$2" 'BEGIN { if (t > 0) printf "%.3f", a/t; else print "n/a" }'; }
-FMT='%-5s %-6s %9s %9s %8s %9s %8s %9s %8s %9s %8s\n'
-printf "$FMT" size round testpmd app_l2 ratio app_full ratio bpf8_jit ratio bpf8_int ratio
+read -r -a SCEN <<<"$SCENARIOS"
+# One row per round: testpmd Mpps, then Mpps and ratio to testpmd per scenario.
+header="size  round  testpmd"
+for s in "${SCEN[@]}"; do header+=$(printf ' %9s %7s' "$s" ratio); done
+echo "$header"
 for size in 64 1500; do
   pcap="$WORK/in-$size.pcap"
   "$APP" gen --pcap "$pcap" --count 4096 --flows 256 --ip 4 --proto udp --size "$size" --seed 7 >/dev/null
-  r_l2=() r_full=() r_jit=() r_int=()
+  declare -A ratios=()
   for r in $(seq 1 "$ROUNDS"); do
     t=$(testpmd_mpps "$pcap")
-    l2=$(appliance_mpps "$pcap" l2)
-    full=$(appliance_mpps "$pcap" full)
-    jit=$(appliance_mpps "$pcap" full jit)
-    int=$(appliance_mpps "$pcap" full interpreter)
-    r_l2+=("$(ratio "$l2" "$t")")
-    r_full+=("$(ratio "$full" "$t")")
-    r_jit+=("$(ratio "$jit" "$t")")
-    r_int+=("$(ratio "$int" "$t")")
-    printf "$FMT" "$size" "$r" "$t" "$l2" "${r_l2[-1]}" "$full" "${r_full[-1]}" "$jit" "${r_jit[-1]}" "$int" "${r_int[-1]}"
+    line=$(printf '%-5s %-6s %7s' "$size" "$r" "$t")
+    for s in "${SCEN[@]}"; do
+      m=$(appliance_mpps "$pcap" "$s")
+      q=$(ratio "$m" "$t")
+      ratios[$s]+="$q "
+      line+=$(printf ' %9s %7s' "$m" "$q")
+    done
+    echo "$line"
   done
-  med() { printf '%s\n' "$@" | median; }
-  printf "$FMT" "$size" median "" "" "$(med "${r_l2[@]}")" "" "$(med "${r_full[@]}")" "" "$(med "${r_jit[@]}")" "" "$(med "${r_int[@]}")"
+  line=$(printf '%-5s %-6s %7s' "$size" median "")
+  for s in "${SCEN[@]}"; do
+    line+=$(printf ' %9s %7s' "" "$(printf '%s\n' ${ratios[$s]} | median)")
+  done
+  echo "$line"
+  unset ratios
 done
 if [ "$CALLGRIND" = 1 ]; then
   pcap="$WORK/in-64.pcap"
   echo "# callgrind: instructions per forwarded packet, whole process, fit of a 5 s and a 15 s run (start-up cancels), 64-byte frames"
   echo "testpmd_io      $(callgrind_ipp testpmd "$pcap")"
-  echo "appliance_l2    $(callgrind_ipp app "$pcap" l2)"
-  echo "appliance_full  $(callgrind_ipp app "$pcap" full)"
-  echo "appliance_bpf8_jit  $(callgrind_ipp app "$pcap" full jit)"
-  echo "appliance_bpf8_int  $(callgrind_ipp app "$pcap" full interpreter)"
+  for s in "${SCEN[@]}"; do
+    printf 'appliance_%-10s %s\n' "$s" "$(callgrind_ipp app "$pcap" "$s")"
+  done
 fi

@@ -5,6 +5,7 @@
 //! instruction index and the rule) before anything starts.
 use crate::config::{Config, ConfigError};
 use pipelines::cbpf::{self, BpfClassifier, Engine, Interpreter, Mode, Program};
+use pipelines::flow::{FlowClassifier, FlowSpec};
 use pipelines::pipeline::{
     Action, ClassActions, Filter, Mirred, MirredDirection, MirredOp, MirredTarget, PortIndex,
 };
@@ -22,6 +23,8 @@ pub struct FilterConfig {
     pub priority: u32,
     /// A classic-BPF classifier (`cls_bpf`).
     pub bpf: Option<BpfConfig>,
+    /// A flow classifier (`cls_flow`): flow keys mapped or hashed to a class id.
+    pub flow: Option<FlowConfig>,
     /// Actions run in order when the filter matches (not in direct-action mode), for class ids
     /// without an entry in `classes`.
     #[serde(default)]
@@ -30,6 +33,34 @@ pub struct FilterConfig {
     /// flow class). Not with direct action.
     #[serde(default)]
     pub classes: Vec<ClassConfig>,
+}
+
+/// A flow classifier: tc's `flow` filter options.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FlowConfig {
+    /// Keys, in tc's spelling: src, dst, proto, proto-src, proto-dst, iif, priority, mark, nfct,
+    /// nfct-src, nfct-dst, nfct-proto-src, nfct-proto-dst, vlan-tag, rxhash.
+    pub keys: Vec<String>,
+    /// `map` (one key; the default, as in the kernel) or `hash` (jhash2 over all keys).
+    pub mode: Option<String>,
+    /// Map mode: AND mask (default all ones).
+    pub mask: Option<u32>,
+    /// Map mode: XOR after the mask.
+    pub xor: Option<u32>,
+    /// Map mode: right shift after the XOR (0..=31).
+    pub rshift: Option<u32>,
+    /// Map mode: added last.
+    pub addend: Option<u32>,
+    /// Result modulo this (0 or absent: none).
+    pub divisor: Option<u32>,
+    /// Class id the result is added to (minor part, 16-bit wrap); default 1:1, minor 0 refused.
+    pub baseclass: Option<Classid>,
+    /// Hash mode: re-randomise the seed every this many seconds.
+    pub perturb: Option<u32>,
+    /// Hash mode: the hash seed (random when absent; set it for classes that are the same on
+    /// every run).
+    pub seed: Option<u32>,
 }
 
 /// The actions of one class id.
@@ -267,13 +298,40 @@ fn action_of(a: &ActionConfig, cfg: &Config) -> Action {
     }
 }
 
-/// A filter whose program is loaded, ready to get an engine.
+/// A filter whose classifier is checked, ready to build.
 #[derive(Debug, Clone)]
 pub struct LoadedFilter {
     /// The filter's configuration.
     pub config: FilterConfig,
-    /// The loaded program.
-    pub program: Program,
+    /// The checked classifier.
+    pub classifier: LoadedClassifier,
+}
+
+/// A checked classifier.
+#[derive(Debug, Clone)]
+pub enum LoadedClassifier {
+    /// A loaded classic-BPF program.
+    Bpf(Program),
+    /// A flow classifier's options (accepted by [`FlowClassifier::new`]).
+    Flow(FlowSpec),
+}
+
+impl FlowConfig {
+    /// The pipeline's form; `baseclass` must already be valid.
+    fn spec(&self) -> FlowSpec {
+        FlowSpec {
+            keys: self.keys.clone(),
+            mode: self.mode.clone(),
+            mask: self.mask,
+            xor: self.xor,
+            rshift: self.rshift,
+            addend: self.addend,
+            divisor: self.divisor,
+            baseclass: self.baseclass.as_ref().and_then(|c| c.value().ok()),
+            perturb_secs: self.perturb,
+            seed: self.seed,
+        }
+    }
 }
 
 /// All filters of a configuration, loaded: `[port][hook]`, in run order.
@@ -361,31 +419,18 @@ pub fn load(cfg: &Config, base: &Path) -> Result<LoadedFilters, ConfigError> {
                         format!("{:?} is already a filter on {} {hook}", f.name, p.name),
                     ));
                 }
-                let Some(b) = &f.bpf else {
-                    return Err(ConfigError::at(
-                        &at,
-                        "a classifier is required: bpf (classic BPF)",
-                    ));
-                };
-                let bat = format!("{at}.bpf");
-                if let Some(c) = &b.classid {
-                    c.value()
-                        .map_err(|m| ConfigError::at(format!("{bat}.classid"), m))?;
-                }
-                if b.direct_action && !f.actions.is_empty() {
+                let direct = f.bpf.as_ref().is_some_and(|b| b.direct_action);
+                if direct && !f.actions.is_empty() {
                     return Err(ConfigError::at(
                         format!("{at}.actions"),
                         "not allowed with bpf.direct_action: true (the program's verdict decides; use bpf.redirect for its redirect verdict)",
                     ));
                 }
-                if let Some(r) = &b.redirect {
-                    if !b.direct_action {
-                        return Err(ConfigError::at(
-                            format!("{bat}.redirect"),
-                            "only with direct_action: true (otherwise use a redirect action)",
-                        ));
-                    }
-                    check_port(cfg, r, format!("{bat}.redirect"))?;
+                if direct && !f.classes.is_empty() {
+                    return Err(ConfigError::at(
+                        format!("{at}.classes"),
+                        "not allowed with bpf.direct_action: true (the program's verdict decides)",
+                    ));
                 }
                 check_actions(&f.actions, &format!("{at}.actions"), cfg)?;
                 let mut classids = std::collections::BTreeSet::new();
@@ -403,11 +448,44 @@ pub fn load(cfg: &Config, base: &Path) -> Result<LoadedFilters, ConfigError> {
                     }
                     check_actions(&c.actions, &format!("{cat}.actions"), cfg)?;
                 }
-                if b.direct_action && !f.classes.is_empty() {
-                    return Err(ConfigError::at(
-                        format!("{at}.classes"),
-                        "not allowed with bpf.direct_action: true (the program's verdict decides)",
-                    ));
+                let b = match (&f.bpf, &f.flow) {
+                    (Some(b), None) => b,
+                    (None, Some(fl)) => {
+                        if let Some(c) = &fl.baseclass {
+                            c.value().map_err(|m| {
+                                ConfigError::at(format!("{at}.flow.baseclass"), m)
+                            })?;
+                        }
+                        let spec = fl.spec();
+                        FlowClassifier::new(&spec).map_err(|e| {
+                            ConfigError::at(format!("{at}.flow.{}", e.field), e.message)
+                        })?;
+                        loaded.push(LoadedFilter {
+                            config: f.clone(),
+                            classifier: LoadedClassifier::Flow(spec),
+                        });
+                        continue;
+                    }
+                    _ => {
+                        return Err(ConfigError::at(
+                            &at,
+                            "exactly one classifier is required: bpf (classic BPF) or flow (flow classifier)",
+                        ))
+                    }
+                };
+                let bat = format!("{at}.bpf");
+                if let Some(c) = &b.classid {
+                    c.value()
+                        .map_err(|m| ConfigError::at(format!("{bat}.classid"), m))?;
+                }
+                if let Some(r) = &b.redirect {
+                    if !b.direct_action {
+                        return Err(ConfigError::at(
+                            format!("{bat}.redirect"),
+                            "only with direct_action: true (otherwise use a redirect action)",
+                        ));
+                    }
+                    check_port(cfg, r, format!("{bat}.redirect"))?;
                 }
                 let insns = program_insns(b, base, &bat)?;
                 let program = Program::load(insns).map_err(|e| {
@@ -426,7 +504,7 @@ pub fn load(cfg: &Config, base: &Path) -> Result<LoadedFilters, ConfigError> {
                 }
                 loaded.push(LoadedFilter {
                     config: f.clone(),
-                    program,
+                    classifier: LoadedClassifier::Bpf(program),
                 });
             }
             // Stable: equal priorities keep file order.
@@ -454,6 +532,13 @@ pub fn engine(program: &Program, choice: EngineChoice) -> Box<dyn Engine> {
 
 /// Builds the pipeline filter for `l` (already validated by [`load`]).
 pub fn build(l: &LoadedFilter, cfg: &Config) -> Filter {
+    let program = match &l.classifier {
+        LoadedClassifier::Bpf(p) => p,
+        LoadedClassifier::Flow(spec) => {
+            let c = FlowClassifier::new(spec).expect("checked by load");
+            return filter_with_actions(&l.config, Box::new(c), cfg);
+        }
+    };
     let classid_of = |c: &Option<Classid>| c.as_ref().and_then(|c| c.value().ok()).unwrap_or(0);
     let b = l.config.bpf.clone().unwrap_or_default();
     let classid = classid_of(&b.classid);
@@ -462,7 +547,7 @@ pub fn build(l: &LoadedFilter, cfg: &Config) -> Filter {
     } else {
         Mode::Classid { classid }
     };
-    let classifier = BpfClassifier::new(&l.program, engine(&l.program, b.engine), mode);
+    let classifier = BpfClassifier::new(program, engine(program, b.engine), mode);
     filter_with_actions(&l.config, Box::new(classifier), cfg)
 }
 
@@ -528,7 +613,7 @@ mod tests {
             .map(|f| f.config.name.as_str())
             .collect();
         assert_eq!(names, ["d", "t", "f"], "priority order, ties in file order");
-        assert_eq!(l.ports[0].0[2].program.len(), 2);
+        assert!(matches!(&l.ports[0].0[2].classifier, LoadedClassifier::Bpf(p) if p.len() == 2));
         assert_eq!(l.ports[0].1.len(), 1);
         assert!(l.ports[1].0.is_empty());
     }

@@ -45,11 +45,11 @@ pub struct FilterInfo {
     pub hook: &'static str,
     /// Filter name.
     pub name: String,
-    /// Classifier kind ("bpf").
+    /// Classifier kind ("bpf", "flow").
     pub kind: &'static str,
-    /// Engine running it ("rbpf-jit", "interpreter").
+    /// Engine running it ("rbpf-jit", "interpreter"; "flow-hash", "flow-map").
     pub engine: String,
-    /// Program length in instructions.
+    /// Program length in instructions (flow classifiers: number of keys).
     pub insns: usize,
 }
 
@@ -67,7 +67,11 @@ impl FilterInfo {
                         port: p.name.clone(),
                         hook: hook.label(),
                         name: f.name.clone(),
-                        kind: "bpf",
+                        kind: if engine.starts_with("flow") {
+                            "flow"
+                        } else {
+                            "bpf"
+                        },
                         engine: engine.to_owned(),
                         insns,
                     }

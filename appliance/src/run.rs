@@ -307,6 +307,8 @@ fn bring_up_and_run(
     let links = Arc::new(Links::new(cfg.ports.len()));
     gen.assign_filter_ids();
     let action_info = crate::metrics::ActionInfo::of(&gen);
+    // Flow classifiers with `perturb`: the control loop re-seeds them.
+    let mut perturber = pipelines::flow::Perturber::of_generation(&gen, Instant::now());
     let cell = GenerationCell::new(gen).map_err(|e| startup(format!("pipeline: {e}")))?;
     let mut lcore_stats: Vec<Arc<LcoreStats>> = Vec::new();
     let mut jobs = Vec::new();
@@ -401,6 +403,7 @@ fn bring_up_and_run(
             refresh_links(&links);
             last_links = now;
         }
+        perturber.tick(now, &mut random_u32);
         if deadline.is_some_and(|d| now >= d) {
             break;
         }
@@ -515,6 +518,16 @@ fn bring_up_and_run(
         exit::OK
     };
     Ok((summary, code))
+}
+
+/// A fresh random 32-bit value for hash seeds (the standard library's per-process random keys
+/// mixed with a counter); control thread only.
+fn random_u32() -> u32 {
+    use std::hash::{BuildHasher, RandomState};
+    use std::sync::atomic::AtomicU64;
+    static N: AtomicU64 = AtomicU64::new(0);
+    let h = RandomState::new().hash_one(N.fetch_add(1, Ordering::Relaxed));
+    (h ^ (h >> 32)) as u32
 }
 
 /// The name DPDK gives a device: vdev names as written, PCI addresses with their domain.

@@ -1759,7 +1759,10 @@ mod tests {
             Filter::new("b", Box::new(classifier(&hash_spec(&["src"], 1))), vec![]),
         ];
         ports[1].egress = vec![Filter::new("c", Box::new(classifier(&perturbed)), vec![])];
-        let gen = Generation { ports };
+        let gen = Generation {
+            ports,
+            ..Default::default()
+        };
         let now = Instant::now();
         let mut p = Perturber::of_generation(&gen, now);
         assert_eq!(p.len(), 2);

@@ -5,6 +5,7 @@
 //! was either sent or dropped with a counted reason.
 
 mod cbpf;
+mod flow;
 mod mirred;
 mod util;
 
