@@ -107,13 +107,14 @@ pub enum Ancillary {
     /// `SKF_AD_PKTTYPE`: 0 host, 1 broadcast, 2 multicast, 3 other host (by destination MAC
     /// against the receiving port's MAC).
     PktType = 1,
-    /// `SKF_AD_IFINDEX`: the receiving port's index in the configuration, plus 1.
+    /// `SKF_AD_IFINDEX`: the index in the configuration, plus 1, of the port whose hook runs.
     IfIndex = 2,
     /// `SKF_AD_MARK`: the packet mark set by earlier actions.
     Mark = 5,
     /// `SKF_AD_HATYPE`: the link type, always `ARPHRD_ETHER` (1).
     HaType = 7,
-    /// `SKF_AD_RXHASH`: the NIC's RSS hash, 0 when the NIC gave none.
+    /// `SKF_AD_RXHASH`: the NIC's RSS hash, else the kernel's software flow hash
+    /// ([`crate::flow::software_rxhash`]).
     RxHash = 8,
     /// `SKF_AD_ALU_XOR_X`: not a load: `A ^= X`.
     AluXorX = 10,

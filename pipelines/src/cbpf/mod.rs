@@ -94,6 +94,8 @@ pub struct BpfClassifier {
     engine: Box<dyn Engine>,
     mode: Mode,
     needs_meta: bool,
+    /// The program reads `rxhash`: frames without a NIC hash get the software flow hash.
+    needs_rxhash: bool,
     insns: usize,
 }
 
@@ -104,6 +106,7 @@ impl BpfClassifier {
             engine,
             mode,
             needs_meta: prog.uses_metadata(),
+            needs_rxhash: prog.uses(Ancillary::RxHash),
             insns: prog.len(),
         }
     }
@@ -124,7 +127,15 @@ impl Classifier for BpfClassifier {
         // Metadata is computed only for programs that read it; the others get a shared zero
         // block instead of a fresh one per packet.
         let r = if self.needs_meta {
-            let meta = Meta::of_frame(pkt.data, pkt.dev.0, pkt.ingress_mac, pkt.mark, pkt.rss_hash);
+            // rxhash: the NIC's hash, else the kernel's software flow hash (as skb_get_hash).
+            let rxhash = match pkt.rss_hash {
+                None if self.needs_rxhash => Some(crate::flow::software_rxhash(
+                    pkt.data,
+                    crate::flow::rxhash_secret(),
+                )),
+                h => h,
+            };
+            let meta = Meta::of_frame(pkt.data, pkt.dev.0, pkt.ingress_mac, pkt.mark, rxhash);
             self.engine.run(pkt.data, pkt.frame_len, &meta)
         } else {
             self.engine.run(pkt.data, pkt.frame_len, &Meta::ZERO)
@@ -256,5 +267,43 @@ mod tests {
                 "verdict {k}"
             );
         }
+    }
+
+    #[test]
+    fn rxhash_is_the_nic_hash_else_the_software_flow_hash() {
+        let p = Program::load(vec![
+            Insn::new(
+                LD | W | ABS,
+                0,
+                0,
+                insn::SKF_AD_OFF + Ancillary::RxHash.offset(),
+            ),
+            Insn::new(RET | A, 0, 0, 0),
+        ])
+        .unwrap();
+        let c = BpfClassifier::new(
+            &p,
+            Box::new(Interpreter::new(&p)),
+            Mode::Classid { classid: 0 },
+        );
+        let frame = crate::flow::gen::ipv4_frame([10, 0, 0, 1], [10, 0, 0, 2], 17, 1000, 53);
+        let parsed = crate::wire::parse(&frame, frame.len() as u32, false).unwrap();
+        let mut view = PacketView {
+            data: &frame,
+            frame_len: frame.len() as u32,
+            parsed: &parsed,
+            dev: PortIndex(0),
+            iif: PortIndex(0),
+            ingress_mac: [0; 6],
+            rss_hash: Some(0x1234),
+            mark: 0,
+            priority: 0,
+            classid: 0,
+        };
+        assert_eq!(c.classify(&view), Verdict::Match(0x1234));
+        view.rss_hash = None;
+        let sw = crate::flow::software_rxhash(&frame, crate::flow::rxhash_secret());
+        assert_ne!(sw, 0);
+        assert_eq!(c.classify(&view), Verdict::Match(sw));
     }
 }
