@@ -653,7 +653,7 @@ mod tests {
             "{e}"
         );
         let e = err("    ingress:\n      - { name: x }\n");
-        assert!(e.contains("a classifier is required"), "{e}");
+        assert!(e.contains("exactly one classifier is required"), "{e}");
         let e = err("    ingress:\n      - { name: x, bpf: { bytecode: \"2,6 0 0 0\" } }\n");
         assert!(
             e.starts_with("`ports[0].ingress[0].bpf.bytecode`") && e.contains("count says 2"),
