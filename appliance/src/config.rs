@@ -426,6 +426,33 @@ fn describe_parse_error(text: &str, direct: &str) -> ConfigError {
     }
 }
 
+/// Checks that `name` is letters, digits, '-' and '_' only, not empty, and not yet in `seen`
+/// (names of `what`s); `at` is its key path.
+fn unique_name<'a>(
+    seen: &mut BTreeSet<&'a str>,
+    name: &'a str,
+    what: &str,
+    at: &str,
+) -> Result<(), ConfigError> {
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(ConfigError::at(
+            at,
+            format!("{name:?}: letters, digits, '-' and '_' only, not empty"),
+        ));
+    }
+    if !seen.insert(name) {
+        return Err(ConfigError::at(
+            at,
+            format!("{name:?} is already the name of another {what}"),
+        ));
+    }
+    Ok(())
+}
+
 impl Config {
     /// Semantic checks beyond types: references, ranges, sizes.
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -521,23 +548,7 @@ impl Config {
         let mut devices = BTreeSet::new();
         for (i, p) in self.ports.iter().enumerate() {
             let at = |k: &str| format!("ports[{i}].{k}");
-            if p.name.is_empty()
-                || !p
-                    .name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-            {
-                return Err(ConfigError::at(
-                    at("name"),
-                    format!("{:?}: letters, digits, '-' and '_' only, not empty", p.name),
-                ));
-            }
-            if !names.insert(p.name.as_str()) {
-                return Err(ConfigError::at(
-                    at("name"),
-                    format!("{:?} is already the name of another port", p.name),
-                ));
-            }
+            unique_name(&mut names, &p.name, "port", &at("name"))?;
             if !devices.insert(p.device.as_str()) {
                 return Err(ConfigError::at(
                     at("device"),
@@ -594,23 +605,7 @@ impl Config {
         let mut group_names = BTreeSet::new();
         for (i, g) in self.groups.iter().enumerate() {
             let at = |k: &str| format!("groups[{i}].{k}");
-            if g.name.is_empty()
-                || !g
-                    .name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-            {
-                return Err(ConfigError::at(
-                    at("name"),
-                    format!("{:?}: letters, digits, '-' and '_' only, not empty", g.name),
-                ));
-            }
-            if !group_names.insert(g.name.as_str()) {
-                return Err(ConfigError::at(
-                    at("name"),
-                    format!("{:?} is already the name of another group", g.name),
-                ));
-            }
+            unique_name(&mut group_names, &g.name, "group", &at("name"))?;
             if g.ports.is_empty() {
                 return Err(ConfigError::at(
                     at("ports"),
