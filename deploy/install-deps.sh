@@ -29,8 +29,14 @@ if ! command -v cargo >/dev/null 2>&1; then
   [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
 fi
 if ! command -v cargo >/dev/null 2>&1; then
-  echo "install-deps: cargo not found. Install Rust >= 1.89 with rustup (https://rustup.rs), then re-run." >&2
-  exit 1
+  # Debian 12's cargo (1.63) is too old; install the stable toolchain with rustup.
+  echo "install-deps: cargo not found; installing Rust stable with rustup" >&2
+  if curl -sSf --proto '=https' --tlsv1.2 https://sh.rustup.rs | sh -s -- -y --profile minimal --component clippy,rustfmt >&2; then
+    export PATH="$HOME/.cargo/bin:$PATH"
+  else
+    echo "install-deps: could not install Rust. Install Rust >= 1.89 with rustup (https://rustup.rs), then re-run." >&2
+    exit 1
+  fi
 fi
 ver=$(rustc --version | awk '{print $2}')
 if [ "$(printf '%s\n1.89.0\n' "$ver" | sort -V | head -1)" != "1.89.0" ]; then

@@ -67,11 +67,7 @@ impl FilterInfo {
                         port: p.name.clone(),
                         hook: hook.label(),
                         name: f.name.clone(),
-                        kind: if engine.starts_with("flow") {
-                            "flow"
-                        } else {
-                            "bpf"
-                        },
+                        kind: f.classifier.kind(),
                         engine: engine.to_owned(),
                         insns,
                     }
@@ -100,6 +96,11 @@ pub struct ActionInfo {
     pub detail: String,
 }
 
+/// A class id in tc's "major:minor" hex notation.
+fn tc_handle(c: u32) -> String {
+    format!("{:x}:{:x}", c >> 16, c & 0xffff)
+}
+
 impl ActionInfo {
     /// Every action of `gen` in id order.
     pub fn of(gen: &pipelines::pipeline::Generation) -> Arc<Vec<ActionInfo>> {
@@ -113,9 +114,7 @@ impl ActionInfo {
                         Action::Drop => ("drop", String::new()),
                         Action::Continue => ("continue", String::new()),
                         Action::SetMark(m) => ("set_mark", format!("{m:#x}")),
-                        Action::SetClassid(c) => {
-                            ("set_classid", format!("{:x}:{:x}", c >> 16, c & 0xffff))
-                        }
+                        Action::SetClassid(c) => ("set_classid", tc_handle(*c)),
                         Action::SetPriority(v) => ("set_priority", v.to_string()),
                         Action::Mirred(m) => {
                             let dir = match m.direction {
@@ -145,9 +144,7 @@ impl ActionInfo {
                         port: p.name.clone(),
                         hook: hook.label(),
                         filter: f.name.clone(),
-                        class: class.map_or_else(String::new, |c| {
-                            format!("{:x}:{:x}", c >> 16, c & 0xffff)
-                        }),
+                        class: class.map_or_else(String::new, tc_handle),
                         index: i.to_string(),
                         kind,
                         detail,

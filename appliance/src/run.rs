@@ -403,7 +403,7 @@ fn bring_up_and_run(
             refresh_links(&links);
             last_links = now;
         }
-        perturber.tick(now, &mut random_u32);
+        perturber.tick(now, &mut pipelines::flow::random_u32);
         if deadline.is_some_and(|d| now >= d) {
             break;
         }
@@ -518,16 +518,6 @@ fn bring_up_and_run(
         exit::OK
     };
     Ok((summary, code))
-}
-
-/// A fresh random 32-bit value for hash seeds (the standard library's per-process random keys
-/// mixed with a counter); control thread only.
-fn random_u32() -> u32 {
-    use std::hash::{BuildHasher, RandomState};
-    use std::sync::atomic::AtomicU64;
-    static N: AtomicU64 = AtomicU64::new(0);
-    let h = RandomState::new().hash_one(N.fetch_add(1, Ordering::Relaxed));
-    (h ^ (h >> 32)) as u32
 }
 
 /// The name DPDK gives a device: vdev names as written, PCI addresses with their domain.

@@ -470,8 +470,9 @@ pub fn rxhash_secret() -> u32 {
 }
 
 /// 32 bits from the standard library's per-process random hasher keys: not cryptographic, but
-/// unpredictable from outside, which is all a hash seed needs. Never on the packet path.
-fn random_u32() -> u32 {
+/// unpredictable from outside, which is all a hash seed needs. Never on the packet path (the
+/// control thread re-seeds perturbed classifiers with it).
+pub fn random_u32() -> u32 {
     use std::hash::{BuildHasher, RandomState};
     let h = RandomState::new().hash_one(Instant::now());
     (h ^ (h >> 32)) as u32
@@ -845,6 +846,10 @@ impl Classifier for FlowClassifier {
         let (keys, n) = self.keys_of(pkt);
         let keys = keys.get(..n).unwrap_or(&keys);
         Verdict::Match(self.classid_of_keys(keys))
+    }
+
+    fn kind(&self) -> &'static str {
+        "flow"
     }
 
     fn describe(&self) -> (&'static str, usize) {

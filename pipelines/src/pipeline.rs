@@ -99,6 +99,11 @@ pub trait Classifier: Send + Sync + fmt::Debug {
         ("native", 0)
     }
 
+    /// For operators: the classifier kind ("bpf", "flow", ...).
+    fn kind(&self) -> &'static str {
+        "native"
+    }
+
     /// A hash seed the control thread re-randomises periodically (cls_flow's perturbation);
     /// `None` for classifiers without one.
     fn perturbation(&self) -> Option<Perturbation> {
@@ -468,18 +473,29 @@ struct Walk {
 }
 
 impl Walk {
-    /// The state of a copy or a redirected packet leaving the hook that `view` describes.
+    /// The state the hook that `view` describes has brought the packet to, at `depth` hops.
     #[inline]
-    fn hop(view: &PacketView<'_>, depth: u8) -> Walk {
+    fn from_view(view: &PacketView<'_>, depth: u8) -> Walk {
         Walk {
             parsed: *view.parsed,
             dev: view.dev,
-            iif: view.dev,
+            iif: view.iif,
             ingress_mac: view.ingress_mac,
             mark: view.mark,
             priority: view.priority,
             classid: view.classid,
-            depth: depth + 1,
+            depth,
+        }
+    }
+
+    /// The state of a copy or a redirected packet leaving the hook on `dev`: one more hop, and
+    /// `dev` becomes the port it came from (the kernel sets `skb_iif` to `skb->dev`).
+    #[inline]
+    fn hop(self) -> Walk {
+        Walk {
+            iif: self.dev,
+            depth: self.depth + 1,
+            ..self
         }
     }
 }
@@ -611,11 +627,10 @@ impl Generation {
         stats: &mut StatsWriter,
         sink: &mut S,
     ) -> ChainResult {
-        let parsed = w.parsed;
         let mut view = PacketView {
             data: pkt.data(),
             frame_len: pkt.frame_len(),
-            parsed: &parsed,
+            parsed: &w.parsed,
             dev: w.dev,
             iif: w.iif,
             ingress_mac: w.ingress_mac,
@@ -625,9 +640,10 @@ impl Generation {
             classid: w.classid,
         };
         let r = self.chain_loop(filters, pkt, &mut view, w.depth, stats, sink);
-        w.mark = view.mark;
-        w.priority = view.priority;
-        w.classid = view.classid;
+        let (mark, priority, classid) = (view.mark, view.priority, view.classid);
+        w.mark = mark;
+        w.priority = priority;
+        w.classid = classid;
         r
     }
 
@@ -683,7 +699,7 @@ impl Generation {
                                 match m.op {
                                     MirredOp::Redirect => return ChainResult::Redirect(m, id),
                                     MirredOp::Mirror => {
-                                        let w = Walk::hop(view, depth);
+                                        let w = Walk::from_view(view, depth).hop();
                                         self.mirror(m, id, pkt, w, stats, sink);
                                     }
                                 }
@@ -843,12 +859,7 @@ impl Generation {
                 return;
             }
             ChainResult::Redirect(m, id) => {
-                let hop = Walk {
-                    iif: w.dev,
-                    depth: w.depth + 1,
-                    ..w
-                };
-                self.redirect(m, id, pkt, hop, stats, sink);
+                self.redirect(m, id, pkt, w.hop(), stats, sink);
                 return;
             }
             ChainResult::Pass => match in_port.forward {
@@ -897,17 +908,11 @@ impl Generation {
                         stats.drop(out, DropReason::RedirectLoop, 1);
                         return;
                     }
-                    w.iif = out;
-                    w.depth += 1;
+                    w = w.hop();
                     out = p;
                 }
                 ChainResult::Redirect(m, id) => {
-                    let hop = Walk {
-                        iif: out,
-                        depth: w.depth + 1,
-                        ..w
-                    };
-                    self.redirect(m, id, pkt, hop, stats, sink);
+                    self.redirect(m, id, pkt, w.hop(), stats, sink);
                     return;
                 }
             }

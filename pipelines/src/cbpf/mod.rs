@@ -118,6 +118,10 @@ impl BpfClassifier {
 }
 
 impl Classifier for BpfClassifier {
+    fn kind(&self) -> &'static str {
+        "bpf"
+    }
+
     fn describe(&self) -> (&'static str, usize) {
         (self.engine.name(), self.insns)
     }
