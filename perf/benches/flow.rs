@@ -21,6 +21,7 @@ fn view<'a>(f: &'a [u8], parsed: &'a Parsed) -> PacketView<'a> {
         mark: 7,
         priority: 0,
         classid: 0,
+        flowlabel: 0,
     }
 }
 

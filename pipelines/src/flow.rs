@@ -961,6 +961,7 @@ mod tests {
         l4_offset: 0,
         ip_len: 0,
         later_fragment: false,
+        fragment: false,
         src_port: 0,
         dst_port: 0,
     };
@@ -978,6 +979,7 @@ mod tests {
             mark: 0x55,
             priority: 7,
             classid: 0,
+            flowlabel: 0,
         }
     }
 

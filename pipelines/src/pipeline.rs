@@ -8,9 +8,10 @@
 //!
 //! Stages plug in as [`Classifier`]s (they choose; they do not move packets) whose [`Filter`]
 //! carries the [`Action`]s to run on a match, as Linux tc filters carry actions.
+use crate::flowlabel::{self, FlowKey, FlowLabelTable, LabelMode};
 use crate::packet::Packet;
 use crate::stats::StatsWriter;
-use crate::wire::{self, Parsed};
+use crate::wire::{self, Parsed, L3};
 use crate::DropReason;
 use arc_swap::ArcSwap;
 use std::fmt;
@@ -58,6 +59,9 @@ pub struct PacketView<'a> {
     /// Class id chosen by the last matching classifier or set by an action (0 = none; tc's
     /// `res->classid`).
     pub classid: u32,
+    /// IPv6 flow label pinned by a `flowlabel` action (a reservation), 0 = none: labelling
+    /// egress ports write it instead of the flow's dynamic label.
+    pub flowlabel: u32,
 }
 
 /// A tc verdict returned by a direct-action classifier (`cls_bpf_exec_opcode`'s set).
@@ -177,6 +181,9 @@ pub enum Action {
     SetClassid(u32),
     /// Set the packet's priority (tc skbedit's priority) and go on with the next action.
     SetPriority(u32),
+    /// Pin the packet's IPv6 flow label to this reserved label (written by labelling egress
+    /// ports) and go on with the next action.
+    SetFlowLabel(u32),
     /// Stop running this filter's actions and try the next filter (tc "unspec"/"continue").
     Continue,
 }
@@ -362,6 +369,8 @@ pub struct PortPipeline {
     pub egress: Vec<Filter>,
     /// The forwarding entry.
     pub forward: Forward,
+    /// What the port does to the flow label of IPv6 packets it sends.
+    pub flowlabel: LabelMode,
 }
 
 /// One immutable version of the whole pipeline configuration.
@@ -371,6 +380,9 @@ pub struct Generation {
     pub ports: Vec<PortPipeline>,
     /// Port groups, indexed by [`MirredTarget::Group`].
     pub groups: Vec<PortGroup>,
+    /// The appliance's flow-label table, when any port labels (shared by every generation:
+    /// live flows keep their labels across reloads).
+    pub flowlabels: Option<Arc<FlowLabelTable>>,
 }
 
 /// Where the pipeline puts packets it decided to send. The worker implements it with per-port
@@ -468,6 +480,7 @@ struct Walk {
     mark: u32,
     priority: u32,
     classid: u32,
+    flowlabel: u32,
     /// Mirror/redirect hops taken so far.
     depth: u8,
 }
@@ -484,6 +497,7 @@ impl Walk {
             mark: view.mark,
             priority: view.priority,
             classid: view.classid,
+            flowlabel: view.flowlabel,
             depth,
         }
     }
@@ -521,6 +535,12 @@ impl Generation {
             }
         };
         for port in &self.ports {
+            if port.flowlabel != LabelMode::Off && self.flowlabels.is_none() {
+                return Err(GenerationError(format!(
+                    "port {:?} labels IPv6 flows but the generation has no flow-label table",
+                    port.name
+                )));
+            }
             if let Forward::To(p) = port.forward {
                 check(p, &format!("port {:?} forwarding entry", port.name))?;
             }
@@ -533,6 +553,19 @@ impl Generation {
                 }
                 for (class, actions, _) in f.action_lists() {
                     for a in actions {
+                        if let Action::SetFlowLabel(l) = *a {
+                            let reserved = self
+                                .flowlabels
+                                .as_ref()
+                                .is_some_and(|t| l != 0 && t.is_reserved(l) && l <= 0xfffff);
+                            if !reserved {
+                                return Err(GenerationError(format!(
+                                    "port {:?} filter {:?}: flow label {l:#07x} is not a reserved \
+                                     label",
+                                    port.name, f.name
+                                )));
+                            }
+                        }
                         let Action::Mirred(m) = a else { continue };
                         let what = match class {
                             None => format!("port {:?} filter {:?} mirred", port.name, f.name),
@@ -638,12 +671,15 @@ impl Generation {
             mark: w.mark,
             priority: w.priority,
             classid: w.classid,
+            flowlabel: w.flowlabel,
         };
         let r = self.chain_loop(filters, pkt, &mut view, w.depth, stats, sink);
-        let (mark, priority, classid) = (view.mark, view.priority, view.classid);
+        let (mark, priority, classid, flowlabel) =
+            (view.mark, view.priority, view.classid, view.flowlabel);
         w.mark = mark;
         w.priority = priority;
         w.classid = classid;
+        w.flowlabel = flowlabel;
         r
     }
 
@@ -688,6 +724,7 @@ impl Generation {
                             Action::SetMark(m) => view.mark = m,
                             Action::SetClassid(c) => view.classid = c,
                             Action::SetPriority(p) => view.priority = p,
+                            Action::SetFlowLabel(l) => view.flowlabel = l,
                             Action::Continue => continue 'filters,
                             Action::Mirred(m) => {
                                 if depth >= REDIRECT_NEST_LIMIT {
@@ -880,28 +917,28 @@ impl Generation {
     /// The egress hook of `out`, then transmission there (or where the hook sends it).
     fn run_egress<P: Packet, S: Sink<P>>(
         &self,
-        pkt: P,
+        mut pkt: P,
         mut out: PortIndex,
         mut w: Walk,
         stats: &mut StatsWriter,
         sink: &mut S,
     ) {
-        loop {
+        let out_port = loop {
             let Some(out_port) = self.ports.get(usize::from(out.0)) else {
                 stats.drop(w.dev, DropReason::NoRoute, 1);
                 return;
             };
             if out_port.egress.is_empty() {
-                break;
+                break out_port;
             }
             w.dev = out;
             match self.run_chain(&out_port.egress, &pkt, &mut w, stats, sink) {
-                ChainResult::Pass => break,
+                ChainResult::Pass => break out_port,
                 ChainResult::Drop(reason) => {
                     stats.drop(out, reason, 1);
                     return;
                 }
-                ChainResult::Send(p) if p == out => break,
+                ChainResult::Send(p) if p == out => break out_port,
                 ChainResult::Send(p) => {
                     // A direct-action redirect from an egress hook: a hop like any redirect.
                     if w.depth >= REDIRECT_NEST_LIMIT {
@@ -916,8 +953,58 @@ impl Generation {
                     return;
                 }
             }
+        };
+        if out_port.flowlabel != LabelMode::Off && w.parsed.l3 == L3::Ipv6 {
+            self.set_flow_label(&mut pkt, out_port.flowlabel, &w, stats);
         }
         sink.send(out, pkt, stats);
+    }
+
+    /// Writes the flow label of an IPv6 packet leaving a labelling port: the label an action
+    /// pinned, else its flow's label from the table. A `fill` port keeps non-zero labels.
+    #[inline]
+    fn set_flow_label<P: Packet>(
+        &self,
+        pkt: &mut P,
+        mode: LabelMode,
+        w: &Walk,
+        stats: &mut StatsWriter,
+    ) {
+        let Some(table) = &self.flowlabels else {
+            return;
+        };
+        let l3 = usize::from(w.parsed.l3_offset);
+        let data = pkt.data();
+        let Some(current) = data.get(l3..).and_then(flowlabel::read_label) else {
+            return;
+        };
+        if mode == LabelMode::Fill && current != 0 {
+            stats.flowlabel_kept();
+            return;
+        }
+        let label = if w.flowlabel != 0 {
+            stats.flowlabel_pinned();
+            w.flowlabel
+        } else {
+            let Some(key) = FlowKey::of(data, &w.parsed) else {
+                return;
+            };
+            let lcore = stats.stats().lcore as u16;
+            let (label, how, collisions) = table.label(&key, stats.now_ms(), lcore);
+            stats.flowlabel_outcome(how, collisions);
+            label
+        };
+        if label == current {
+            stats.flowlabel_written(true);
+            return;
+        }
+        match pkt.data_mut().and_then(|d| d.get_mut(l3..)) {
+            Some(ip) => {
+                flowlabel::write_label(ip, label);
+                stats.flowlabel_written(true);
+            }
+            None => stats.flowlabel_written(false),
+        }
     }
 
     /// Where a burst from `ingress` goes when its fate depends only on each frame passing the
@@ -930,7 +1017,7 @@ impl Generation {
             Forward::To(out) if p.ingress.is_empty() => self
                 .ports
                 .get(usize::from(out.0))
-                .filter(|o| o.egress.is_empty())
+                .filter(|o| o.egress.is_empty() && o.flowlabel == LabelMode::Off)
                 .map(|_| BurstTarget {
                     out,
                     validation: p.validation,
@@ -1029,6 +1116,7 @@ impl Generation {
             mark: 0,
             priority: 0,
             classid: 0,
+            flowlabel: 0,
             depth: 0,
         };
         self.run_ingress(pkt, w, stats, sink);
@@ -1375,6 +1463,7 @@ mod tests {
         let e = Generation {
             ports: p,
             groups: vec![PortGroup::default()],
+            ..Default::default()
         }
         .validate()
         .unwrap_err();
@@ -1386,6 +1475,7 @@ mod tests {
                 name: "g".into(),
                 members: vec![PortIndex(2)],
             }],
+            ..Default::default()
         }
         .validate()
         .unwrap_err();
@@ -1597,6 +1687,7 @@ mod tests {
             let gen = Generation {
                 ports: p,
                 groups: vec![group.clone()],
+                ..Default::default()
             };
             let (out, _, a, copies) = run_with(gen, 1, &mut VecSink::default());
             assert_eq!(
@@ -1621,6 +1712,7 @@ mod tests {
                 name: "g".into(),
                 members: vec![PortIndex(0), PortIndex(2)],
             }],
+            ..Default::default()
         };
         let (out, _, _, copies) = run_with(gen, 0, &mut VecSink::default());
         assert_eq!((out, copies), (vec![2], 0));
@@ -1636,6 +1728,7 @@ mod tests {
                 name: "g".into(),
                 members: vec![PortIndex(0)],
             }],
+            ..Default::default()
         };
         let (out, t, a, _) = run_with(gen, 0, &mut VecSink::default());
         assert!(out.is_empty());
@@ -1798,5 +1891,158 @@ mod tests {
             vec![1],
             "tc: the first filter's actions end in pipe, the packet goes on"
         );
+    }
+
+    // ---- IPv6 flow labels on egress ----
+
+    fn v6_udp(sport: u16, label: u32) -> VecPacket {
+        let mut f = Vec::new();
+        etherparse::PacketBuilder::ethernet2([1; 6], [2; 6])
+            .ipv6(
+                [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+                [0xfd; 16],
+                64,
+            )
+            .udp(sport, 53)
+            .write(&mut f, &[7; 12])
+            .unwrap();
+        flowlabel::write_label(&mut f[14..], label);
+        VecPacket::new(f)
+    }
+
+    fn v4_udp() -> VecPacket {
+        let mut f = Vec::new();
+        etherparse::PacketBuilder::ethernet2([1; 6], [2; 6])
+            .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+            .udp(1, 2)
+            .write(&mut f, &[7; 12])
+            .unwrap();
+        VecPacket::new(f)
+    }
+
+    fn label_of(p: &VecPacket) -> u32 {
+        flowlabel::read_label(&p.bytes[14..]).unwrap()
+    }
+
+    fn labelling_gen(mode: LabelMode, reserved: &[u32]) -> Generation {
+        let mut p = ports(3);
+        p[0].forward = Forward::To(PortIndex(1));
+        p[1].flowlabel = mode;
+        p[2].forward = Forward::To(PortIndex(0));
+        let cfg = flowlabel::FlowLabelConfig {
+            reservations: reserved
+                .iter()
+                .map(|&label| flowlabel::Reservation {
+                    label,
+                    share: flowlabel::Share::Exclusive,
+                    users: 1,
+                })
+                .collect(),
+            ..Default::default()
+        };
+        Generation {
+            ports: p,
+            flowlabels: Some(Arc::new(
+                FlowLabelTable::with_seeds(&cfg, [5, 6, 7]).unwrap(),
+            )),
+            ..Default::default()
+        }
+    }
+
+    fn run_many(
+        gen: &Generation,
+        pkts: Vec<(VecPacket, u16)>,
+    ) -> (Vec<VecPacket>, Arc<crate::stats::LcoreStats>) {
+        let (mut w, r) =
+            StatsWriter::new(3, gen.ports.len(), gen.filter_count(), gen.action_count());
+        w.set_now_ms(1_000);
+        let mut sink = VecSink::default();
+        for (p, i) in pkts {
+            gen.process(p, PortIndex(i), &mut w, &mut sink);
+        }
+        (sink.sent.into_iter().map(|(_, p)| p).collect(), r)
+    }
+
+    #[test]
+    fn fill_port_labels_zero_labels_and_keeps_others() {
+        let mut gen = labelling_gen(LabelMode::Fill, &[]);
+        gen.assign_filter_ids();
+        assert_eq!(
+            gen.burst_target(PortIndex(0)),
+            None,
+            "labelling needs the full path"
+        );
+        let input = vec![
+            (v6_udp(1000, 0), 0),
+            (v6_udp(1000, 0), 0),
+            (v6_udp(1001, 0), 0),
+            (v6_udp(1002, 0x12345), 0),
+            (v4_udp(), 0),
+            (v6_udp(1000, 0), 2), // port 0 does not label
+        ];
+        let (out, st) = run_many(&gen, input.clone());
+        assert_eq!(out.len(), 6);
+        let (a, b, c) = (label_of(&out[0]), label_of(&out[1]), label_of(&out[2]));
+        assert!(a != 0 && c != 0 && a != c);
+        assert_eq!(a, b, "same flow, same label");
+        assert_eq!(label_of(&out[3]), 0x12345, "fill keeps a non-zero label");
+        // Only the label bits changed.
+        let mut expect = input[0].0.bytes.clone();
+        flowlabel::write_label(&mut expect[14..], a);
+        assert_eq!(out[0].bytes, expect);
+        assert_eq!(out[4], input[4].0, "IPv4 untouched byte for byte");
+        assert_eq!(out[5], input[5].0, "unlabelled port untouched");
+        let f = &st.flowlabel;
+        assert_eq!(
+            (
+                f.labelled.get(),
+                f.hits.get(),
+                f.allocations.get(),
+                f.kept.get()
+            ),
+            (3, 1, 2, 1)
+        );
+        // The table lists both flows.
+        let t = gen.flowlabels.as_ref().unwrap();
+        assert_eq!(t.live(), 2);
+    }
+
+    #[test]
+    fn override_port_replaces_labels_with_the_flows_label() {
+        let gen = labelling_gen(LabelMode::Override, &[]);
+        let (out, st) = run_many(&gen, vec![(v6_udp(9, 0xabcde), 0), (v6_udp(9, 0), 0)]);
+        assert_ne!(label_of(&out[0]), 0xabcde);
+        assert_eq!(label_of(&out[0]), label_of(&out[1]));
+        assert_eq!(st.flowlabel.labelled.get(), 2);
+    }
+
+    #[test]
+    fn a_flowlabel_action_pins_a_reserved_label() {
+        let mut gen = labelling_gen(LabelMode::Override, &[0x77777]);
+        gen.ports[0].ingress.push(filter(
+            EtherTypeIs(0x86dd, 1),
+            vec![Action::SetFlowLabel(0x77777)],
+        ));
+        gen.assign_filter_ids();
+        gen.validate().unwrap();
+        let (out, st) = run_many(&gen, vec![(v6_udp(9, 0), 0), (v6_udp(10, 5), 0)]);
+        assert_eq!(label_of(&out[0]), 0x77777);
+        assert_eq!(label_of(&out[1]), 0x77777);
+        assert_eq!(
+            (st.flowlabel.pinned.get(), st.flowlabel.allocations.get()),
+            (2, 0)
+        );
+        // An unreserved label is refused.
+        gen.ports[0].ingress[0] = filter(EtherTypeIs(0x86dd, 1), vec![Action::SetFlowLabel(0x12)]);
+        let e = gen.validate().unwrap_err().0;
+        assert!(e.contains("0x00012 is not a reserved label"), "{e}");
+    }
+
+    #[test]
+    fn labelling_port_without_table_is_refused() {
+        let mut gen = labelling_gen(LabelMode::Fill, &[]);
+        gen.flowlabels = None;
+        let e = gen.validate().unwrap_err().0;
+        assert!(e.contains("port \"p1\" labels IPv6 flows"), "{e}");
     }
 }

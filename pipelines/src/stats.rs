@@ -1,6 +1,7 @@
 //! Per-lcore counters: one writer (the lcore that owns them), any number of readers (the control
 //! thread summing them at scrape time). Updates are a relaxed load and store of the writer's own
 //! cache line: no read-modify-write instruction, no lock, no sharing between lcores.
+use crate::flowlabel::LabelOutcome;
 use crate::pipeline::PortIndex;
 use crate::DropReason;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -84,6 +85,30 @@ pub struct ActionCounters {
     pub last_use_ms: Counter,
 }
 
+/// What the IPv6 flow-label stage did on one lcore.
+#[derive(Debug, Default)]
+#[repr(align(64))]
+pub struct FlowLabelCounters {
+    /// Packets whose label was written (dynamic or pinned).
+    pub labelled: Counter,
+    /// Packets whose flow had a live entry.
+    pub hits: Counter,
+    /// New entries (flows) with a unique label.
+    pub allocations: Counter,
+    /// Candidate labels found taken before a free one (the kernel's `fl_intern` retries).
+    pub collisions: Counter,
+    /// Flows given a stateless label because their buckets were full.
+    pub fallback_table_full: Counter,
+    /// Flows given a stateless label because no free label was found.
+    pub fallback_labels_exhausted: Counter,
+    /// Packets given a reserved label by a `flowlabel` action.
+    pub pinned: Counter,
+    /// Packets with a non-zero label kept by a `fill` port.
+    pub kept: Counter,
+    /// Packets left unlabelled because their bytes are shared with a mirror copy.
+    pub shared_unlabelled: Counter,
+}
+
 impl Counter {
     /// Overwrites the value (single writer only).
     #[inline]
@@ -113,6 +138,8 @@ pub struct LcoreStats {
     /// Copies made by mirror actions (zero-copy clones): with them, received + copies =
     /// transmitted + dropped.
     pub mirror_copies: Counter,
+    /// The flow-label stage.
+    pub flowlabel: FlowLabelCounters,
 }
 
 /// The write side of one lcore's counters. Not `Clone`: exactly one writer exists.
@@ -140,6 +167,7 @@ impl StatsWriter {
             filters: (0..filters).map(|_| FilterCounters::default()).collect(),
             actions: (0..actions).map(|_| ActionCounters::default()).collect(),
             mirror_copies: Counter::default(),
+            flowlabel: FlowLabelCounters::default(),
         });
         (
             StatsWriter {
@@ -228,6 +256,49 @@ impl StatsWriter {
         if let Some(a) = self.stats.actions.get(id as usize) {
             a.drops.add(1);
         }
+    }
+
+    /// The clock set by [`StatsWriter::set_now_ms`].
+    #[inline]
+    pub fn now_ms(&self) -> u64 {
+        self.now_ms
+    }
+
+    /// Records how one packet's flow got its label.
+    #[inline]
+    pub fn flowlabel_outcome(&mut self, how: LabelOutcome, collisions: u32) {
+        let f = &self.stats.flowlabel;
+        match how {
+            LabelOutcome::Hit => f.hits.add(1),
+            LabelOutcome::New => f.allocations.add(1),
+            LabelOutcome::FallbackTableFull => f.fallback_table_full.add(1),
+            LabelOutcome::FallbackLabelsExhausted => f.fallback_labels_exhausted.add(1),
+        }
+        if collisions != 0 {
+            f.collisions.add(u64::from(collisions));
+        }
+    }
+
+    /// Records one packet labelled (`true`) or left alone because its bytes are shared.
+    #[inline]
+    pub fn flowlabel_written(&mut self, written: bool) {
+        if written {
+            self.stats.flowlabel.labelled.add(1);
+        } else {
+            self.stats.flowlabel.shared_unlabelled.add(1);
+        }
+    }
+
+    /// Records one packet given a pinned (reserved) label.
+    #[inline]
+    pub fn flowlabel_pinned(&mut self) {
+        self.stats.flowlabel.pinned.add(1);
+    }
+
+    /// Records one packet whose non-zero label a `fill` port kept.
+    #[inline]
+    pub fn flowlabel_kept(&mut self) {
+        self.stats.flowlabel.kept.add(1);
     }
 
     /// Records one mirror copy.
@@ -319,6 +390,47 @@ pub fn action_totals(lcores: &[Arc<LcoreStats>], actions: usize) -> Vec<ActionTo
         }
     }
     out
+}
+
+/// Flow-label counters summed over lcores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FlowLabelTotals {
+    /// See [`FlowLabelCounters::labelled`].
+    pub labelled: u64,
+    /// See [`FlowLabelCounters::hits`].
+    pub hits: u64,
+    /// See [`FlowLabelCounters::allocations`].
+    pub allocations: u64,
+    /// See [`FlowLabelCounters::collisions`].
+    pub collisions: u64,
+    /// See [`FlowLabelCounters::fallback_table_full`].
+    pub fallback_table_full: u64,
+    /// See [`FlowLabelCounters::fallback_labels_exhausted`].
+    pub fallback_labels_exhausted: u64,
+    /// See [`FlowLabelCounters::pinned`].
+    pub pinned: u64,
+    /// See [`FlowLabelCounters::kept`].
+    pub kept: u64,
+    /// See [`FlowLabelCounters::shared_unlabelled`].
+    pub shared_unlabelled: u64,
+}
+
+/// Sums every lcore's flow-label counters.
+pub fn flowlabel_totals(lcores: &[Arc<LcoreStats>]) -> FlowLabelTotals {
+    let mut t = FlowLabelTotals::default();
+    for l in lcores {
+        let f = &l.flowlabel;
+        t.labelled += f.labelled.get();
+        t.hits += f.hits.get();
+        t.allocations += f.allocations.get();
+        t.collisions += f.collisions.get();
+        t.fallback_table_full += f.fallback_table_full.get();
+        t.fallback_labels_exhausted += f.fallback_labels_exhausted.get();
+        t.pinned += f.pinned.get();
+        t.kept += f.kept.get();
+        t.shared_unlabelled += f.shared_unlabelled.get();
+    }
+    t
 }
 
 /// Sums every lcore's counters per port (the control thread's view).

@@ -26,6 +26,12 @@ pub mod ipproto {
     pub const TCP: u8 = 6;
     /// UDP.
     pub const UDP: u8 = 17;
+    /// DCCP (RFC 4340): ports like UDP's.
+    pub const DCCP: u8 = 33;
+    /// SCTP (RFC 9260): ports like UDP's.
+    pub const SCTP: u8 = 132;
+    /// UDP-Lite (RFC 3828): ports like UDP's.
+    pub const UDPLITE: u8 = 136;
     /// IPv6 Routing extension header (RFC 8200 §4.4).
     pub const IPV6_ROUTE: u8 = 43;
     /// IPv6 Fragment extension header (RFC 8200 §4.5).
@@ -76,6 +82,10 @@ pub struct Parsed {
     /// True for an IPv4 fragment other than the first, or an IPv6 packet with a fragment header
     /// whose offset is not zero: no transport header is present.
     pub later_fragment: bool,
+    /// True for any fragment of a fragmented datagram: an IPv4 packet with MF set or a non-zero
+    /// offset, an IPv6 packet with a fragment header whose offset is non-zero or whose M flag is
+    /// set (an atomic fragment is not one).
+    pub fragment: bool,
     /// Source and destination ports for TCP/UDP (0 otherwise); ICMP type and code for ICMP.
     pub src_port: u16,
     /// See `src_port`.
@@ -307,6 +317,7 @@ fn parse_ipv4(
     p.l4_offset = sat_u16(l4);
     // Flags (3 bits: reserved, DF, MF) and the 13-bit fragment offset in 8-byte units (RFC 791).
     let frag = u16::from_be_bytes([fo0, fo1]);
+    p.fragment = frag & 0x3fff != 0;
     if frag & 0x1fff != 0 {
         p.later_fragment = true;
         return Ok(());
@@ -379,6 +390,7 @@ fn parse_ipv6(data: &[u8], frame_len: usize, l3: usize, p: &mut Parsed) -> Resul
             // Fragment Offset (13 bits, 8-byte units), 2 reserved bits, M flag.
             if let Some(&[_, _, f0, f1]) = ext.first_chunk::<4>() {
                 let frag = u16::from_be_bytes([f0, f1]);
+                p.fragment = frag & 0xfff9 != 0;
                 if frag >> 3 != 0 {
                     p.later_fragment = true;
                     return ipv6_stop(p, ext_next, off + len);
@@ -751,6 +763,7 @@ mod tests {
                         l4_offset: l3 + ip_hdr,
                         ip_len: ip_hdr + l4_hdr + payload.len() as u16,
                         later_fragment: false,
+                        fragment: false,
                         src_port: ports.0,
                         dst_port: ports.1,
                     };
@@ -1453,6 +1466,7 @@ mod tests {
                 l4_offset: 38,
                 ip_len: 23,
                 later_fragment: true,
+                fragment: true,
                 src_port: 0,
                 dst_port: 0,
             }
@@ -1482,8 +1496,8 @@ mod tests {
         fix_v4_csum(&mut frame, 14);
         let p = parse_checked(&frame, frame.len() as u32, false).unwrap();
         assert_eq!(
-            (p.later_fragment, p.src_port, p.dst_port),
-            (false, 5353, 53)
+            (p.later_fragment, p.fragment, p.src_port, p.dst_port),
+            (false, true, 5353, 53)
         );
         // Without MF the same length is bad.
         set_be16(&mut frame, 14 + 6, 0);
@@ -1526,6 +1540,7 @@ mod tests {
                 l4_offset: 22 + 40 + 8 + 16 + 8,
                 ip_len: 40 + 32 + 3,
                 later_fragment: true,
+                fragment: true,
                 src_port: 0,
                 dst_port: 0,
             }
@@ -1554,8 +1569,8 @@ mod tests {
         set_be16(&mut frame, l4 + 4, 1400);
         let p = parse_checked(&frame, frame.len() as u32, false).unwrap();
         assert_eq!(
-            (p.later_fragment, p.l4_offset, p.src_port),
-            (false, l4 as u16, 5353)
+            (p.later_fragment, p.fragment, p.l4_offset, p.src_port),
+            (false, true, l4 as u16, 5353)
         );
         // Atomic fragment (offset 0, M clear): an ordinary packet.
         let step = eth_step(
@@ -1565,8 +1580,8 @@ mod tests {
         );
         let mut frame = finish(step, Transport::Udp, true, &[0; 16]);
         assert_eq!(
-            parse_checked(&frame, frame.len() as u32, false).map(|p| p.src_port),
-            Ok(5353)
+            parse_checked(&frame, frame.len() as u32, false).map(|p| (p.src_port, p.fragment)),
+            Ok((5353, false))
         );
         set_be16(&mut frame, l4 + 4, 1400);
         assert_eq!(

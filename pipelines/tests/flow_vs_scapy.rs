@@ -242,6 +242,7 @@ fn keys_rxhash_and_classids_match_the_scapy_oracle() {
             mark: m.mark,
             priority: m.priority,
             classid: 0,
+            flowlabel: 0,
         };
         let mut problems = Vec::new();
         for (name, c) in names.iter().zip(&per_key) {

@@ -303,6 +303,7 @@ mod tests {
             mark: 0,
             priority: 0,
             classid: 0,
+            flowlabel: 0,
         };
         assert_eq!(c.classify(&view), Verdict::Match(0x1234));
         view.rss_hash = None;

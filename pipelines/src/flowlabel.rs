@@ -1,0 +1,889 @@
+//! IPv6 flow labels per flow (RFC 6437): the appliance's counterpart of Linux's
+//! `ip6_flowlabel`, adapted to a box that labels the flows it forwards instead of the flows its
+//! sockets send.
+//!
+//! # Behaviour
+//! - A flow is the 5-tuple (addresses, upper-layer protocol, ports) of an IPv6 packet, or its
+//!   3-tuple when the protocol has no ports or the packet is a fragment (so that every fragment
+//!   of a datagram, and the datagrams around it, carry one label).
+//! - Labels are 20 bits, never 0, drawn from secret random seeds and unique among the live
+//!   labels of the whole appliance (the kernel's `fl_intern` retries on collision; so does
+//!   [`FlowLabelTable::label`]). The labels of reservations (see [`Reservation`]) are never
+//!   handed to a flow.
+//! - Each entry has a last-use time and lingers `linger` after it (at least 6 s and at most the
+//!   configured maximum, 150 s by default: the kernel's `FL_MIN_LINGER` / `FL_MAX_LINGER`). The
+//!   control thread's garbage collector ([`FlowLabelTable::gc`]) reclaims expired entries; their
+//!   labels return to the free pool one collection later, so a packet that read a label just
+//!   before its entry died never shares it with a new flow.
+//! - When a flow cannot get an entry (its two candidate buckets are full) or a unique label
+//!   (the label space is nearly exhausted), it gets a stateless label from a keyed hash of the
+//!   flow: still non-zero and the same for every packet of the flow, but not guaranteed unique.
+//!   Both cases are counted.
+//!
+//! # Concurrency: one table for every lcore, no lock per packet
+//! The table is a bucketised hash table shared by all worker lcores, so a flow's label is the
+//! same on whichever lcore sees it and uniqueness is appliance-wide.
+//! - A flow hashes to two buckets of [`SLOTS`] slots. A bucket's first cache line holds a writer
+//!   lock word and the slots' metadata (state, 10-bit hash tag, label, version); each slot's key
+//!   and times fill one more cache line. A hit reads two lines.
+//! - Readers take no lock: each slot is a seqlock (the version in its metadata word); a reader
+//!   that sees the version move treats it as a miss.
+//! - A miss takes the writer locks of both buckets (in index order: no deadlock), looks again,
+//!   and inserts. Two lcores meeting the same new flow at once serialise on those locks, so a
+//!   flow never gets two entries. This is a lock per new flow, never per packet.
+//! - Label uniqueness is a bitmap of 2^20 bits claimed with `fetch_or` (again per new flow).
+//! - The only per-packet write to shared memory is the last-use time, stored (not
+//!   read-modify-written) at most once per millisecond per flow.
+use crate::jhash::{jhash2, jhash_1word, jhash_2words};
+use crate::wire::{ipproto, Parsed, L3};
+use std::sync::atomic::{fence, AtomicU64, Ordering};
+use std::sync::Mutex;
+
+/// The 20 label bits of an IPv6 header's first word.
+pub const LABEL_MASK: u32 = 0x000f_ffff;
+/// Shortest linger a configuration may ask for (the kernel's `FL_MIN_LINGER`, 6 s).
+pub const MIN_LINGER_MS: u64 = 6_000;
+/// Default longest linger (the kernel's `FL_MAX_LINGER`, 150 s).
+pub const DEFAULT_MAX_LINGER_MS: u64 = 150_000;
+/// Default table size (the kernel's `FL_MAX_SIZE`): a default, not a ceiling.
+pub const DEFAULT_CAPACITY: usize = 4096;
+/// Largest table size a configuration may ask for (16 Mi flows; about 1.2 GiB).
+pub const MAX_CAPACITY: usize = 1 << 24;
+/// Slots per bucket: with the lock word they fill the bucket's first cache line.
+pub const SLOTS: usize = 7;
+/// Random candidates tried before scanning the bitmap for a free label.
+const ALLOC_TRIES: u32 = 8;
+/// Bitmap words (of 64 labels) scanned after the random candidates, from a random start: bounds
+/// the cost of a new flow when the label space is nearly full.
+const SCAN_WORDS: usize = 64;
+/// Words of the label bitmap.
+const LABEL_WORDS: usize = (LABEL_MASK as usize + 1) / 64;
+
+/// What an egress port does to the flow label of IPv6 packets it sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LabelMode {
+    /// Leave every packet untouched.
+    #[default]
+    Off,
+    /// Label packets whose flow label is zero; keep non-zero labels (RFC 6437 §2: a forwarding
+    /// node may set the label of a packet that arrives with label zero, and delivers a
+    /// non-zero label unchanged).
+    Fill,
+    /// Label every IPv6 packet, replacing whatever label it carried (for operators who must
+    /// not trust the labels their sources set; RFC 6437 §6.1).
+    Override,
+}
+
+impl LabelMode {
+    /// The mode named `name` ("off", "fill", "override").
+    pub fn from_name(name: &str) -> Option<LabelMode> {
+        match name {
+            "off" => Some(LabelMode::Off),
+            "fill" => Some(LabelMode::Fill),
+            "override" => Some(LabelMode::Override),
+            _ => None,
+        }
+    }
+}
+
+/// How a reserved label may be shared (the `IPV6_FL_S_EXCL` / `IPV6_FL_S_ANY` idea).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Share {
+    /// Pinned by exactly one filter or class.
+    Exclusive,
+    /// May be pinned by several filters or classes.
+    Shared,
+}
+
+impl Share {
+    /// The name in configurations and listings.
+    pub fn name(self) -> &'static str {
+        match self {
+            Share::Exclusive => "exclusive",
+            Share::Shared => "shared",
+        }
+    }
+}
+
+/// A label kept out of the dynamic pool for filters that pin it (`flowlabel: L` actions).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reservation {
+    /// The label, 1..=0xfffff.
+    pub label: u32,
+    /// Who may pin it.
+    pub share: Share,
+    /// How many actions pin it (for the listing).
+    pub users: u32,
+}
+
+/// Table parameters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlowLabelConfig {
+    /// Live flows the table must hold (it is sized with headroom for the two-choice buckets).
+    pub capacity: usize,
+    /// Idle time after which a flow's label expires.
+    pub linger_ms: u64,
+    /// Largest linger allowed.
+    pub max_linger_ms: u64,
+    /// Reserved labels.
+    pub reservations: Vec<Reservation>,
+}
+
+impl Default for FlowLabelConfig {
+    fn default() -> Self {
+        FlowLabelConfig {
+            capacity: DEFAULT_CAPACITY,
+            linger_ms: MIN_LINGER_MS,
+            max_linger_ms: DEFAULT_MAX_LINGER_MS,
+            reservations: Vec::new(),
+        }
+    }
+}
+
+/// A configuration the table refuses, naming the field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlowLabelError(pub String);
+
+impl std::fmt::Display for FlowLabelError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for FlowLabelError {}
+
+impl FlowLabelConfig {
+    /// Checks every field, naming the first that is wrong and what is allowed.
+    pub fn validate(&self) -> Result<(), FlowLabelError> {
+        let err = |m: String| Err(FlowLabelError(m));
+        if self.capacity == 0 || self.capacity > MAX_CAPACITY {
+            return err(format!(
+                "`flowlabels.capacity`: {} is outside 1..={MAX_CAPACITY}",
+                self.capacity
+            ));
+        }
+        if self.max_linger_ms < MIN_LINGER_MS {
+            return err(format!(
+                "`flowlabels.max_linger_s`: {} s is below the minimum linger of {} s",
+                self.max_linger_ms as f64 / 1000.0,
+                MIN_LINGER_MS / 1000
+            ));
+        }
+        if self.linger_ms < MIN_LINGER_MS || self.linger_ms > self.max_linger_ms {
+            return err(format!(
+                "`flowlabels.linger_s`: {} s is outside {}..={} s",
+                self.linger_ms as f64 / 1000.0,
+                MIN_LINGER_MS / 1000,
+                self.max_linger_ms as f64 / 1000.0
+            ));
+        }
+        let mut seen: std::collections::HashMap<u32, Share> = std::collections::HashMap::new();
+        for (i, r) in self.reservations.iter().enumerate() {
+            if r.label == 0 || r.label > LABEL_MASK {
+                return err(format!(
+                    "`flowlabels.reserved[{i}].label`: {:#x} is outside 0x1..=0xfffff",
+                    r.label
+                ));
+            }
+            if let Some(&s) = seen.get(&r.label) {
+                if s == Share::Exclusive || r.share == Share::Exclusive {
+                    return err(format!(
+                        "`flowlabels.reserved[{i}].label`: {:#07x} is already reserved and one \
+                         of the reservations is exclusive",
+                        r.label
+                    ));
+                }
+            }
+            if r.share == Share::Exclusive && r.users > 1 {
+                return err(format!(
+                    "`flowlabels.reserved[{i}]`: exclusive label {:#07x} is pinned by {} \
+                     actions; an exclusive label belongs to one filter or class (use `share: \
+                     shared`)",
+                    r.label, r.users
+                ));
+            }
+            seen.insert(r.label, r.share);
+        }
+        Ok(())
+    }
+}
+
+/// A flow as the label table keys it: packed addresses, protocol and ports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FlowKey([u64; 5]);
+
+impl FlowKey {
+    /// The flow of an IPv6 packet: addresses, upper-layer protocol, and ports for TCP, UDP,
+    /// UDP-Lite, DCCP and SCTP when the packet is not a fragment. `None` for anything but IPv6.
+    #[inline]
+    pub fn of(data: &[u8], parsed: &Parsed) -> Option<FlowKey> {
+        if parsed.l3 != L3::Ipv6 {
+            return None;
+        }
+        let l3 = usize::from(parsed.l3_offset);
+        let addrs: &[u8; 32] = data.get(l3 + 8..l3 + 40)?.try_into().ok()?;
+        let word = |i: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&addrs[i * 8..i * 8 + 8]);
+            u64::from_be_bytes(b)
+        };
+        let proto = parsed.l4_proto;
+        let ports = if parsed.fragment {
+            0
+        } else {
+            match proto {
+                ipproto::TCP | ipproto::UDP | ipproto::UDPLITE | ipproto::DCCP | ipproto::SCTP => {
+                    let l4 = usize::from(parsed.l4_offset);
+                    data.get(l4..l4 + 4)
+                        .map_or(0, |p| u32::from_be_bytes([p[0], p[1], p[2], p[3]]))
+                }
+                _ => 0,
+            }
+        };
+        Some(FlowKey([
+            word(0),
+            word(1),
+            word(2),
+            word(3),
+            u64::from(proto) << 32 | u64::from(ports),
+        ]))
+    }
+
+    /// A key from its parts (tests, benchmarks, listings).
+    pub fn new(src: [u8; 16], dst: [u8; 16], proto: u8, sport: u16, dport: u16) -> FlowKey {
+        let w = |a: &[u8; 16], i: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&a[i * 8..i * 8 + 8]);
+            u64::from_be_bytes(b)
+        };
+        FlowKey([
+            w(&src, 0),
+            w(&src, 1),
+            w(&dst, 0),
+            w(&dst, 1),
+            u64::from(proto) << 32 | u64::from(sport) << 16 | u64::from(dport),
+        ])
+    }
+
+    /// Source address.
+    pub fn src(&self) -> std::net::Ipv6Addr {
+        std::net::Ipv6Addr::from(u128::from(self.0[0]) << 64 | u128::from(self.0[1]))
+    }
+
+    /// Destination address.
+    pub fn dst(&self) -> std::net::Ipv6Addr {
+        std::net::Ipv6Addr::from(u128::from(self.0[2]) << 64 | u128::from(self.0[3]))
+    }
+
+    /// Upper-layer protocol.
+    pub fn proto(&self) -> u8 {
+        (self.0[4] >> 32) as u8
+    }
+
+    /// Source and destination ports (0 for 3-tuple flows).
+    pub fn ports(&self) -> (u16, u16) {
+        ((self.0[4] >> 16) as u16, self.0[4] as u16)
+    }
+
+    #[inline]
+    fn hash(&self, seed: u32) -> u32 {
+        let w = &self.0;
+        let words = [
+            (w[0] >> 32) as u32,
+            w[0] as u32,
+            (w[1] >> 32) as u32,
+            w[1] as u32,
+            (w[2] >> 32) as u32,
+            w[2] as u32,
+            (w[3] >> 32) as u32,
+            w[3] as u32,
+            (w[4] >> 32) as u32,
+            w[4] as u32,
+        ];
+        jhash2(&words, seed)
+    }
+}
+
+/// How a packet got its label, for the counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LabelOutcome {
+    /// The flow had a live entry.
+    Hit,
+    /// A new entry with a unique label.
+    New,
+    /// No free slot in the flow's buckets: stateless label.
+    FallbackTableFull,
+    /// No free label found within the bounded search: stateless label.
+    FallbackLabelsExhausted,
+}
+
+/// Slot states in the metadata word.
+const EMPTY: u64 = 0;
+const BUSY: u64 = 1;
+const LIVE: u64 = 2;
+
+#[inline]
+fn meta(version: u32, tag: u32, state: u64, label: u32) -> u64 {
+    u64::from(version) << 32 | u64::from(tag & 0x3ff) << 22 | state << 20 | u64::from(label)
+}
+#[inline]
+fn meta_state(m: u64) -> u64 {
+    (m >> 20) & 3
+}
+#[inline]
+fn meta_tag(m: u64) -> u32 {
+    ((m >> 22) & 0x3ff) as u32
+}
+#[inline]
+fn meta_label(m: u64) -> u32 {
+    (m as u32) & LABEL_MASK
+}
+#[inline]
+fn meta_version(m: u64) -> u32 {
+    (m >> 32) as u32
+}
+
+/// One slot's key and times: one cache line.
+#[derive(Debug, Default)]
+#[repr(C, align(64))]
+struct Slot {
+    key: [AtomicU64; 5],
+    /// Last use, milliseconds (the workers' clock).
+    last_use: AtomicU64,
+    /// Creation time in milliseconds << 16 | creating lcore (low 16 bits).
+    born: AtomicU64,
+}
+
+/// A bucket: lock word and slot metadata in the first cache line, then the slots.
+#[derive(Debug, Default)]
+#[repr(C, align(64))]
+struct Bucket {
+    lock: AtomicU64,
+    meta: [AtomicU64; SLOTS],
+    slots: [Slot; SLOTS],
+}
+
+impl Bucket {
+    #[inline]
+    fn lock(&self) {
+        while self
+            .lock
+            .compare_exchange_weak(0, 1, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            std::hint::spin_loop();
+        }
+    }
+
+    #[inline]
+    fn unlock(&self) {
+        self.lock.store(0, Ordering::Release);
+    }
+
+    /// The slot holding `key`, and its label. Lock-free: a slot being rewritten reads as absent.
+    #[inline]
+    fn find(&self, key: &FlowKey, tag: u32) -> Option<(usize, u32)> {
+        for (i, m) in self.meta.iter().enumerate() {
+            let m1 = m.load(Ordering::Acquire);
+            if meta_state(m1) != LIVE || meta_tag(m1) != tag {
+                continue;
+            }
+            let s = &self.slots[i];
+            let k = [
+                s.key[0].load(Ordering::Relaxed),
+                s.key[1].load(Ordering::Relaxed),
+                s.key[2].load(Ordering::Relaxed),
+                s.key[3].load(Ordering::Relaxed),
+                s.key[4].load(Ordering::Relaxed),
+            ];
+            fence(Ordering::Acquire);
+            if m.load(Ordering::Relaxed) == m1 && k == key.0 {
+                return Some((i, meta_label(m1)));
+            }
+        }
+        None
+    }
+
+    /// A consistent snapshot of slot `i` if it is live: (label, key, last use, born).
+    fn read(&self, i: usize) -> Option<(u32, FlowKey, u64, u64)> {
+        let m = &self.meta[i];
+        loop {
+            let m1 = m.load(Ordering::Acquire);
+            if meta_state(m1) == EMPTY {
+                return None;
+            }
+            if meta_state(m1) == BUSY {
+                std::hint::spin_loop();
+                continue;
+            }
+            let s = &self.slots[i];
+            let k = std::array::from_fn(|j| s.key[j].load(Ordering::Relaxed));
+            let last = s.last_use.load(Ordering::Relaxed);
+            let born = s.born.load(Ordering::Relaxed);
+            fence(Ordering::Acquire);
+            if m.load(Ordering::Relaxed) == m1 {
+                return Some((meta_label(m1), FlowKey(k), last, born));
+            }
+        }
+    }
+
+    /// Free slots and the first of them (caller holds the lock).
+    fn free(&self) -> (usize, usize) {
+        let mut first = 0;
+        let mut n = 0;
+        for (i, m) in self.meta.iter().enumerate().rev() {
+            if meta_state(m.load(Ordering::Relaxed)) == EMPTY {
+                n += 1;
+                first = i;
+            }
+        }
+        (n, first)
+    }
+
+    /// Writes a new live entry into empty slot `i` (caller holds the lock).
+    fn publish(&self, i: usize, key: &FlowKey, tag: u32, label: u32, now_ms: u64, lcore: u16) {
+        let m = &self.meta[i];
+        let v = meta_version(m.load(Ordering::Relaxed));
+        m.store(meta(v.wrapping_add(1), 0, BUSY, 0), Ordering::Relaxed);
+        fence(Ordering::Release);
+        let s = &self.slots[i];
+        for (dst, src) in s.key.iter().zip(key.0) {
+            dst.store(src, Ordering::Relaxed);
+        }
+        s.last_use.store(now_ms, Ordering::Relaxed);
+        s.born
+            .store(now_ms << 16 | u64::from(lcore), Ordering::Relaxed);
+        m.store(meta(v.wrapping_add(2), tag, LIVE, label), Ordering::Release);
+    }
+
+    /// Empties live slot `i` (caller holds the lock).
+    fn clear(&self, i: usize) {
+        let m = &self.meta[i];
+        let v = meta_version(m.load(Ordering::Relaxed));
+        m.store(meta(v.wrapping_add(1), 0, EMPTY, 0), Ordering::Release);
+    }
+}
+
+/// Totals kept by the garbage collector (control thread).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GcStats {
+    /// Live entries after the last collection.
+    pub live: u64,
+    /// Entries reclaimed since start.
+    pub expired: u64,
+    /// Collections run.
+    pub runs: u64,
+    /// Labels waiting one collection before they return to the pool.
+    pub quarantined: u64,
+}
+
+/// One reservation per label, in label order, with the users of every reservation of it.
+fn merged(rs: &[Reservation]) -> Vec<Reservation> {
+    let mut m: std::collections::BTreeMap<u32, Reservation> = std::collections::BTreeMap::new();
+    for r in rs {
+        m.entry(r.label)
+            .and_modify(|e| e.users += r.users)
+            .or_insert(*r);
+    }
+    m.into_values().collect()
+}
+
+/// The collector's private state: labels freed by the previous pass, totals.
+#[derive(Debug, Default)]
+struct GcState {
+    quarantine: Vec<u32>,
+    stats: GcStats,
+}
+
+/// One row of the operator listing (`/proc/net/ip6_flowlabel`'s columns, plus the flow).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LabelEntry {
+    /// The label.
+    pub label: u32,
+    /// "dynamic" for a flow's label, else the reservation's share.
+    pub share: &'static str,
+    /// The lcore that created the entry (`None` for reservations).
+    pub owner: Option<u16>,
+    /// Reservations: the actions pinning the label; flows: 1.
+    pub users: u32,
+    /// Linger in milliseconds (0 for reservations: they never expire).
+    pub linger_ms: u64,
+    /// Milliseconds until the entry expires unless used again (`None` for reservations).
+    pub expires_ms: Option<u64>,
+    /// The flow (`None` for reservations).
+    pub flow: Option<FlowKey>,
+}
+
+/// The appliance-wide flow-label table. Shared by every worker lcore (`Arc`) and by the control
+/// thread (collector, listings); survives configuration reloads.
+#[derive(Debug)]
+pub struct FlowLabelTable {
+    buckets: Box<[Bucket]>,
+    mask: u32,
+    /// Claimed labels: dynamic ones, reserved ones and 0.
+    used: Box<[AtomicU64]>,
+    /// Reserved labels (read-only after construction).
+    reserved: Box<[u64]>,
+    reservations: Vec<Reservation>,
+    capacity: usize,
+    linger_ms: u64,
+    seeds: [u32; 3],
+    gc: Mutex<GcState>,
+}
+
+impl FlowLabelTable {
+    /// A table for `cfg` (validated) with random seeds.
+    pub fn new(cfg: &FlowLabelConfig) -> Result<FlowLabelTable, FlowLabelError> {
+        let r = crate::flow::random_u32;
+        Self::with_seeds(cfg, [r(), r(), r()])
+    }
+
+    /// A table with fixed seeds (tests and benchmarks).
+    pub fn with_seeds(
+        cfg: &FlowLabelConfig,
+        seeds: [u32; 3],
+    ) -> Result<FlowLabelTable, FlowLabelError> {
+        cfg.validate()?;
+        // Two-choice buckets of 7 fill to about 95% before a flow finds both full: 25% headroom.
+        let want = (cfg.capacity + cfg.capacity / 4).div_ceil(SLOTS).max(2);
+        let n = want.next_power_of_two();
+        let buckets: Box<[Bucket]> = (0..n).map(|_| Bucket::default()).collect();
+        let used: Box<[AtomicU64]> = (0..LABEL_WORDS).map(|_| AtomicU64::new(0)).collect();
+        let mut reserved = vec![0u64; LABEL_WORDS].into_boxed_slice();
+        reserved[0] |= 1;
+        for r in &cfg.reservations {
+            reserved[r.label as usize / 64] |= 1 << (r.label % 64);
+        }
+        for (u, r) in used.iter().zip(reserved.iter()) {
+            u.store(*r, Ordering::Relaxed);
+        }
+        Ok(FlowLabelTable {
+            buckets,
+            mask: (n - 1) as u32,
+            used,
+            reserved,
+            reservations: merged(&cfg.reservations),
+            capacity: cfg.capacity,
+            linger_ms: cfg.linger_ms,
+            seeds,
+            gc: Mutex::new(GcState::default()),
+        })
+    }
+
+    /// Slots in the table (at least the configured capacity).
+    pub fn slots(&self) -> usize {
+        self.buckets.len() * SLOTS
+    }
+
+    /// The configured capacity.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Bytes of table memory per slot (bucket size / slots per bucket).
+    pub fn bytes_per_slot() -> usize {
+        std::mem::size_of::<Bucket>() / SLOTS
+    }
+
+    /// Total bytes of the table, label bitmaps included.
+    pub fn memory_bytes(&self) -> usize {
+        std::mem::size_of_val(&*self.buckets)
+            + std::mem::size_of_val(&*self.used)
+            + std::mem::size_of_val(&*self.reserved)
+    }
+
+    /// The linger.
+    pub fn linger_ms(&self) -> u64 {
+        self.linger_ms
+    }
+
+    /// True when `label` is reserved.
+    #[inline]
+    pub fn is_reserved(&self, label: u32) -> bool {
+        let l = (label & LABEL_MASK) as usize;
+        self.reserved[l / 64] & (1 << (l % 64)) != 0
+    }
+
+    #[inline]
+    fn buckets_of(&self, h: u32) -> (usize, usize) {
+        let b1 = h & self.mask;
+        let mut b2 = jhash_1word(h, self.seeds[1]) & self.mask;
+        if b2 == b1 {
+            b2 = b1 ^ 1;
+        }
+        (b1 as usize, (b2 & self.mask) as usize)
+    }
+
+    /// The label of `key`'s flow at `now_ms`, creating its entry (lcore `lcore`) if needed.
+    /// Returns the label (never 0, never a reserved label), how it was obtained, and how many
+    /// candidate labels were already taken.
+    #[inline]
+    pub fn label(&self, key: &FlowKey, now_ms: u64, lcore: u16) -> (u32, LabelOutcome, u32) {
+        let h = key.hash(self.seeds[0]);
+        let tag = h >> 22;
+        let (b1, b2) = self.buckets_of(h);
+        for b in [b1, b2] {
+            let bucket = &self.buckets[b];
+            if let Some((i, label)) = bucket.find(key, tag) {
+                let s = &bucket.slots[i].last_use;
+                if s.load(Ordering::Relaxed) != now_ms {
+                    s.store(now_ms, Ordering::Relaxed);
+                }
+                return (label, LabelOutcome::Hit, 0);
+            }
+        }
+        self.insert(key, h, tag, (b1, b2), now_ms, lcore)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn insert(
+        &self,
+        key: &FlowKey,
+        h: u32,
+        tag: u32,
+        (b1, b2): (usize, usize),
+        now_ms: u64,
+        lcore: u16,
+    ) -> (u32, LabelOutcome, u32) {
+        let (lo, hi) = (b1.min(b2), b1.max(b2));
+        self.buckets[lo].lock();
+        self.buckets[hi].lock();
+        let result = 'locked: {
+            // Another lcore may have inserted the flow since the lock-free look.
+            for b in [b1, b2] {
+                if let Some((_, label)) = self.buckets[b].find(key, tag) {
+                    break 'locked (label, LabelOutcome::Hit, 0);
+                }
+            }
+            // The less loaded of the two buckets (two-choice placement keeps the fullest
+            // bucket near the mean long after first-fit would overflow).
+            let (f1, f2) = (self.buckets[b1].free(), self.buckets[b2].free());
+            let free = if f2.0 > f1.0 { (b2, f2) } else { (b1, f1) };
+            let (b, (n, i)) = free;
+            if n == 0 {
+                break 'locked (self.fallback(h), LabelOutcome::FallbackTableFull, 0);
+            }
+            let (label, retries) = self.claim_label(h);
+            let Some(label) = label else {
+                break 'locked (
+                    self.fallback(h),
+                    LabelOutcome::FallbackLabelsExhausted,
+                    retries,
+                );
+            };
+            self.buckets[b].publish(i, key, tag, label, now_ms, lcore);
+            (label, LabelOutcome::New, retries)
+        };
+        self.buckets[hi].unlock();
+        self.buckets[lo].unlock();
+        result
+    }
+
+    /// Claims a free label: random candidates first (as `fl_intern` retries), then a bounded
+    /// scan of the bitmap. Returns the label, if any, and the number of taken candidates.
+    fn claim_label(&self, h: u32) -> (Option<u32>, u32) {
+        let mut taken = 0;
+        for attempt in 0..ALLOC_TRIES {
+            let l = jhash_2words(h, attempt, self.seeds[2]) & LABEL_MASK;
+            if self.try_claim(l) {
+                return (Some(l), taken);
+            }
+            taken += 1;
+        }
+        let start = jhash_2words(h, ALLOC_TRIES, self.seeds[2]) as usize % LABEL_WORDS;
+        for i in 0..SCAN_WORDS {
+            let w = (start + i) % LABEL_WORDS;
+            loop {
+                let v = self.used[w].load(Ordering::Relaxed);
+                if v == u64::MAX {
+                    break;
+                }
+                let l = (w * 64) as u32 + (!v).trailing_zeros();
+                if self.try_claim(l) {
+                    return (Some(l), taken);
+                }
+                taken += 1;
+            }
+        }
+        (None, taken)
+    }
+
+    #[inline]
+    fn try_claim(&self, label: u32) -> bool {
+        let (w, bit) = (label as usize / 64, 1u64 << (label % 64));
+        self.used[w].fetch_or(bit, Ordering::AcqRel) & bit == 0
+    }
+
+    fn release_label(&self, label: u32) {
+        let (w, bit) = (label as usize / 64, 1u64 << (label % 64));
+        if self.reserved[w] & bit == 0 {
+            self.used[w].fetch_and(!bit, Ordering::AcqRel);
+        }
+    }
+
+    /// The stateless label of a flow that has no entry: a keyed hash, never 0, never reserved.
+    #[inline]
+    fn fallback(&self, h: u32) -> u32 {
+        let mut l = jhash_1word(h, !self.seeds[2]) & LABEL_MASK;
+        while self.is_reserved(l) {
+            l = (l + 1) & LABEL_MASK;
+        }
+        l
+    }
+
+    /// One collection at `now_ms` (control thread): returns the labels quarantined by the
+    /// previous collection to the pool, then removes every entry idle for longer than the
+    /// linger and quarantines its label. Never blocks a worker for more than one bucket's
+    /// removal.
+    pub fn gc(&self, now_ms: u64) -> GcStats {
+        let mut st = self.gc.lock().unwrap_or_else(|e| e.into_inner());
+        for l in std::mem::take(&mut st.quarantine) {
+            self.release_label(l);
+        }
+        let mut live = 0u64;
+        for bucket in self.buckets.iter() {
+            for i in 0..SLOTS {
+                let m = bucket.meta[i].load(Ordering::Acquire);
+                if meta_state(m) != LIVE {
+                    continue;
+                }
+                if !self.expired(bucket.slots[i].last_use.load(Ordering::Relaxed), now_ms) {
+                    live += 1;
+                    continue;
+                }
+                bucket.lock();
+                let m = bucket.meta[i].load(Ordering::Relaxed);
+                let last = bucket.slots[i].last_use.load(Ordering::Relaxed);
+                if meta_state(m) == LIVE && self.expired(last, now_ms) {
+                    bucket.clear(i);
+                    st.quarantine.push(meta_label(m));
+                    st.stats.expired += 1;
+                } else if meta_state(m) == LIVE {
+                    live += 1;
+                }
+                bucket.unlock();
+            }
+        }
+        st.stats.live = live;
+        st.stats.runs += 1;
+        st.stats.quarantined = st.quarantine.len() as u64;
+        st.stats
+    }
+
+    #[inline]
+    fn expired(&self, last_use: u64, now_ms: u64) -> bool {
+        now_ms.saturating_sub(last_use) > self.linger_ms
+    }
+
+    /// The collector's totals as of its last run.
+    pub fn gc_stats(&self) -> GcStats {
+        self.gc.lock().unwrap_or_else(|e| e.into_inner()).stats
+    }
+
+    /// Live entries now (a scan; for listings and tests).
+    pub fn live(&self) -> usize {
+        self.buckets
+            .iter()
+            .flat_map(|b| b.meta.iter())
+            .filter(|m| meta_state(m.load(Ordering::Relaxed)) == LIVE)
+            .count()
+    }
+
+    /// The live table at `now_ms`: reservations first, then up to `limit` flows in table
+    /// order.
+    pub fn entries(&self, now_ms: u64, limit: usize) -> Vec<LabelEntry> {
+        let mut out: Vec<LabelEntry> = Vec::new();
+        out.extend(self.reservations.iter().map(|r| LabelEntry {
+            label: r.label,
+            share: r.share.name(),
+            owner: None,
+            users: r.users,
+            linger_ms: 0,
+            expires_ms: None,
+            flow: None,
+        }));
+        let mut flows = 0;
+        'all: for b in self.buckets.iter() {
+            for i in 0..SLOTS {
+                if flows >= limit {
+                    break 'all;
+                }
+                if let Some((label, key, last, born)) = b.read(i) {
+                    flows += 1;
+                    out.push(LabelEntry {
+                        label,
+                        share: "dynamic",
+                        owner: Some(born as u16),
+                        users: 1,
+                        linger_ms: self.linger_ms,
+                        expires_ms: Some((last + self.linger_ms).saturating_sub(now_ms)),
+                        flow: Some(key),
+                    });
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The flow label of an IPv6 header starting at `ip`.
+#[inline]
+pub fn read_label(ip: &[u8]) -> Option<u32> {
+    ip.first_chunk::<4>()
+        .map(|w| u32::from_be_bytes(*w) & LABEL_MASK)
+}
+
+/// Writes `label` into the IPv6 header starting at `ip` (version and traffic class kept). The
+/// label is not covered by any checksum.
+#[inline]
+pub fn write_label(ip: &mut [u8], label: u32) {
+    if let Some(w) = ip.first_chunk_mut::<4>() {
+        let v = u32::from_be_bytes(*w) & !LABEL_MASK | (label & LABEL_MASK);
+        *w = v.to_be_bytes();
+    }
+}
+
+/// Renders `entries` like `/proc/net/ip6_flowlabel`, with the flow appended.
+pub fn render_table(entries: &[LabelEntry]) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::from(
+        "Label S         Owner Users Linger Expires  Dst                                     \
+         Src                                     Proto Sport Dport\n",
+    );
+    for e in entries {
+        let owner = e.owner.map_or("-".to_string(), |o| o.to_string());
+        let expires = e
+            .expires_ms
+            .map_or("-".to_string(), |ms| format!("{}", ms.div_ceil(1000)));
+        let (dst, src, proto, sp, dp) = match &e.flow {
+            Some(f) => (
+                f.dst().to_string(),
+                f.src().to_string(),
+                f.proto().to_string(),
+                f.ports().0.to_string(),
+                f.ports().1.to_string(),
+            ),
+            None => ("::".into(), "-".into(), "-".into(), "-".into(), "-".into()),
+        };
+        let _ = writeln!(
+            s,
+            "{:05X} {:<9} {:>5} {:>5} {:>6} {:>7}  {:<39} {:<39} {:>5} {:>5} {:>5}",
+            e.label,
+            e.share,
+            owner,
+            e.users,
+            e.linger_ms / 1000,
+            expires,
+            dst,
+            src,
+            proto,
+            sp,
+            dp
+        );
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,451 @@
+use super::*;
+use crate::wire;
+use std::collections::{HashMap, HashSet};
+
+fn cfg(capacity: usize) -> FlowLabelConfig {
+    FlowLabelConfig {
+        capacity,
+        ..FlowLabelConfig::default()
+    }
+}
+
+fn table(capacity: usize) -> FlowLabelTable {
+    FlowLabelTable::with_seeds(&cfg(capacity), [1, 2, 3]).unwrap()
+}
+
+fn flow(i: u32) -> FlowKey {
+    let mut src = [0u8; 16];
+    src[..2].copy_from_slice(&[0x20, 0x01]);
+    src[12..].copy_from_slice(&i.to_be_bytes());
+    let dst = [0xfd; 16];
+    FlowKey::new(src, dst, 6, (i % 60000) as u16, 443)
+}
+
+#[test]
+fn same_flow_same_label_distinct_flows_distinct_labels() {
+    let t = table(20_000);
+    let mut labels = HashMap::new();
+    for i in 0..20_000 {
+        let (l, how, _) = t.label(&flow(i), 1000, 0);
+        assert_eq!(how, LabelOutcome::New, "flow {i}");
+        assert!(l != 0 && l <= LABEL_MASK);
+        labels.insert(i, l);
+    }
+    let distinct: HashSet<u32> = labels.values().copied().collect();
+    assert_eq!(distinct.len(), labels.len(), "labels are unique");
+    for i in 0..20_000 {
+        assert_eq!(
+            t.label(&flow(i), 2000, 1),
+            (labels[&i], LabelOutcome::Hit, 0)
+        );
+    }
+    assert_eq!(t.live(), 20_000);
+}
+
+#[test]
+fn labels_spread_uniformly_over_their_bits() {
+    // Chi-square on the 20 bits and on the low 8 bits as a byte, over 50k flows.
+    let t = table(60_000);
+    let n = 50_000;
+    let mut ones = [0u32; 20];
+    let mut bytes = [0u32; 256];
+    for i in 0..n {
+        let (l, _, _) = t.label(&flow(i), 0, 0);
+        for (b, c) in ones.iter_mut().enumerate() {
+            *c += (l >> b) & 1;
+        }
+        bytes[(l & 0xff) as usize] += 1;
+    }
+    // The 20 bits together: chi-square with 20 degrees of freedom; 45.31 is p = 0.001.
+    let e = f64::from(n) / 2.0;
+    let chi: f64 = ones
+        .iter()
+        .map(|&c| (f64::from(c) - e).powi(2) / e * 2.0)
+        .sum();
+    assert!(chi < 45.31, "bits: {ones:?}, chi2 {chi}");
+    let e = f64::from(n) / 256.0;
+    let chi: f64 = bytes.iter().map(|&c| (f64::from(c) - e).powi(2) / e).sum();
+    // 255 degrees of freedom: p = 0.001 at 330.5.
+    assert!(chi < 330.5, "low byte chi2 {chi}");
+}
+
+#[test]
+fn linger_expiry_and_gc_with_a_controlled_clock() {
+    let t = table(64);
+    let linger = t.linger_ms();
+    assert_eq!(linger, MIN_LINGER_MS);
+    let (a, _, _) = t.label(&flow(1), 10_000, 0);
+    let (b, _, _) = t.label(&flow(2), 10_000, 0);
+    // Flow 1 keeps being used; flow 2 goes idle.
+    for now in (10_000..=10_000 + linger).step_by(500) {
+        assert_eq!(t.label(&flow(1), now, 0).0, a);
+        let st = t.gc(now);
+        assert_eq!(st.live, 2, "nothing expires within the linger (now {now})");
+    }
+    let now = 10_000 + linger + 1;
+    let st = t.gc(now);
+    assert_eq!((st.live, st.expired, st.quarantined), (1, 1, 1));
+    // The entries listed: flow 1 only, expiring a linger after its last use.
+    let e = t.entries(now, 100);
+    assert_eq!(e.len(), 1);
+    assert_eq!(
+        (e[0].label, e[0].flow, e[0].share),
+        (a, Some(flow(1)), "dynamic")
+    );
+    assert_eq!(e[0].expires_ms, Some(linger - 1));
+    // b is quarantined for one collection: still claimed.
+    let (w, bit) = (b as usize / 64, 1u64 << (b % 64));
+    assert_ne!(t.used[w].load(Ordering::Relaxed) & bit, 0);
+    t.gc(now + 1);
+    assert_eq!(
+        t.used[w].load(Ordering::Relaxed) & bit,
+        0,
+        "released one pass later"
+    );
+    // Flow 2 comes back: a new entry.
+    assert_eq!(t.label(&flow(2), now + 2, 0).1, LabelOutcome::New);
+    assert_eq!(t.gc_stats().expired, 1);
+}
+
+#[test]
+fn table_full_falls_back_to_a_stable_stateless_label() {
+    let t = table(1); // two buckets of seven slots
+    assert_eq!(t.slots(), 2 * SLOTS);
+    let mut fallback = 0;
+    let mut seen = HashMap::new();
+    for i in 0..200 {
+        let (l, how, _) = t.label(&flow(i), 0, 0);
+        assert!(l != 0);
+        if how == LabelOutcome::FallbackTableFull {
+            fallback += 1;
+        }
+        seen.insert(i, l);
+    }
+    assert_eq!(t.live(), 2 * SLOTS);
+    assert_eq!(fallback, 200 - 2 * SLOTS);
+    for i in 0..200 {
+        assert_eq!(
+            t.label(&flow(i), 1, 0).0,
+            seen[&i],
+            "flow {i} keeps its label"
+        );
+    }
+}
+
+#[test]
+fn exhausted_label_space_falls_back() {
+    let t = table(64);
+    for w in t.used.iter() {
+        w.store(u64::MAX, Ordering::Relaxed);
+    }
+    let (l, how, retries) = t.label(&flow(7), 0, 0);
+    assert_eq!(how, LabelOutcome::FallbackLabelsExhausted);
+    assert_eq!(retries, ALLOC_TRIES);
+    assert!(l != 0);
+    assert_eq!(t.live(), 0);
+    // One free label somewhere the bounded scan does not reach is not found; one where the
+    // random candidates land is.
+    let h = flow(7).hash(1);
+    let cand = jhash_2words(h, 3, 3) & LABEL_MASK;
+    t.used[cand as usize / 64].fetch_and(!(1 << (cand % 64)), Ordering::Relaxed);
+    assert_eq!(t.label(&flow(7), 0, 0), (cand, LabelOutcome::New, 3));
+}
+
+#[test]
+fn reserved_labels_are_never_handed_to_flows() {
+    // Reserve a dense block of 50k labels and the whole low range the fallback could hit.
+    let reservations: Vec<Reservation> = (1..50_001)
+        .map(|l| Reservation {
+            label: l,
+            share: if l % 2 == 0 {
+                Share::Exclusive
+            } else {
+                Share::Shared
+            },
+            users: 1,
+        })
+        .collect();
+    let c = FlowLabelConfig {
+        capacity: 2000,
+        reservations,
+        ..FlowLabelConfig::default()
+    };
+    let t = FlowLabelTable::with_seeds(&c, [9, 8, 7]).unwrap();
+    for i in 0..5000 {
+        let (l, _, _) = t.label(&flow(i), 0, 0);
+        assert!(l > 50_000, "flow {i} got reserved label {l}");
+        assert!(!t.is_reserved(l));
+    }
+    // Stateless labels skip reserved ones too.
+    for h in 0..100_000u32 {
+        assert!(!t.is_reserved(t.fallback(h)));
+        assert_ne!(t.fallback(h), 0);
+    }
+    // GC never returns a reserved label to the pool.
+    t.release_label(2);
+    assert_ne!(t.used[0].load(Ordering::Relaxed) & 4, 0);
+    let e = t.entries(0, 0);
+    assert_eq!(e.len(), 50_000);
+    assert_eq!((e[1].label, e[1].share, e[1].owner), (2, "exclusive", None));
+}
+
+#[test]
+fn config_errors_name_the_field() {
+    let bad = |c: FlowLabelConfig, field: &str| {
+        let e = c.validate().unwrap_err().0;
+        assert!(e.contains(field), "{e}");
+    };
+    bad(cfg(0), "`flowlabels.capacity`");
+    bad(cfg(MAX_CAPACITY + 1), "`flowlabels.capacity`");
+    bad(
+        FlowLabelConfig {
+            linger_ms: 5_999,
+            ..cfg(1)
+        },
+        "`flowlabels.linger_s`",
+    );
+    bad(
+        FlowLabelConfig {
+            linger_ms: 150_001,
+            ..cfg(1)
+        },
+        "`flowlabels.linger_s`",
+    );
+    bad(
+        FlowLabelConfig {
+            max_linger_ms: 1000,
+            ..cfg(1)
+        },
+        "`flowlabels.max_linger_s`",
+    );
+    let r = |label, share, users| Reservation {
+        label,
+        share,
+        users,
+    };
+    bad(
+        FlowLabelConfig {
+            reservations: vec![r(0, Share::Shared, 1)],
+            ..cfg(1)
+        },
+        "`flowlabels.reserved[0].label`",
+    );
+    bad(
+        FlowLabelConfig {
+            reservations: vec![r(0x100000, Share::Shared, 1)],
+            ..cfg(1)
+        },
+        "`flowlabels.reserved[0].label`",
+    );
+    bad(
+        FlowLabelConfig {
+            reservations: vec![r(5, Share::Shared, 1), r(5, Share::Exclusive, 1)],
+            ..cfg(1)
+        },
+        "`flowlabels.reserved[1].label`",
+    );
+    bad(
+        FlowLabelConfig {
+            reservations: vec![r(5, Share::Exclusive, 2)],
+            ..cfg(1)
+        },
+        "`flowlabels.reserved[0]`",
+    );
+    // Boundaries are accepted.
+    FlowLabelConfig {
+        linger_ms: MIN_LINGER_MS,
+        max_linger_ms: MIN_LINGER_MS,
+        capacity: MAX_CAPACITY,
+        reservations: vec![
+            r(1, Share::Shared, 3),
+            r(1, Share::Shared, 1),
+            r(0xfffff, Share::Exclusive, 1),
+        ],
+    }
+    .validate()
+    .unwrap();
+}
+
+#[test]
+fn lcores_racing_on_the_same_new_flows_agree_and_labels_stay_unique() {
+    let t = table(40_000);
+    let n = 30_000u32;
+    let results: Vec<Vec<u32>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4u16)
+            .map(|lcore| {
+                let t = &t;
+                s.spawn(move || {
+                    // Each thread walks the flows in a different order.
+                    (0..n)
+                        .map(|i| {
+                            let f = if lcore % 2 == 0 { i } else { n - 1 - i };
+                            (f, t.label(&flow(f), 5, lcore).0)
+                        })
+                        .fold(vec![0; n as usize], |mut v, (f, l)| {
+                            v[f as usize] = l;
+                            v
+                        })
+                })
+            })
+            .collect();
+        // The collector runs concurrently (nothing is expired at its clock).
+        for _ in 0..20 {
+            t.gc(5);
+        }
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for r in &results[1..] {
+        assert_eq!(r, &results[0], "every lcore sees the same label per flow");
+    }
+    let distinct: HashSet<u32> = results[0].iter().copied().collect();
+    assert_eq!(distinct.len(), n as usize);
+    assert_eq!(t.live(), n as usize);
+}
+
+#[test]
+fn churn_with_concurrent_gc_keeps_live_labels_unique() {
+    // Workers create and refresh flows while the collector expires idle ones: at every
+    // listing, live labels are distinct.
+    let t = FlowLabelTable::with_seeds(&cfg(4096), [4, 5, 6]).unwrap();
+    let clock = AtomicU64::new(0);
+    std::thread::scope(|s| {
+        for lcore in 0..2u16 {
+            let (t, clock) = (&t, &clock);
+            s.spawn(move || {
+                for round in 0..40u32 {
+                    let now = clock.load(Ordering::Relaxed);
+                    for i in 0..2000 {
+                        t.label(&flow(round * 1000 + i), now, lcore);
+                    }
+                }
+            });
+        }
+        for step in 0..40 {
+            clock.store(step * 2000, Ordering::Relaxed);
+            t.gc(step * 2000);
+            let e = t.entries(step * 2000, usize::MAX);
+            let labels: HashSet<u32> = e.iter().map(|e| e.label).collect();
+            assert_eq!(labels.len(), e.len(), "duplicate live label at step {step}");
+        }
+    });
+}
+
+#[test]
+fn flow_key_of_real_frames() {
+    use etherparse::PacketBuilder;
+    let src = [0x20, 0x01, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+    let dst = [0x20, 0x01, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
+    let parse = |f: &[u8]| wire::parse(f, f.len() as u32, false).unwrap();
+    let mut f = Vec::new();
+    PacketBuilder::ethernet2([1; 6], [2; 6])
+        .ipv6(src, dst, 64)
+        .udp(5353, 53)
+        .write(&mut f, &[0; 8])
+        .unwrap();
+    let p = parse(&f);
+    assert_eq!(
+        FlowKey::of(&f, &p),
+        Some(FlowKey::new(src, dst, 17, 5353, 53))
+    );
+    let k = FlowKey::of(&f, &p).unwrap();
+    assert_eq!(k.src().to_string(), "2001:db8::1");
+    assert_eq!(k.dst().to_string(), "2001:db8::2");
+    assert_eq!((k.proto(), k.ports()), (17, (5353, 53)));
+    // ICMPv6: the 3-tuple.
+    let mut f = Vec::new();
+    PacketBuilder::ethernet2([1; 6], [2; 6])
+        .ipv6(src, dst, 64)
+        .icmpv6_echo_request(7, 9)
+        .write(&mut f, &[0; 8])
+        .unwrap();
+    let p = parse(&f);
+    assert_eq!(FlowKey::of(&f, &p), Some(FlowKey::new(src, dst, 58, 0, 0)));
+    // IPv4: none.
+    let mut f = Vec::new();
+    PacketBuilder::ethernet2([1; 6], [2; 6])
+        .ipv4([1, 2, 3, 4], [5, 6, 7, 8], 64)
+        .udp(1, 2)
+        .write(&mut f, &[0; 8])
+        .unwrap();
+    assert_eq!(FlowKey::of(&f, &parse(&f)), None);
+}
+
+#[test]
+fn fragments_share_their_flows_three_tuple() {
+    // A first fragment (ports present) and a later fragment of the same datagram: one key.
+    let ipv6_frag = |offset: u16, more: bool| {
+        let mut f = vec![0u8; 14 + 40 + 8 + 8];
+        f[12..14].copy_from_slice(&0x86ddu16.to_be_bytes());
+        f[14] = 0x60;
+        f[18..20].copy_from_slice(&16u16.to_be_bytes());
+        f[20] = 44; // fragment header
+        f[21] = 64;
+        f[22..38].copy_from_slice(&[0xaa; 16]);
+        f[38..54].copy_from_slice(&[0xbb; 16]);
+        f[54] = 17; // UDP inside
+        let fo = offset << 3 | u16::from(more);
+        f[56..58].copy_from_slice(&fo.to_be_bytes());
+        f[62..64].copy_from_slice(&1000u16.to_be_bytes());
+        f[64..66].copy_from_slice(&2000u16.to_be_bytes());
+        f[66..68].copy_from_slice(&200u16.to_be_bytes()); // UDP length covering the datagram
+        f
+    };
+    let key = |f: &[u8]| {
+        let p = wire::parse(f, f.len() as u32, false).unwrap();
+        FlowKey::of(f, &p).unwrap()
+    };
+    let first = key(&ipv6_frag(0, true));
+    let later = key(&ipv6_frag(100, false));
+    assert_eq!(first, later);
+    assert_eq!((first.proto(), first.ports()), (17, (0, 0)));
+}
+
+#[test]
+fn label_bits_are_written_without_touching_version_and_class() {
+    let mut ip = [0x6a, 0xbc, 0xde, 0xf0, 0x12];
+    assert_eq!(read_label(&ip), Some(0xcdef0));
+    write_label(&mut ip, 0x12345);
+    assert_eq!(ip, [0x6a, 0xb1, 0x23, 0x45, 0x12]);
+    assert_eq!(read_label(&ip), Some(0x12345));
+    write_label(&mut ip, 0xfff_ffff);
+    assert_eq!(ip[..4], [0x6a, 0xbf, 0xff, 0xff]);
+    assert_eq!(read_label(&ip[..3]), None);
+    write_label(&mut ip[..3], 1); // too short: untouched, no panic
+}
+
+#[test]
+fn listing_renders_like_proc_net_ip6_flowlabel() {
+    let c = FlowLabelConfig {
+        reservations: vec![Reservation {
+            label: 0xabcde,
+            share: Share::Exclusive,
+            users: 1,
+        }],
+        ..cfg(16)
+    };
+    let t = FlowLabelTable::with_seeds(&c, [1, 2, 3]).unwrap();
+    let (l, _, _) = t.label(&flow(3), 1_000, 2);
+    let text = render_table(&t.entries(3_000, 10));
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].starts_with("Label S"), "{text}");
+    assert!(
+        lines[1].starts_with("ABCDE exclusive     -     1      0       -"),
+        "{text}"
+    );
+    assert!(
+        lines[2].starts_with(&format!(
+            "{l:05X} dynamic       2     1      6       4  fdfd:"
+        )),
+        "{text}"
+    );
+    assert!(lines[2].contains("2001::3"), "{text}");
+    assert!(lines[2].ends_with("    6     3   443"), "{text}");
+}
+
+#[test]
+fn memory_per_flow_is_one_cache_line_and_a_seventh() {
+    assert_eq!(std::mem::size_of::<Bucket>(), 64 * (SLOTS + 1));
+    assert_eq!(FlowLabelTable::bytes_per_slot(), 73);
+    let t = table(1_000_000);
+    assert!(t.slots() >= 1_000_000);
+}
