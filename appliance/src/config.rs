@@ -67,6 +67,9 @@ pub struct Config {
     /// When to stop on its own (for captures and tests); by default it runs until signalled.
     #[serde(default)]
     pub run: RunConfig,
+    /// The IPv6 flow-label table used by ports with `flowlabel: fill` or `override`.
+    #[serde(default)]
+    pub flowlabels: FlowLabelsConfig,
     /// Directory of the configuration file: relative paths in it (`ddd_file`) start here.
     #[serde(skip)]
     pub base_dir: std::path::PathBuf,
@@ -185,6 +188,86 @@ pub struct PortConfig {
     /// Filters run on packets about to be sent.
     #[serde(default)]
     pub egress: Vec<FilterConfig>,
+    /// IPv6 flow labels on packets this port sends: `off` (the default), `fill` (label packets
+    /// whose label is zero) or `override` (label every IPv6 packet).
+    #[serde(default)]
+    pub flowlabel: FlowLabelModeConfig,
+}
+
+/// The `ports[].flowlabel` setting.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum FlowLabelModeConfig {
+    /// Untouched.
+    #[default]
+    Off,
+    /// Zero labels get the flow's label.
+    Fill,
+    /// Every label becomes the flow's label.
+    Override,
+}
+
+impl FlowLabelModeConfig {
+    /// The pipeline's mode.
+    pub fn mode(self) -> pipelines::flowlabel::LabelMode {
+        use pipelines::flowlabel::LabelMode;
+        match self {
+            FlowLabelModeConfig::Off => LabelMode::Off,
+            FlowLabelModeConfig::Fill => LabelMode::Fill,
+            FlowLabelModeConfig::Override => LabelMode::Override,
+        }
+    }
+}
+
+/// The `flowlabels` section.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct FlowLabelsConfig {
+    /// Live flows the table holds (default 4096, the kernel's limit; up to 16777216). Flows
+    /// beyond it get a stateless label.
+    pub capacity: usize,
+    /// Seconds a flow's label lingers after its last packet (6..=max_linger_s).
+    pub linger_s: f64,
+    /// Longest linger allowed (default 150, the kernel's FL_MAX_LINGER).
+    pub max_linger_s: f64,
+    /// Garbage-collection period in milliseconds (10..=60000).
+    pub gc_interval_ms: u64,
+    /// Labels kept out of the dynamic pool for `flowlabel` actions.
+    pub reserved: Vec<ReservedLabelConfig>,
+}
+
+impl Default for FlowLabelsConfig {
+    fn default() -> Self {
+        FlowLabelsConfig {
+            capacity: pipelines::flowlabel::DEFAULT_CAPACITY,
+            linger_s: 6.0,
+            max_linger_s: 150.0,
+            gc_interval_ms: 1000,
+            reserved: Vec::new(),
+        }
+    }
+}
+
+/// One reserved label.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ReservedLabelConfig {
+    /// The label, 0x1..=0xfffff.
+    pub label: u32,
+    /// `exclusive` (the default: one filter or class pins it) or `shared`.
+    #[serde(default)]
+    pub share: ShareConfig,
+}
+
+/// `flowlabels.reserved[].share`.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ShareConfig {
+    /// One user.
+    #[default]
+    Exclusive,
+    /// Any number of users.
+    Shared,
 }
 
 /// The `ports[].validate` setting.
@@ -724,7 +807,89 @@ impl Config {
         // Filters last: loading programs (and compiling pcap-filter text) needs everything
         // above to hold.
         crate::filters::load(self, &self.base_dir)?;
+        self.flowlabel_table_config()?;
         Ok(())
+    }
+
+    /// True when some port labels IPv6 flows (the table exists only then).
+    pub fn labels_flows(&self) -> bool {
+        self.ports
+            .iter()
+            .any(|p| p.flowlabel != FlowLabelModeConfig::Off)
+    }
+
+    /// The flow-label table's parameters (`None` when no port labels), checked: ranges,
+    /// reservations, and every `flowlabel` action against them.
+    pub fn flowlabel_table_config(
+        &self,
+    ) -> Result<Option<pipelines::flowlabel::FlowLabelConfig>, ConfigError> {
+        use pipelines::flowlabel::{FlowLabelConfig, Reservation, Share};
+        let f = &self.flowlabels;
+        let pins = crate::filters::pinned_labels(self);
+        if !self.labels_flows() {
+            if let Some((at, _)) = pins.first() {
+                return Err(ConfigError::at(
+                    at.clone(),
+                    "no port labels IPv6 flows: set `flowlabel: fill` or `override` on a port",
+                ));
+            }
+            return Ok(None);
+        }
+        if !(10..=60_000).contains(&f.gc_interval_ms) {
+            return Err(ConfigError::at(
+                "flowlabels.gc_interval_ms",
+                format!("{}: allowed 10..=60000", f.gc_interval_ms),
+            ));
+        }
+        for (k, v) in [("linger_s", f.linger_s), ("max_linger_s", f.max_linger_s)] {
+            if !(v.is_finite() && v > 0.0 && v <= 86_400.0) {
+                return Err(ConfigError::at(
+                    format!("flowlabels.{k}"),
+                    format!("{v}: a number of seconds in (0, 86400]"),
+                ));
+            }
+        }
+        for (at, l) in &pins {
+            if !f.reserved.iter().any(|r| r.label == *l) {
+                return Err(ConfigError::at(
+                    at.clone(),
+                    format!(
+                        "{l:#07x} is not reserved: list it under `flowlabels.reserved` so that no \
+                         flow is ever given it"
+                    ),
+                ));
+            }
+        }
+        let reservations = f
+            .reserved
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                // The first reservation of a label counts every action pinning it.
+                let first = f.reserved.iter().position(|o| o.label == r.label) == Some(i);
+                let users = if first {
+                    pins.iter().filter(|(_, l)| *l == r.label).count() as u32
+                } else {
+                    0
+                };
+                Reservation {
+                    label: r.label,
+                    share: match r.share {
+                        ShareConfig::Exclusive => Share::Exclusive,
+                        ShareConfig::Shared => Share::Shared,
+                    },
+                    users,
+                }
+            })
+            .collect();
+        let c = FlowLabelConfig {
+            capacity: f.capacity,
+            linger_ms: (f.linger_s * 1000.0).round() as u64,
+            max_linger_ms: (f.max_linger_s * 1000.0).round() as u64,
+            reservations,
+        };
+        c.validate().map_err(|e| ConfigError::at("", e.0))?;
+        Ok(Some(c))
     }
 
     /// Worker lcore ids (every configured lcore but the first).

@@ -175,6 +175,35 @@ pub enum ActionConfig {
     SetClassid(Classid),
     /// Set the packet priority (for the flow classifier's `priority` key) and go on.
     SetPriority(u32),
+    /// Pin the packet's IPv6 flow label to this reserved label (`flowlabels.reserved`); ports
+    /// that label write it instead of the flow's label.
+    Flowlabel(u32),
+}
+
+/// Every `flowlabel` action of the configuration: its key path and label.
+pub fn pinned_labels(cfg: &Config) -> Vec<(String, u32)> {
+    let mut out = Vec::new();
+    for (pi, p) in cfg.ports.iter().enumerate() {
+        for (hook, list) in [("ingress", &p.ingress), ("egress", &p.egress)] {
+            for (fi, f) in list.iter().enumerate() {
+                let at = format!("ports[{pi}].{hook}[{fi}]");
+                let lists = std::iter::once((format!("{at}.actions"), &f.actions)).chain(
+                    f.classes
+                        .iter()
+                        .enumerate()
+                        .map(|(ci, c)| (format!("{at}.classes[{ci}].actions"), &c.actions)),
+                );
+                for (lat, list) in lists {
+                    for (ai, a) in list.iter().enumerate() {
+                        if let ActionConfig::Flowlabel(l) = a {
+                            out.push((format!("{lat}[{ai}].flowlabel"), *l));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out
 }
 
 /// A mirred action in full.
@@ -295,6 +324,7 @@ fn action_of(a: &ActionConfig, cfg: &Config) -> Action {
         ActionConfig::SetMark(m) => Action::SetMark(*m),
         ActionConfig::SetClassid(c) => Action::SetClassid(c.value().unwrap_or(0)),
         ActionConfig::SetPriority(p) => Action::SetPriority(*p),
+        ActionConfig::Flowlabel(l) => Action::SetFlowLabel(*l),
     }
 }
 

@@ -1,4 +1,4 @@
-//! The appliance binary: `run`, `check-config`, `gen`.
+//! The appliance binary: `run`, `check-config`, `gen`, `flowlabels`.
 #![forbid(unsafe_code)]
 
 mod config;
@@ -43,6 +43,22 @@ enum Command {
     },
     /// Generate traffic (testpmd txonly/flowgen style) into a pcap or onto a port.
     Gen(GenArgs),
+    /// Print a running appliance's IPv6 flow-label table (like /proc/net/ip6_flowlabel), read
+    /// from its admin address.
+    Flowlabels(FlowlabelsArgs),
+}
+
+#[derive(Args, Debug)]
+struct FlowlabelsArgs {
+    /// The appliance's admin (metrics) address.
+    #[arg(long, default_value = "127.0.0.1:9091")]
+    admin: String,
+    /// At most this many flows.
+    #[arg(long, default_value_t = metrics::FLOWLABELS_DEFAULT_LIMIT)]
+    limit: usize,
+    /// JSON instead of the table.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -111,6 +127,7 @@ fn main() -> ExitCode {
         },
         Command::Run(a) => cmd_run(a),
         Command::Gen(a) => cmd_gen(a),
+        Command::Flowlabels(a) => cmd_flowlabels(&a),
     };
     ExitCode::from(u8::try_from(code).unwrap_or(1))
 }
@@ -163,6 +180,58 @@ fn cmd_run(a: RunArgs) -> i32 {
             e.code
         }
     }
+}
+
+/// `appliance flowlabels`: GET /flowlabels from the admin address and print it.
+fn cmd_flowlabels(a: &FlowlabelsArgs) -> i32 {
+    let path = format!(
+        "/flowlabels?limit={}{}",
+        a.limit,
+        if a.json { "&format=json" } else { "" }
+    );
+    match admin_get(&a.admin, &path) {
+        Ok((200, body)) => {
+            print!("{body}");
+            if a.json {
+                println!();
+            }
+            0
+        }
+        Ok((status, body)) => {
+            eprintln!(
+                "appliance: {} answered {status}: {}",
+                a.admin,
+                body.trim_end()
+            );
+            1
+        }
+        Err(e) => {
+            eprintln!("appliance: cannot reach the admin address {}: {e}", a.admin);
+            1
+        }
+    }
+}
+
+/// A plain HTTP/1.0 GET on the admin address: status and body.
+fn admin_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
+    use std::io::{Read as _, Write as _};
+    use std::net::ToSocketAddrs as _;
+    let sa = addr
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "no address"))?;
+    let mut s = std::net::TcpStream::connect_timeout(&sa, std::time::Duration::from_secs(3))?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp)?;
+    let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((&resp, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    Ok((status, body.to_owned()))
 }
 
 /// Generates the demo's input captures and returns the demo configuration.

@@ -1,6 +1,7 @@
 //! `/metrics` in Prometheus/OpenMetrics text format, served by a control thread that never runs
 //! on a worker lcore. Per-lcore counters are summed at scrape time (VPP-style), DPDK port
 //! counters and xstats are read from the devices.
+use pipelines::flowlabel::FlowLabelTable;
 use pipelines::stats::{
     action_totals, filter_totals, port_totals, ActionTotals, FilterTotals, LcoreStats,
 };
@@ -34,6 +35,8 @@ pub struct Telemetry {
     pub pools: Vec<Mempool>,
     /// Start time, for the uptime gauge.
     pub started: Instant,
+    /// The flow-label table, when some port labels.
+    pub flowlabels: Option<Arc<FlowLabelTable>>,
 }
 
 /// What identifies a filter in metrics and the summary.
@@ -116,6 +119,7 @@ impl ActionInfo {
                         Action::SetMark(m) => ("set_mark", format!("{m:#x}")),
                         Action::SetClassid(c) => ("set_classid", tc_handle(*c)),
                         Action::SetPriority(v) => ("set_priority", v.to_string()),
+                        Action::SetFlowLabel(l) => ("flowlabel", format!("{l:#07x}")),
                         Action::Mirred(m) => {
                             let dir = match m.direction {
                                 MirredDirection::Egress => "egress",
@@ -200,6 +204,115 @@ fn gauge(
     series: &[(Labels<'_>, i64)],
 ) -> Result<(), FmtError> {
     family(enc, name, help, MetricType::Gauge, series, ConstGauge::new)
+}
+
+impl Telemetry {
+    fn encode_flowlabels(
+        &self,
+        e: &mut DescriptorEncoder,
+        t: &FlowLabelTable,
+    ) -> Result<(), FmtError> {
+        let c = pipelines::stats::flowlabel_totals(&self.lcores);
+        let gc = t.gc_stats();
+        let one = |v: u64| vec![(vec![], v)];
+        let g = |v: usize| vec![(vec![], v as i64)];
+        gauge(
+            e,
+            "appliance_flowlabel_table_capacity",
+            "Live flows the flow-label table is configured to hold.",
+            &g(t.capacity()),
+        )?;
+        gauge(
+            e,
+            "appliance_flowlabel_table_slots",
+            "Slots of the flow-label table (capacity plus two-choice headroom).",
+            &g(t.slots()),
+        )?;
+        gauge(
+            e,
+            "appliance_flowlabel_table_live",
+            "Live flow entries at the last garbage collection.",
+            &g(gc.live as usize),
+        )?;
+        gauge(
+            e,
+            "appliance_flowlabel_labels_in_use",
+            "Dynamic labels claimed (live or quarantined) out of 1048575 minus reserved.",
+            &g(t.labels_in_use()),
+        )?;
+        gauge(
+            e,
+            "appliance_flowlabel_table_memory_bytes",
+            "Memory of the flow-label table and its label bitmaps.",
+            &g(t.memory_bytes()),
+        )?;
+        counter(
+            e,
+            "appliance_flowlabel_labelled_packets",
+            "IPv6 packets whose flow label a port wrote.",
+            &one(c.labelled),
+        )?;
+        counter(
+            e,
+            "appliance_flowlabel_hits",
+            "Packets whose flow had a live label entry.",
+            &one(c.hits),
+        )?;
+        counter(
+            e,
+            "appliance_flowlabel_allocations",
+            "New flows given a unique label.",
+            &one(c.allocations),
+        )?;
+        counter(
+            e,
+            "appliance_flowlabel_collisions",
+            "Candidate labels found taken and retried before a free one.",
+            &one(c.collisions),
+        )?;
+        counter(
+            e,
+            "appliance_flowlabel_fallbacks",
+            "Flows given a stateless hash label, by reason.",
+            &[
+                (vec![("reason", "table_full")], c.fallback_table_full),
+                (
+                    vec![("reason", "labels_exhausted")],
+                    c.fallback_labels_exhausted,
+                ),
+            ],
+        )?;
+        counter(
+            e,
+            "appliance_flowlabel_pinned_packets",
+            "Packets given a reserved label by a flowlabel action.",
+            &one(c.pinned),
+        )?;
+        counter(
+            e,
+            "appliance_flowlabel_kept_packets",
+            "Packets whose non-zero label a fill port kept.",
+            &one(c.kept),
+        )?;
+        counter(
+            e,
+            "appliance_flowlabel_shared_unlabelled_packets",
+            "IPv6 packets left unlabelled because their bytes are shared with a mirror copy.",
+            &one(c.shared_unlabelled),
+        )?;
+        counter(
+            e,
+            "appliance_flowlabel_expirations",
+            "Flow entries the garbage collector reclaimed after their linger.",
+            &one(gc.expired),
+        )?;
+        counter(
+            e,
+            "appliance_flowlabel_gc_runs",
+            "Garbage collections of the flow-label table.",
+            &one(gc.runs),
+        )
+    }
 }
 
 impl prometheus_client::collector::Collector for Telemetry {
@@ -509,6 +622,9 @@ impl prometheus_client::collector::Collector for Telemetry {
             "Zero-copy copies the lcore's mirror actions made (received + copies = transmitted + dropped).",
             &per_lcore(&|l| l.mirror_copies.get()),
         )?;
+        if let Some(t) = &self.flowlabels {
+            self.encode_flowlabels(e, t)?;
+        }
 
         let pools: Vec<(String, u32, u32)> = self
             .pools
@@ -587,6 +703,87 @@ pub fn to_prometheus_text(openmetrics: &str) -> String {
     out
 }
 
+/// Rows `GET /flowlabels` lists unless `limit` says otherwise.
+pub const FLOWLABELS_DEFAULT_LIMIT: usize = 1000;
+
+/// `GET /flowlabels[?limit=N][&format=json]`: the live label table, as text like
+/// `/proc/net/ip6_flowlabel` or as JSON.
+fn flowlabels_response(
+    table: Option<&FlowLabelTable>,
+    url: &str,
+) -> tiny_http::Response<std::io::Cursor<Vec<u8>>> {
+    let Some(t) = table else {
+        return tiny_http::Response::from_string(
+            "no port labels IPv6 flows (ports[].flowlabel is off everywhere)\n",
+        )
+        .with_status_code(404);
+    };
+    let query = url.split_once('?').map_or("", |(_, q)| q);
+    let mut limit = FLOWLABELS_DEFAULT_LIMIT;
+    let mut json = false;
+    for kv in query.split('&').filter(|s| !s.is_empty()) {
+        match kv.split_once('=') {
+            Some(("limit", v)) => match v.parse() {
+                Ok(n) => limit = n,
+                Err(_) => {
+                    return tiny_http::Response::from_string(format!(
+                        "limit={v:?}: a number of rows\n"
+                    ))
+                    .with_status_code(400)
+                }
+            },
+            Some(("format", "json")) => json = true,
+            Some(("format", "text")) => json = false,
+            _ => {
+                return tiny_http::Response::from_string(format!(
+                    "unknown parameter {kv:?}: limit=N, format=text|json\n"
+                ))
+                .with_status_code(400)
+            }
+        }
+    }
+    let now = crate::run::unix_ms();
+    let entries = t.entries(now, limit);
+    if json {
+        let rows: Vec<serde_json::Value> = entries
+            .iter()
+            .map(|e| {
+                let flow = e.flow.map(|f| {
+                    serde_json::json!({
+                        "src": f.src().to_string(),
+                        "dst": f.dst().to_string(),
+                        "proto": f.proto(),
+                        "sport": f.ports().0,
+                        "dport": f.ports().1,
+                    })
+                });
+                serde_json::json!({
+                    "label": e.label,
+                    "share": e.share,
+                    "owner_lcore": e.owner,
+                    "users": e.users,
+                    "linger_ms": e.linger_ms,
+                    "expires_ms": e.expires_ms,
+                    "flow": flow,
+                })
+            })
+            .collect();
+        let body = serde_json::json!({
+            "capacity": t.capacity(),
+            "slots": t.slots(),
+            "live": t.live(),
+            "limit": limit,
+            "entries": rows,
+        });
+        tiny_http::Response::from_string(body.to_string()).with_header(
+            tiny_http::Header::from_bytes("Content-Type", "application/json")
+                .expect("static header"),
+        )
+    } else {
+        tiny_http::Response::from_string(pipelines::flowlabel::render_table(&entries))
+    }
+}
+
 /// Binds the metrics socket (done before DPDK starts, so a taken address fails early).
 pub fn bind(listen: SocketAddr) -> Result<tiny_http::Server, String> {
     tiny_http::Server::http(listen)
@@ -600,6 +797,7 @@ pub fn serve(server: tiny_http::Server, telemetry: Telemetry) -> MetricsServer {
         .to_ip()
         .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
     let server = Arc::new(server);
+    let flowlabels = telemetry.flowlabels.clone();
     let mut registry = Registry::default();
     registry.register_collector(Box::new(telemetry));
     let s = server.clone();
@@ -624,8 +822,13 @@ pub fn serve(server: tiny_http::Server, telemetry: Telemetry) -> MetricsServer {
                         tiny_http::Response::from_string(to_prometheus_text(&render(&registry)))
                             .with_header(classic.clone())
                     }
-                    (tiny_http::Method::Get, "/") => {
-                        tiny_http::Response::from_string("appliance: GET /metrics\n")
+                    (tiny_http::Method::Get, "/") => tiny_http::Response::from_string(
+                        "appliance: GET /metrics, GET /flowlabels[?limit=N][&format=json]\n",
+                    ),
+                    (tiny_http::Method::Get, url)
+                        if url == "/flowlabels" || url.starts_with("/flowlabels?") =>
+                    {
+                        flowlabels_response(flowlabels.as_deref(), url)
                     }
                     _ => tiny_http::Response::from_string("not found\n").with_status_code(404),
                 };

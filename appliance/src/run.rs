@@ -7,6 +7,7 @@ use crate::summary::{
     ActionSummary, FilterSummary, LcoreSummary, PoolSummary, PortSummary, Summary,
 };
 use crate::worker::{Links, Worker};
+use pipelines::flowlabel::FlowLabelTable;
 use pipelines::pipeline::{
     Action, Forward, Generation, GenerationCell, MirredDirection, MirredTarget, PortGroup,
     PortIndex, PortPipeline, Validation,
@@ -49,6 +50,13 @@ fn startup(message: impl Into<String>) -> StartupError {
     }
 }
 
+/// Milliseconds since the Unix epoch: the clock the workers' `last use` times follow.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 /// Sets the stop flag when dropped: on a normal return and while unwinding from a panic, so one
 /// failing worker stops the others.
 struct StopOnDrop(Arc<AtomicBool>);
@@ -71,6 +79,7 @@ pub fn build_generation(cfg: &Config) -> Result<Generation, ConfigError> {
                 ValidateLevel::Full => Validation::Full,
                 ValidateLevel::L2 => Validation::L2,
             },
+            flowlabel: p.flowlabel.mode(),
             ..Default::default()
         })
         .collect();
@@ -110,7 +119,17 @@ pub fn build_generation(cfg: &Config) -> Result<Generation, ConfigError> {
                 .collect(),
         })
         .collect();
-    Ok(Generation { ports, groups })
+    let flowlabels = match cfg.flowlabel_table_config()? {
+        Some(c) => Some(Arc::new(
+            FlowLabelTable::new(&c).map_err(|e| ConfigError::at("flowlabels", e.0))?,
+        )),
+        None => None,
+    };
+    Ok(Generation {
+        ports,
+        groups,
+        flowlabels,
+    })
 }
 
 /// Ports that packets can be sent to under `gen` (they need transmit queues): forwarding
@@ -309,6 +328,7 @@ fn bring_up_and_run(
     let action_info = crate::metrics::ActionInfo::of(&gen);
     // Flow classifiers with `perturb`: the control loop re-seeds them.
     let mut perturber = pipelines::flow::Perturber::of_generation(&gen, Instant::now());
+    let flowlabels = gen.flowlabels.clone();
     let cell = GenerationCell::new(gen).map_err(|e| startup(format!("pipeline: {e}")))?;
     let mut lcore_stats: Vec<Arc<LcoreStats>> = Vec::new();
     let mut jobs = Vec::new();
@@ -357,6 +377,7 @@ fn bring_up_and_run(
                 actions: action_info.clone(),
                 pools: vec![pool.clone(), clone_pool.clone()],
                 started,
+                flowlabels: flowlabels.clone(),
             },
         )
     });
@@ -396,6 +417,8 @@ fn bring_up_and_run(
     let mut last_rx = 0u64;
     let mut last_change = Instant::now();
     let mut last_links = Instant::now();
+    let gc_every = Duration::from_millis(cfg.flowlabels.gc_interval_ms);
+    let mut last_gc = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(10));
         let now = Instant::now();
@@ -404,6 +427,12 @@ fn bring_up_and_run(
             last_links = now;
         }
         perturber.tick(now, &mut pipelines::flow::random_u32);
+        if let Some(t) = &flowlabels {
+            if now - last_gc >= gc_every {
+                t.gc(unix_ms());
+                last_gc = now;
+            }
+        }
         if deadline.is_some_and(|d| now >= d) {
             break;
         }
@@ -499,6 +528,12 @@ fn bring_up_and_run(
             })
             .collect(),
         mirror_copies: lcore_stats.iter().map(|l| l.mirror_copies.get()).sum(),
+        flowlabels: flowlabels.as_ref().map(|t| {
+            crate::summary::FlowLabelSummary::new(
+                t,
+                &pipelines::stats::flowlabel_totals(&lcore_stats),
+            )
+        }),
         mempools: pools,
         leaked_mbufs: leaked,
         worker_panics: panics.clone(),

@@ -7,6 +7,61 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+/// The flow-label table and what the stage did.
+#[derive(Debug, Clone, Serialize)]
+pub struct FlowLabelSummary {
+    /// Configured capacity.
+    pub capacity: usize,
+    /// Slots of the table.
+    pub slots: usize,
+    /// Live entries at the end.
+    pub live: usize,
+    /// Packets labelled.
+    pub labelled: u64,
+    /// Packets of flows with a live entry.
+    pub hits: u64,
+    /// New flows given a unique label.
+    pub allocations: u64,
+    /// Taken candidate labels passed over.
+    pub collisions: u64,
+    /// Stateless labels because the flow's buckets were full.
+    pub fallback_table_full: u64,
+    /// Stateless labels because no free label was found.
+    pub fallback_labels_exhausted: u64,
+    /// Packets given a pinned (reserved) label.
+    pub pinned: u64,
+    /// Non-zero labels kept by `fill` ports.
+    pub kept: u64,
+    /// Packets left unlabelled because their bytes are shared with a mirror copy.
+    pub shared_unlabelled: u64,
+    /// Entries reclaimed by the collector.
+    pub expired: u64,
+}
+
+impl FlowLabelSummary {
+    /// From the table and the lcores' totals.
+    pub fn new(
+        t: &pipelines::flowlabel::FlowLabelTable,
+        c: &pipelines::stats::FlowLabelTotals,
+    ) -> FlowLabelSummary {
+        FlowLabelSummary {
+            capacity: t.capacity(),
+            slots: t.slots(),
+            live: t.live(),
+            labelled: c.labelled,
+            hits: c.hits,
+            allocations: c.allocations,
+            collisions: c.collisions,
+            fallback_table_full: c.fallback_table_full,
+            fallback_labels_exhausted: c.fallback_labels_exhausted,
+            pinned: c.pinned,
+            kept: c.kept,
+            shared_unlabelled: c.shared_unlabelled,
+            expired: t.gc_stats().expired,
+        }
+    }
+}
+
 /// One port's totals.
 #[derive(Debug, Clone, Serialize)]
 pub struct PortSummary {
@@ -142,6 +197,8 @@ pub struct Summary {
     pub actions: Vec<ActionSummary>,
     /// Zero-copy copies made by mirror actions (received + copies = transmitted + dropped).
     pub mirror_copies: u64,
+    /// The flow-label stage, when some port labels.
+    pub flowlabels: Option<FlowLabelSummary>,
     /// Pools after shutdown.
     pub mempools: Vec<PoolSummary>,
     /// Sum of `in_use` over pools.
@@ -225,6 +282,26 @@ impl Summary {
             if self.mirror_copies > 0 {
                 let _ = writeln!(s, "mirror copies: {}", self.mirror_copies);
             }
+        }
+        if let Some(f) = &self.flowlabels {
+            let _ = writeln!(
+                s,
+                "flow labels: {} packets labelled ({} hits, {} new flows, {} collisions \
+                 retried, {} kept, {} pinned, {} unlabelled shared); fallbacks: {} table full, \
+                 {} labels exhausted; table {}/{} live, {} expired",
+                f.labelled,
+                f.hits,
+                f.allocations,
+                f.collisions,
+                f.kept,
+                f.pinned,
+                f.shared_unlabelled,
+                f.fallback_table_full,
+                f.fallback_labels_exhausted,
+                f.live,
+                f.capacity,
+                f.expired
+            );
         }
         let _ = writeln!(
             s,

@@ -592,6 +592,15 @@ impl FlowLabelTable {
             + std::mem::size_of_val(&*self.reserved)
     }
 
+    /// Dynamic labels claimed now (live entries and quarantined labels).
+    pub fn labels_in_use(&self) -> usize {
+        self.used
+            .iter()
+            .zip(self.reserved.iter())
+            .map(|(u, r)| (u.load(Ordering::Relaxed) & !r).count_ones() as usize)
+            .sum()
+    }
+
     /// The linger.
     pub fn linger_ms(&self) -> u64 {
         self.linger_ms

@@ -6,6 +6,7 @@
 
 mod cbpf;
 mod flow;
+mod flowlabel;
 mod mirred;
 mod util;
 
