@@ -21,14 +21,17 @@
 # second net_null port before passing it (mirror1: a zero-copy clone per packet, two transmits);
 # and the flow classifier hashing the 5-tuple into 4 classes, each class forwarding (flow5).
 #
+# Scenario (issue 6): IPv6/UDP traffic (256 flows) forwarded without labels (full6), and with the
+# output port overriding every packet's flow label from the flow-label table (label6).
+#
 # Usage: perf/run.sh [--seconds N] [--rounds R] [--no-callgrind] [--scenarios "l2 full ..."]
-#   scenarios: l2 full bpf8_jit bpf8_int pass1 mirror1 flow5 (default: all)
+#   scenarios: l2 full bpf8_jit bpf8_int pass1 mirror1 flow5 full6 label6 (default: all)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_PER_RUN=8
 ROUNDS=3
 CALLGRIND=1
-SCENARIOS="l2 full bpf8_jit bpf8_int pass1 mirror1 flow5"
+SCENARIOS="l2 full bpf8_jit bpf8_int pass1 mirror1 flow5 full6 label6"
 while [ $# -gt 0 ]; do
   case "$1" in
     --scenarios) SCENARIOS=$2; shift 2 ;;
@@ -104,6 +107,10 @@ YAML
   esac
 }
 level() { [ "$1" = l2 ] && echo l2 || echo full; }
+# Options of the output port for a scenario.
+outopts() { [ "$1" = label6 ] && echo ", flowlabel: override" || true; }
+# The capture a scenario reads: IPv6 for the *6 scenarios. $1 scenario, $2 frame size.
+input() { case "$1" in *6) echo "$WORK/in6-$2.pcap" ;; *) echo "$WORK/in-$2.pcap" ;; esac; }
 
 appliance_mpps() { # $1 pcap, $2 scenario
   local cfg="$WORK/app.yaml" port=19391
@@ -118,7 +125,7 @@ ports:
     tx_desc: 1024
     validate: $(level "$2")
 $(hooks "$2")
-  - { name: out, device: net_null0, args: "no-rx=1", rx_desc: 1024, tx_desc: 1024 }
+  - { name: out, device: net_null0, args: "no-rx=1", rx_desc: 1024, tx_desc: 1024$(outopts "$2") }
   - { name: copy, device: net_null1, args: "no-rx=1", rx_desc: 1024, tx_desc: 1024 }
 forwarding:
   - { from: in, to: out }
@@ -160,7 +167,7 @@ ports:
     args: "rx_pcap=$2,infinite_rx=1"
     validate: $(level "$4")
 $(hooks "$4")
-  - { name: out, device: net_null0, args: "no-rx=1" }
+  - { name: out, device: net_null0, args: "no-rx=1"$(outopts "$4") }
   - { name: copy, device: net_null1, args: "no-rx=1" }
 forwarding:
   - { from: in, to: out }
@@ -200,12 +207,13 @@ echo "$header"
 for size in 64 1500; do
   pcap="$WORK/in-$size.pcap"
   "$APP" gen --pcap "$pcap" --count 4096 --flows 256 --ip 4 --proto udp --size "$size" --seed 7 >/dev/null
+  "$APP" gen --pcap "$WORK/in6-$size.pcap" --count 4096 --flows 256 --ip 6 --proto udp --size "$size" --seed 7 >/dev/null
   declare -A ratios=()
   for r in $(seq 1 "$ROUNDS"); do
     t=$(testpmd_mpps "$pcap")
     line=$(printf '%-5s %-6s %7s' "$size" "$r" "$t")
     for s in "${SCEN[@]}"; do
-      m=$(appliance_mpps "$pcap" "$s")
+      m=$(appliance_mpps "$(input "$s" "$size")" "$s")
       q=$(ratio "$m" "$t")
       ratios[$s]+="$q "
       line+=$(printf ' %9s %7s' "$m" "$q")
@@ -224,6 +232,6 @@ if [ "$CALLGRIND" = 1 ]; then
   echo "# callgrind: instructions per forwarded packet, whole process, fit of a 5 s and a 15 s run (start-up cancels), 64-byte frames"
   echo "testpmd_io      $(callgrind_ipp testpmd "$pcap")"
   for s in "${SCEN[@]}"; do
-    printf 'appliance_%-10s %s\n' "$s" "$(callgrind_ipp app "$pcap" "$s")"
+    printf 'appliance_%-10s %s\n' "$s" "$(callgrind_ipp app "$(input "$s" 64)" "$s")"
   done
 fi

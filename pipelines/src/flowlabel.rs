@@ -376,6 +376,13 @@ impl Bucket {
     }
 
     #[inline]
+    fn try_lock(&self) -> bool {
+        self.lock
+            .compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+    }
+
+    #[inline]
     fn unlock(&self) {
         self.lock.store(0, Ordering::Release);
     }
@@ -519,7 +526,6 @@ pub struct LabelEntry {
 #[derive(Debug)]
 pub struct FlowLabelTable {
     buckets: Box<[Bucket]>,
-    mask: u32,
     /// Claimed labels: dynamic ones, reserved ones and 0.
     used: Box<[AtomicU64]>,
     /// Reserved labels (read-only after construction).
@@ -545,8 +551,7 @@ impl FlowLabelTable {
     ) -> Result<FlowLabelTable, FlowLabelError> {
         cfg.validate()?;
         // Two-choice buckets of 7 fill to about 95% before a flow finds both full: 25% headroom.
-        let want = (cfg.capacity + cfg.capacity / 4).div_ceil(SLOTS).max(2);
-        let n = want.next_power_of_two();
+        let n = (cfg.capacity + cfg.capacity / 4).div_ceil(SLOTS).max(2);
         let buckets: Box<[Bucket]> = (0..n).map(|_| Bucket::default()).collect();
         let used: Box<[AtomicU64]> = (0..LABEL_WORDS).map(|_| AtomicU64::new(0)).collect();
         let mut reserved = vec![0u64; LABEL_WORDS].into_boxed_slice();
@@ -559,7 +564,6 @@ impl FlowLabelTable {
         }
         Ok(FlowLabelTable {
             buckets,
-            mask: (n - 1) as u32,
             used,
             reserved,
             reservations: merged(&cfg.reservations),
@@ -613,14 +617,17 @@ impl FlowLabelTable {
         self.reserved[l / 64] & (1 << (l % 64)) != 0
     }
 
+    /// The flow's two buckets: `h` and a second hash of it, each mapped onto the bucket count
+    /// by multiply-shift (no power-of-two rounding of the table).
     #[inline]
     fn buckets_of(&self, h: u32) -> (usize, usize) {
-        let b1 = h & self.mask;
-        let mut b2 = jhash_1word(h, self.seeds[1]) & self.mask;
+        let n = self.buckets.len() as u64;
+        let b1 = (u64::from(h) * n) >> 32;
+        let mut b2 = (u64::from(jhash_1word(h, self.seeds[1])) * n) >> 32;
         if b2 == b1 {
-            b2 = b1 ^ 1;
+            b2 = (b1 + 1) % n;
         }
-        (b1 as usize, (b2 & self.mask) as usize)
+        (b1 as usize, b2 as usize)
     }
 
     /// The label of `key`'s flow at `now_ms`, creating its entry (lcore `lcore`) if needed.
@@ -629,7 +636,8 @@ impl FlowLabelTable {
     #[inline]
     pub fn label(&self, key: &FlowKey, now_ms: u64, lcore: u16) -> (u32, LabelOutcome, u32) {
         let h = key.hash(self.seeds[0]);
-        let tag = h >> 22;
+        // The low bits: the bucket index comes from the high ones.
+        let tag = h & 0x3ff;
         let (b1, b2) = self.buckets_of(h);
         for b in [b1, b2] {
             let bucket = &self.buckets[b];
@@ -670,9 +678,13 @@ impl FlowLabelTable {
             let (f1, f2) = (self.buckets[b1].free(), self.buckets[b2].free());
             let free = if f2.0 > f1.0 { (b2, f2) } else { (b1, f1) };
             let (b, (n, i)) = free;
-            if n == 0 {
+            let (b, i) = if n > 0 {
+                (b, i)
+            } else if let Some(place) = self.displace(b1, b2) {
+                place
+            } else {
                 break 'locked (self.fallback(h), LabelOutcome::FallbackTableFull, 0);
-            }
+            };
             let (label, retries) = self.claim_label(h);
             let Some(label) = label else {
                 break 'locked (
@@ -687,6 +699,48 @@ impl FlowLabelTable {
         self.buckets[hi].unlock();
         self.buckets[lo].unlock();
         result
+    }
+
+    /// Both of a new flow's buckets are full (their locks are held): moves one of their
+    /// entries to that entry's other bucket when it has room (one cuckoo step), and returns the
+    /// freed slot. The moved entry is published in its new slot before the old one is cleared,
+    /// so a lock-free reader sees it at least once, or misses and looks again under the same two
+    /// bucket locks the move holds.
+    #[cold]
+    fn displace(&self, b1: usize, b2: usize) -> Option<(usize, usize)> {
+        for b in [b1, b2] {
+            let bucket = &self.buckets[b];
+            for i in 0..SLOTS {
+                let m = bucket.meta[i].load(Ordering::Relaxed);
+                if meta_state(m) != LIVE {
+                    continue;
+                }
+                let s = &bucket.slots[i];
+                let key = FlowKey(std::array::from_fn(|j| s.key[j].load(Ordering::Relaxed)));
+                let (v1, v2) = self.buckets_of(key.hash(self.seeds[0]));
+                let alt = if v1 == b { v2 } else { v1 };
+                if alt == b1 || alt == b2 {
+                    continue;
+                }
+                let target = &self.buckets[alt];
+                // Another inserter may hold `alt` and wait for one of ours: never wait here.
+                if !target.try_lock() {
+                    continue;
+                }
+                let (free, j) = target.free();
+                if free > 0 {
+                    let last = s.last_use.load(Ordering::Relaxed);
+                    let born = s.born.load(Ordering::Relaxed);
+                    target.publish(j, &key, meta_tag(m), meta_label(m), last, 0);
+                    target.slots[j].born.store(born, Ordering::Relaxed);
+                    bucket.clear(i);
+                    target.unlock();
+                    return Some((b, i));
+                }
+                target.unlock();
+            }
+        }
+        None
     }
 
     /// Claims a free label: random candidates first (as `fl_intern` retries), then a bounded
@@ -800,7 +854,8 @@ impl FlowLabelTable {
     }
 
     /// The live table at `now_ms`: reservations first, then up to `limit` flows in table
-    /// order.
+    /// order. Lock-free: a flow that moves between its two buckets during the scan may be
+    /// listed twice (with its one label).
     pub fn entries(&self, now_ms: u64, limit: usize) -> Vec<LabelEntry> {
         let mut out: Vec<LabelEntry> = Vec::new();
         out.extend(self.reservations.iter().map(|r| LabelEntry {
