@@ -2,7 +2,7 @@
 //! buffers -> tx burst. A buffer is sent as soon as it holds a full burst; partial bursts are
 //! sent when a poll round finds no packet, or at the latest after the drain interval
 //! (`workers.tx_drain_us`), as DPDK's l3fwd does.
-use pipelines::pipeline::{self, BurstTarget, GenerationReader, PortIndex, Sink};
+use pipelines::pipeline::{BurstTarget, Generation, GenerationReader, PortIndex, Sink};
 use pipelines::stats::StatsWriter;
 use pipelines::DropReason;
 use pmd_glue::{Burst, Mbuf, Mempool, RxQueue, TxBuffer, TxQueue};
@@ -102,13 +102,15 @@ impl TxSide {
 
 impl TxSide {
     /// A burst whose fate depends only on validation: drop (and count) the frames that fail
-    /// the port's validation, then hand the received burst itself to the target's transmit
+    /// the port's validation (labelling the others when the target labels IPv6 flows), then
+    /// hand the received burst itself to the target's transmit
     /// queue, after whatever was already buffered for that port (order is kept). Same
     /// semantics as `Generation::process_burst` on a `burst_target`, without per-packet
     /// buffering.
     #[inline]
     fn forward_burst(
         &mut self,
+        gen: &Generation,
         burst: &mut Burst,
         ingress: PortIndex,
         target: BurstTarget,
@@ -120,7 +122,7 @@ impl TxSide {
         burst.retain(|m| {
             let len = u64::from(m.pkt_len());
             rx_bytes += len;
-            match pipeline::validate(m, target.validation) {
+            match gen.check_burst_frame(m, target, stats) {
                 Ok(()) => {
                     kept_bytes += len;
                     true
@@ -243,7 +245,7 @@ impl Worker {
                 if n != 0 {
                     round += n as u64;
                     match gen.burst_target(*port) {
-                        Some(t) => txs.forward_burst(&mut burst, *port, t, &mut stats),
+                        Some(t) => txs.forward_burst(gen, &mut burst, *port, t, &mut stats),
                         None => gen.process_burst(&mut burst, *port, &mut stats, &mut txs),
                     }
                 }

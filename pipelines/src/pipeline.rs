@@ -341,6 +341,8 @@ pub struct BurstTarget {
     pub out: PortIndex,
     /// What each frame must pass first.
     pub validation: Validation,
+    /// The target port's flow labelling (only with full validation, which parses the headers).
+    pub flowlabel: LabelMode,
 }
 
 /// Checks one frame at `level`: `Ok` to forward it, or the reason to drop it.
@@ -955,25 +957,27 @@ impl Generation {
             }
         };
         if out_port.flowlabel != LabelMode::Off && w.parsed.l3 == L3::Ipv6 {
-            self.set_flow_label(&mut pkt, out_port.flowlabel, &w, stats);
+            self.set_flow_label(&mut pkt, out_port.flowlabel, &w.parsed, w.flowlabel, stats);
         }
         sink.send(out, pkt, stats);
     }
 
-    /// Writes the flow label of an IPv6 packet leaving a labelling port: the label an action
-    /// pinned, else its flow's label from the table. A `fill` port keeps non-zero labels.
+    /// Writes the flow label of an IPv6 packet leaving a labelling port: `pinned` (a label an
+    /// action pinned; 0 = none), else its flow's label from the table. A `fill` port keeps
+    /// non-zero labels.
     #[inline]
     fn set_flow_label<P: Packet>(
         &self,
         pkt: &mut P,
         mode: LabelMode,
-        w: &Walk,
+        parsed: &Parsed,
+        pinned: u32,
         stats: &mut StatsWriter,
     ) {
         let Some(table) = &self.flowlabels else {
             return;
         };
-        let l3 = usize::from(w.parsed.l3_offset);
+        let l3 = usize::from(parsed.l3_offset);
         let data = pkt.data();
         let Some(current) = data.get(l3..).and_then(flowlabel::read_label) else {
             return;
@@ -982,11 +986,11 @@ impl Generation {
             stats.flowlabel_kept();
             return;
         }
-        let label = if w.flowlabel != 0 {
+        let label = if pinned != 0 {
             stats.flowlabel_pinned();
-            w.flowlabel
+            pinned
         } else {
-            let Some(key) = FlowKey::of(data, &w.parsed) else {
+            let Some(key) = FlowKey::of(data, parsed) else {
                 return;
             };
             let lcore = stats.stats().lcore as u16;
@@ -1017,10 +1021,14 @@ impl Generation {
             Forward::To(out) if p.ingress.is_empty() => self
                 .ports
                 .get(usize::from(out.0))
-                .filter(|o| o.egress.is_empty() && o.flowlabel == LabelMode::Off)
-                .map(|_| BurstTarget {
+                .filter(|o| {
+                    o.egress.is_empty()
+                        && (o.flowlabel == LabelMode::Off || p.validation == Validation::Full)
+                })
+                .map(|o| BurstTarget {
                     out,
                     validation: p.validation,
+                    flowlabel: o.flowlabel,
                 }),
             _ => None,
         }
@@ -1042,7 +1050,7 @@ impl Generation {
             for pkt in pkts {
                 n += 1;
                 bytes += u64::from(pkt.frame_len());
-                Self::forward_validated(pkt, ingress, t, stats, sink);
+                self.forward_validated(pkt, ingress, t, stats, sink);
             }
         } else {
             for pkt in pkts {
@@ -1067,7 +1075,7 @@ impl Generation {
         sink: &mut S,
     ) {
         match self.burst_target(ingress) {
-            Some(t) => Self::forward_validated(pkt, ingress, t, stats, sink),
+            Some(t) => self.forward_validated(pkt, ingress, t, stats, sink),
             None => self.process_validated(pkt, ingress, stats, sink),
         }
     }
@@ -1076,16 +1084,37 @@ impl Generation {
     /// target, anything else is a counted drop.
     #[inline(always)]
     fn forward_validated<P: Packet, S: Sink<P>>(
-        pkt: P,
+        &self,
+        mut pkt: P,
         ingress: PortIndex,
         t: BurstTarget,
         stats: &mut StatsWriter,
         sink: &mut S,
     ) {
-        match validate(&pkt, t.validation) {
+        match self.check_burst_frame(&mut pkt, t, stats) {
             Ok(()) => sink.send(t.out, pkt, stats),
             Err(reason) => stats.drop(ingress, reason, 1),
         }
+    }
+
+    /// One frame of a burst with a [`BurstTarget`]: validates it and, when the target labels
+    /// IPv6 flows, labels it. `Err` is the reason to drop it.
+    #[inline(always)]
+    pub fn check_burst_frame<P: Packet>(
+        &self,
+        pkt: &mut P,
+        t: BurstTarget,
+        stats: &mut StatsWriter,
+    ) -> Result<(), DropReason> {
+        if t.flowlabel == LabelMode::Off {
+            return validate(pkt, t.validation);
+        }
+        // burst_target admits labelling targets only with full validation.
+        let parsed = wire::parse(pkt.data(), pkt.frame_len(), pkt.ipv4_checksum_verified())?;
+        if parsed.l3 == L3::Ipv6 {
+            self.set_flow_label(pkt, t.flowlabel, &parsed, 0, stats);
+        }
+        Ok(())
     }
 
     /// The full path: parse and validate every header, run the hooks.
@@ -1967,11 +1996,14 @@ mod tests {
     fn fill_port_labels_zero_labels_and_keeps_others() {
         let mut gen = labelling_gen(LabelMode::Fill, &[]);
         gen.assign_filter_ids();
-        assert_eq!(
-            gen.burst_target(PortIndex(0)),
-            None,
-            "labelling needs the full path"
-        );
+        let t = gen
+            .burst_target(PortIndex(0))
+            .expect("a plain forward to a labelling port");
+        assert_eq!(t.flowlabel, LabelMode::Fill);
+        // With framing-only validation the headers are not parsed: the full path labels.
+        gen.ports[0].validation = Validation::L2;
+        assert_eq!(gen.burst_target(PortIndex(0)), None);
+        gen.ports[0].validation = Validation::Full;
         let input = vec![
             (v6_udp(1000, 0), 0),
             (v6_udp(1000, 0), 0),

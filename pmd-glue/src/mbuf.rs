@@ -337,16 +337,17 @@ impl Burst {
     }
 
     /// Keeps, in order, the packets for which `keep` returns true and frees the others (which
-    /// `keep` is expected to have counted). For burst-level paths that never take packets out.
+    /// `keep` is expected to have counted). `keep` may write the packet (a flow label). For
+    /// burst-level paths that never take packets out.
     #[inline]
-    pub fn retain(&mut self, mut keep: impl FnMut(&Mbuf) -> bool) {
+    pub fn retain(&mut self, mut keep: impl FnMut(&mut Mbuf) -> bool) {
         let mut w = self.head;
         for r in self.head..self.len.min(BURST_SIZE) {
             let p = self.ptrs[r];
             // SAFETY: slot r (head <= r < len) holds an mbuf we own; the view is never dropped,
             // so ownership stays with the burst.
-            let view = ManuallyDrop::new(unsafe { Mbuf::from_raw(NonNull::new_unchecked(p)) });
-            if keep(&view) {
+            let mut view = ManuallyDrop::new(unsafe { Mbuf::from_raw(NonNull::new_unchecked(p)) });
+            if keep(&mut view) {
                 self.ptrs[w] = p;
                 w += 1;
             } else {

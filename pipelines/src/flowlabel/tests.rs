@@ -145,7 +145,7 @@ fn exhausted_label_space_falls_back() {
     assert_eq!(t.live(), 0);
     // One free label somewhere the bounded scan does not reach is not found; one where the
     // random candidates land is.
-    let h = flow(7).hash(1);
+    let h = flow(7).hash(&t.keys);
     let cand = jhash_2words(h, 3, 3) & LABEL_MASK;
     t.used[cand as usize / 64].fetch_and(!(1 << (cand % 64)), Ordering::Relaxed);
     assert_eq!(t.label(&flow(7), 0, 0), (cand, LabelOutcome::New, 3));
@@ -330,7 +330,11 @@ fn churn_with_concurrent_gc_keeps_live_labels_unique() {
             for e in &e {
                 let f = e.flow.unwrap();
                 let prev = *owner.entry(e.label).or_insert(f);
-                assert_eq!(prev, f, "label {:#x} live for two flows at step {step}", e.label);
+                assert_eq!(
+                    prev, f,
+                    "label {:#x} live for two flows at step {step}",
+                    e.label
+                );
             }
         }
     });
@@ -469,5 +473,31 @@ fn the_configured_capacity_holds_that_many_flows() {
         for i in 0..capacity as u32 {
             assert_eq!(t.label(&flow(i), 1, 0).1, LabelOutcome::Hit, "flow {i}");
         }
+    }
+}
+
+proptest::proptest! {
+    /// Arbitrary bytes (mostly garbage, some shaped like IPv6 frames) never panic the key
+    /// extraction or the table, and a labelled IPv6 frame gets a non-zero label.
+    #[test]
+    fn arbitrary_frames_never_panic(
+        mut bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..160),
+        v6 in proptest::prelude::any::<bool>(),
+    ) {
+        if v6 && bytes.len() >= 15 {
+            bytes[12] = 0x86;
+            bytes[13] = 0xdd;
+            bytes[14] = 0x60 | (bytes[14] & 0x0f);
+        }
+        let t = table(64);
+        if let Ok(p) = wire::parse(&bytes, bytes.len() as u32, false) {
+            if let Some(k) = FlowKey::of(&bytes, &p) {
+                let (l, _, _) = t.label(&k, 0, 0);
+                proptest::prop_assert!(l != 0 && l <= LABEL_MASK);
+            }
+        }
+        let mut b = bytes.clone();
+        write_label(&mut b, 0x12345);
+        let _ = read_label(&b);
     }
 }
