@@ -642,17 +642,30 @@ impl FlowLabelTable {
         self.reserved[l / 64] & (1 << (l % 64)) != 0
     }
 
-    /// The flow's two buckets: `h` and a second hash of it, each mapped onto the bucket count
-    /// by multiply-shift (no power-of-two rounding of the table).
+    /// The flow's first bucket: `h` mapped onto the bucket count by multiply-shift (no
+    /// power-of-two rounding of the table).
+    #[inline]
+    fn bucket1(&self, h: u32) -> usize {
+        ((u64::from(h) * self.buckets.len() as u64) >> 32) as usize
+    }
+
+    /// The flow's second bucket: a second hash of `h`, never the first bucket.
+    #[inline]
+    fn bucket2(&self, h: u32, b1: usize) -> usize {
+        let n = self.buckets.len() as u64;
+        let b2 = ((u64::from(jhash_1word(h, self.seeds[1])) * n) >> 32) as usize;
+        if b2 == b1 {
+            (b1 + 1) % self.buckets.len()
+        } else {
+            b2
+        }
+    }
+
+    /// The flow's two buckets.
     #[inline]
     fn buckets_of(&self, h: u32) -> (usize, usize) {
-        let n = self.buckets.len() as u64;
-        let b1 = (u64::from(h) * n) >> 32;
-        let mut b2 = (u64::from(jhash_1word(h, self.seeds[1])) * n) >> 32;
-        if b2 == b1 {
-            b2 = (b1 + 1) % n;
-        }
-        (b1 as usize, b2 as usize)
+        let b1 = self.bucket1(h);
+        (b1, self.bucket2(h, b1))
     }
 
     /// The label of `key`'s flow at `now_ms`, creating its entry (lcore `lcore`) if needed.
@@ -663,18 +676,28 @@ impl FlowLabelTable {
         let h = key.hash(&self.keys);
         // The low bits: the bucket index comes from the high ones.
         let tag = h & 0x3ff;
-        let (b1, b2) = self.buckets_of(h);
-        for b in [b1, b2] {
-            let bucket = &self.buckets[b];
-            if let Some((i, label)) = bucket.find(key, tag) {
-                let s = &bucket.slots[i].last_use;
-                if s.load(Ordering::Relaxed) != now_ms {
-                    s.store(now_ms, Ordering::Relaxed);
-                }
-                return (label, LabelOutcome::Hit, 0);
-            }
+        let b1 = self.bucket1(h);
+        if let Some(label) = self.hit(b1, key, tag, now_ms) {
+            return (label, LabelOutcome::Hit, 0);
+        }
+        // The second bucket's hash only when the first misses.
+        let b2 = self.bucket2(h, b1);
+        if let Some(label) = self.hit(b2, key, tag, now_ms) {
+            return (label, LabelOutcome::Hit, 0);
         }
         self.insert(key, h, tag, (b1, b2), now_ms, lcore)
+    }
+
+    /// `key`'s label if bucket `b` holds it, refreshing its last use.
+    #[inline(always)]
+    fn hit(&self, b: usize, key: &FlowKey, tag: u32, now_ms: u64) -> Option<u32> {
+        let bucket = &self.buckets[b];
+        let (i, label) = bucket.find(key, tag)?;
+        let s = &bucket.slots[i].last_use;
+        if s.load(Ordering::Relaxed) != now_ms {
+            s.store(now_ms, Ordering::Relaxed);
+        }
+        Some(label)
     }
 
     #[cold]
