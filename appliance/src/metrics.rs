@@ -215,103 +215,99 @@ impl Telemetry {
         let c = pipelines::stats::flowlabel_totals(&self.lcores);
         let gc = t.gc_stats();
         let one = |v: u64| vec![(vec![], v)];
-        let g = |v: usize| vec![(vec![], v as i64)];
-        gauge(
-            e,
-            "appliance_flowlabel_table_capacity",
-            "Live flows the flow-label table is configured to hold.",
-            &g(t.capacity()),
-        )?;
-        gauge(
-            e,
-            "appliance_flowlabel_table_slots",
-            "Slots of the flow-label table (capacity plus two-choice headroom).",
-            &g(t.slots()),
-        )?;
-        gauge(
-            e,
-            "appliance_flowlabel_table_live",
-            "Live flow entries at the last garbage collection.",
-            &g(gc.live as usize),
-        )?;
-        gauge(
-            e,
-            "appliance_flowlabel_labels_in_use",
-            "Dynamic labels claimed (live or quarantined) out of 1048575 minus reserved.",
-            &g(t.labels_in_use()),
-        )?;
-        gauge(
-            e,
-            "appliance_flowlabel_table_memory_bytes",
-            "Memory of the flow-label table and its label bitmaps.",
-            &g(t.memory_bytes()),
-        )?;
-        counter(
-            e,
-            "appliance_flowlabel_labelled_packets",
-            "IPv6 packets whose flow label a port wrote.",
-            &one(c.labelled),
-        )?;
-        counter(
-            e,
-            "appliance_flowlabel_hits",
-            "Packets whose flow had a live label entry.",
-            &one(c.hits),
-        )?;
-        counter(
-            e,
-            "appliance_flowlabel_allocations",
-            "New flows given a unique label.",
-            &one(c.allocations),
-        )?;
-        counter(
-            e,
-            "appliance_flowlabel_collisions",
-            "Candidate labels found taken and retried before a free one.",
-            &one(c.collisions),
-        )?;
-        counter(
-            e,
-            "appliance_flowlabel_fallbacks",
-            "Flows given a stateless hash label, by reason.",
-            &[
-                (vec![("reason", "table_full")], c.fallback_table_full),
-                (
-                    vec![("reason", "labels_exhausted")],
-                    c.fallback_labels_exhausted,
-                ),
-            ],
-        )?;
-        counter(
-            e,
-            "appliance_flowlabel_pinned_packets",
-            "Packets given a reserved label by a flowlabel action.",
-            &one(c.pinned),
-        )?;
-        counter(
-            e,
-            "appliance_flowlabel_kept_packets",
-            "Packets whose non-zero label a fill port kept.",
-            &one(c.kept),
-        )?;
-        counter(
-            e,
-            "appliance_flowlabel_shared_unlabelled_packets",
-            "IPv6 packets left unlabelled because their bytes are shared with a mirror copy.",
-            &one(c.shared_unlabelled),
-        )?;
-        counter(
-            e,
-            "appliance_flowlabel_expirations",
-            "Flow entries the garbage collector reclaimed after their linger.",
-            &one(gc.expired),
-        )?;
-        counter(
-            e,
-            "appliance_flowlabel_gc_runs",
-            "Garbage collections of the flow-label table.",
-            &one(gc.runs),
-        )
+        let gauges = [
+            (
+                "appliance_flowlabel_table_capacity",
+                "Live flows the flow-label table is configured to hold.",
+                t.capacity(),
+            ),
+            (
+                "appliance_flowlabel_table_slots",
+                "Slots of the flow-label table (capacity plus two-choice headroom).",
+                t.slots(),
+            ),
+            (
+                "appliance_flowlabel_table_live",
+                "Live flow entries at the last garbage collection.",
+                gc.live as usize,
+            ),
+            (
+                "appliance_flowlabel_labels_in_use",
+                "Dynamic labels claimed (live or quarantined) out of 1048575 minus reserved.",
+                t.labels_in_use(),
+            ),
+            (
+                "appliance_flowlabel_table_memory_bytes",
+                "Memory of the flow-label table and its label bitmaps.",
+                t.memory_bytes(),
+            ),
+        ];
+        for (name, help, v) in gauges {
+            gauge(e, name, help, &[(vec![], v as i64)])?;
+        }
+        let fallbacks = [
+            (vec![("reason", "table_full")], c.fallback_table_full),
+            (
+                vec![("reason", "labels_exhausted")],
+                c.fallback_labels_exhausted,
+            ),
+        ];
+        let counters: [(&str, &str, Series<'_, u64>); 10] = [
+            (
+                "appliance_flowlabel_labelled_packets",
+                "IPv6 packets whose flow label a port wrote.",
+                one(c.labelled),
+            ),
+            (
+                "appliance_flowlabel_hits",
+                "Packets whose flow had a live label entry.",
+                one(c.hits),
+            ),
+            (
+                "appliance_flowlabel_allocations",
+                "New flows given a unique label.",
+                one(c.allocations),
+            ),
+            (
+                "appliance_flowlabel_collisions",
+                "Candidate labels found taken and retried before a free one.",
+                one(c.collisions),
+            ),
+            (
+                "appliance_flowlabel_fallbacks",
+                "Flows given a stateless hash label, by reason.",
+                fallbacks.to_vec(),
+            ),
+            (
+                "appliance_flowlabel_pinned_packets",
+                "Packets given a reserved label by a flowlabel action.",
+                one(c.pinned),
+            ),
+            (
+                "appliance_flowlabel_kept_packets",
+                "Packets whose non-zero label a fill port kept.",
+                one(c.kept),
+            ),
+            (
+                "appliance_flowlabel_shared_unlabelled_packets",
+                "IPv6 packets left unlabelled because their bytes are shared with a mirror copy.",
+                one(c.shared_unlabelled),
+            ),
+            (
+                "appliance_flowlabel_expirations",
+                "Flow entries the garbage collector reclaimed after their linger.",
+                one(gc.expired),
+            ),
+            (
+                "appliance_flowlabel_gc_runs",
+                "Garbage collections of the flow-label table.",
+                one(gc.runs),
+            ),
+        ];
+        for (name, help, series) in &counters {
+            counter(e, name, help, series)?;
+        }
+        Ok(())
     }
 }
 
