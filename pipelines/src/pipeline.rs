@@ -111,6 +111,36 @@ pub trait Classifier: Send + Sync + fmt::Debug {
     }
 }
 
+/// The classifiers of several consecutive filters on a hook, run as one (for example the
+/// classic-BPF programs of a hook fused into one translated program): one call decides for
+/// all of them. Implementations are immutable and must not allocate, lock or panic per packet.
+pub trait ChainClassifier: Send + Sync + fmt::Debug {
+    /// Number of member filters.
+    fn len(&self) -> usize;
+
+    /// Never true: a chain has at least one member.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Runs the members from `first` on, in order, as each member's own
+    /// [`Classifier::classify`] would: returns the first member whose verdict is not
+    /// [`Verdict::NoMatch`], with that verdict, or `None` when every one from `first` on said
+    /// `NoMatch`.
+    fn classify_from(&self, pkt: &PacketView<'_>, first: usize) -> Option<(usize, Verdict)>;
+}
+
+/// A filter's place in a [`ChainClassifier`]: the chain decides for the filters
+/// `index` places before this one up to `len()` filters in all, which must be consecutive on
+/// the hook and carry the same chain with indices 0, 1, ... ([`Generation::validate`] checks).
+#[derive(Debug, Clone)]
+pub struct Fused {
+    /// The chain.
+    pub chain: Arc<dyn ChainClassifier>,
+    /// This filter's member index in it.
+    pub index: usize,
+}
+
 /// A classifier's hash seed and how often to re-randomise it. Workers read the seed with one
 /// relaxed load per packet; only the control thread stores to it (never a read-modify-write).
 #[derive(Debug, Clone)]
@@ -231,6 +261,9 @@ pub struct Filter {
     pub id: u32,
     /// Id of the counters of `actions[0]` (then consecutive), assigned with `id`.
     pub action_base: u32,
+    /// When set, the chain classifies for this filter (and its neighbours in the chain) in one
+    /// call; `classifier` must decide the same and stays for describing the filter.
+    pub fused: Option<Fused>,
 }
 
 impl Filter {
@@ -248,6 +281,7 @@ impl Filter {
             redirect: None,
             id: 0,
             action_base: 0,
+            fused: None,
         }
     }
 
@@ -524,6 +558,14 @@ impl Generation {
             if let Forward::To(p) = port.forward {
                 check(p, &format!("port {:?} forwarding entry", port.name))?;
             }
+            for (hook, filters) in [("ingress", &port.ingress), ("egress", &port.egress)] {
+                check_fused(filters).map_err(|at| {
+                    GenerationError(format!(
+                        "port {:?} {hook} filter {:?}: its chain classifier does not cover consecutive filters in order",
+                        port.name, filters[at].name
+                    ))
+                })?;
+            }
             for f in port.ingress.iter().chain(&port.egress) {
                 if let Some(p) = f.redirect {
                     check(
@@ -657,8 +699,30 @@ impl Generation {
         stats: &mut StatsWriter,
         sink: &mut S,
     ) -> ChainResult {
-        'filters: for f in filters {
-            match f.classifier.classify(view) {
+        // `i`: the next filter to run. A fused chain answers for a run of filters at once.
+        let mut i = 0;
+        'filters: while let Some(f) = filters.get(i) {
+            let (f, verdict) = match &f.fused {
+                None => (f, f.classifier.classify(view)),
+                Some(fu) => {
+                    let base = i.saturating_sub(fu.index);
+                    match fu.chain.classify_from(view, fu.index) {
+                        None => {
+                            i = base + fu.chain.len();
+                            continue;
+                        }
+                        Some((j, v)) => {
+                            i = base + j;
+                            match filters.get(i) {
+                                Some(f) => (f, v),
+                                None => break,
+                            }
+                        }
+                    }
+                }
+            };
+            i += 1;
+            match verdict {
                 Verdict::NoMatch => continue,
                 Verdict::Direct(v, classid) => {
                     stats.filter_hit(f.id, view.frame_len);
@@ -679,8 +743,8 @@ impl Generation {
                     stats.filter_hit(f.id, view.frame_len);
                     view.classid = classid;
                     let (actions, base) = f.actions_for(classid);
-                    for (i, a) in actions.iter().enumerate() {
-                        let id = base + i as u32;
+                    for (k, a) in actions.iter().enumerate() {
+                        let id = base + k as u32;
                         stats.action_hit(id, view.frame_len);
                         match *a {
                             Action::Pass => return ChainResult::Pass,
@@ -1033,6 +1097,30 @@ impl Generation {
         };
         self.run_ingress(pkt, w, stats, sink);
     }
+}
+
+/// Checks that every fused chain on a hook covers consecutive filters in member order
+/// (see [`Fused`]); `Err` holds the position of the first filter that breaks it.
+fn check_fused(filters: &[Filter]) -> Result<(), usize> {
+    for (i, f) in filters.iter().enumerate() {
+        let Some(fu) = &f.fused else { continue };
+        let len = fu.chain.len();
+        let ok = fu.index < len
+            && i >= fu.index
+            && filters.len() >= i - fu.index + len
+            && filters[i - fu.index..i - fu.index + len]
+                .iter()
+                .enumerate()
+                .all(|(j, g)| {
+                    g.fused
+                        .as_ref()
+                        .is_some_and(|g| g.index == j && Arc::ptr_eq(&g.chain, &fu.chain))
+                });
+        if !ok {
+            return Err(i);
+        }
+    }
+    Ok(())
 }
 
 /// Holds the current generation for every worker.

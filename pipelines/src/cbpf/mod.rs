@@ -8,7 +8,7 @@
 //! - [`ebpf`]: translation to eBPF with inline bounds checks, for rbpf, and
 //!   [`RbpfInterpreter`], the safe engine over rbpf's interpreter (the JIT is in `pmd-glue`).
 //! - [`gen`]: deterministic random valid programs and frames for tests, fuzzing, benchmarks.
-use crate::pipeline::{Classifier, DirectVerdict, PacketView, Verdict};
+use crate::pipeline::{ChainClassifier, Classifier, DirectVerdict, PacketView, Verdict};
 use std::fmt;
 
 pub mod check;
@@ -18,7 +18,7 @@ pub mod insn;
 pub mod interp;
 
 pub use check::{LoadError, Program};
-pub use ebpf::{translate, RbpfInterpreter, TranslateError, Translated};
+pub use ebpf::{translate, translate_chain, RbpfInterpreter, TranslateError, Translated};
 pub use insn::{parse_ddd, parse_tc_bytecode, Ancillary, Insn};
 pub use interp::{Interpreter, Meta};
 
@@ -59,6 +59,34 @@ pub enum Mode {
         /// The class id a decided packet carries.
         classid: u32,
     },
+}
+
+impl Mode {
+    /// Whether a program result decides in this mode (and so runs the filter's actions or
+    /// verdict) rather than handing the packet to the next filter.
+    #[inline]
+    pub fn decides(self, result: u32) -> bool {
+        match self {
+            Mode::Classid { .. } => result != 0,
+            Mode::DirectAction { .. } => direct_verdict(result).is_some(),
+        }
+    }
+
+    /// The verdict of a program result in this mode.
+    #[inline]
+    pub fn verdict(self, result: u32) -> Verdict {
+        match self {
+            Mode::Classid { classid } => match result {
+                0 => Verdict::NoMatch,
+                u32::MAX => Verdict::Match(classid),
+                c => Verdict::Match(c),
+            },
+            Mode::DirectAction { classid } => match direct_verdict(result) {
+                Some(v) => Verdict::Direct(v, classid),
+                None => Verdict::NoMatch,
+            },
+        }
+    }
 }
 
 /// tc verdict values (`linux/pkt_cls.h`).
@@ -131,30 +159,104 @@ impl Classifier for BpfClassifier {
         // Metadata is computed only for programs that read it; the others get a shared zero
         // block instead of a fresh one per packet.
         let r = if self.needs_meta {
-            // rxhash: the NIC's hash, else the kernel's software flow hash (as skb_get_hash).
-            let rxhash = match pkt.rss_hash {
-                None if self.needs_rxhash => Some(crate::flow::software_rxhash(
-                    pkt.data,
-                    crate::flow::rxhash_secret(),
-                )),
-                h => h,
-            };
-            let meta = Meta::of_frame(pkt.data, pkt.dev.0, pkt.ingress_mac, pkt.mark, rxhash);
+            let meta = meta_of(pkt, self.needs_rxhash);
             self.engine.run(pkt.data, pkt.frame_len, &meta)
         } else {
             self.engine.run(pkt.data, pkt.frame_len, &Meta::ZERO)
         };
-        match self.mode {
-            Mode::Classid { classid } => match r {
-                0 => Verdict::NoMatch,
-                u32::MAX => Verdict::Match(classid),
-                c => Verdict::Match(c),
-            },
-            Mode::DirectAction { classid } => match direct_verdict(r) {
-                Some(v) => Verdict::Direct(v, classid),
-                None => Verdict::NoMatch,
-            },
+        self.mode.verdict(r)
+    }
+}
+
+/// The metadata ancillary loads read for `pkt`. `rxhash` is the NIC's hash, else (when
+/// `needs_rxhash`) the kernel's software flow hash, as `skb_get_hash` does.
+#[inline]
+fn meta_of(pkt: &PacketView<'_>, needs_rxhash: bool) -> Meta {
+    let rxhash = match pkt.rss_hash {
+        None if needs_rxhash => Some(crate::flow::software_rxhash(
+            pkt.data,
+            crate::flow::rxhash_secret(),
+        )),
+        h => h,
+    };
+    Meta::of_frame(pkt.data, pkt.dev.0, pkt.ingress_mac, pkt.mark, rxhash)
+}
+
+/// Something that runs a chain of programs ([`ebpf::translate_chain`]) over a frame.
+/// Implementations are immutable, shared by every lcore, and must not allocate, lock or panic
+/// per packet.
+pub trait ChainEngine: Send + Sync + fmt::Debug {
+    /// Short name for logs ("rbpf-jit", ...).
+    fn name(&self) -> &'static str;
+
+    /// Runs the chain from member `start` on over `data` (as [`Engine::run`]); returns the
+    /// chain's result: `(member << 32) | result` of the first member that decided, or
+    /// `members << 32` (see [`ebpf::chain_result`]).
+    fn run_from(&self, data: &[u8], wirelen: u32, meta: &Meta, start: u32) -> u64;
+}
+
+impl ChainEngine for RbpfInterpreter {
+    fn name(&self) -> &'static str {
+        "rbpf-interpreter"
+    }
+
+    fn run_from(&self, data: &[u8], wirelen: u32, meta: &Meta, start: u32) -> u64 {
+        match self.try_run_from(data, wirelen, meta, start) {
+            Ok(r) => r,
+            Err(e) => {
+                debug_assert!(false, "translator bug: {e}");
+                0
+            }
         }
+    }
+}
+
+/// The programs of consecutive filters on a hook, run as one chain ([`ebpf::translate_chain`]):
+/// the [`ChainClassifier`] that the pipeline calls once for all of them instead of once per
+/// filter. Each member gives exactly the verdict its own [`BpfClassifier`] would.
+#[derive(Debug)]
+pub struct BpfChain<E> {
+    engine: E,
+    modes: Box<[Mode]>,
+    needs_meta: bool,
+    needs_rxhash: bool,
+}
+
+impl<E: ChainEngine> BpfChain<E> {
+    /// A chain of `members` (program and mode, in filter order) run by `engine`, which must have
+    /// been built from the translation of exactly these members.
+    pub fn new(members: &[(&Program, Mode)], engine: E) -> BpfChain<E> {
+        BpfChain {
+            engine,
+            modes: members.iter().map(|&(_, m)| m).collect(),
+            needs_meta: members.iter().any(|(p, _)| p.uses_metadata()),
+            needs_rxhash: members.iter().any(|(p, _)| p.uses(Ancillary::RxHash)),
+        }
+    }
+
+    /// The engine's name.
+    pub fn engine_name(&self) -> &'static str {
+        self.engine.name()
+    }
+}
+
+impl<E: ChainEngine> ChainClassifier for BpfChain<E> {
+    fn len(&self) -> usize {
+        self.modes.len()
+    }
+
+    #[inline]
+    fn classify_from(&self, pkt: &PacketView<'_>, first: usize) -> Option<(usize, Verdict)> {
+        let start = u32::try_from(first).unwrap_or(u32::MAX);
+        let r = if self.needs_meta {
+            let meta = meta_of(pkt, self.needs_rxhash);
+            self.engine.run_from(pkt.data, pkt.frame_len, &meta, start)
+        } else {
+            self.engine
+                .run_from(pkt.data, pkt.frame_len, &Meta::ZERO, start)
+        };
+        let (at, r) = ebpf::chain_result(r, self.modes.len())?;
+        Some((at, self.modes.get(at)?.verdict(r)))
     }
 }
 
