@@ -712,7 +712,8 @@ impl Generation {
                             continue;
                         }
                         Some((j, v)) => {
-                            i = base + j;
+                            // Never before the member asked for: the loop always moves on.
+                            i = base + j.max(fu.index);
                             match filters.get(i) {
                                 Some(f) => (f, v),
                                 None => break,

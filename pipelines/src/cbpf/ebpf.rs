@@ -1173,4 +1173,83 @@ mod tests {
             assert_eq!(both(&p, &f[..4]), k);
         }
     }
+
+    /// Chains of random members (every opcode, ancillary loads, both modes, results that mostly
+    /// do not decide) give, from every start, the first member that decides by the reference
+    /// interpreter, and rbpf's checking interpreter sees no bad access in the chain.
+    #[test]
+    fn chains_agree_with_their_members_from_every_start() {
+        use crate::cbpf::gen::{
+            chain_reference, random_chain_member, random_frame, random_meta, GenOptions,
+        };
+        let mut decided = [0usize; 2];
+        for seed in 0..400u64 {
+            let n = 1 + (seed as usize % 6);
+            let members: Vec<(Program, Mode)> = (0..n as u64)
+                .map(|k| {
+                    let (insns, mode) = random_chain_member(
+                        seed * 8 + k,
+                        1 + ((seed + k) as usize * 11) % 40,
+                        GenOptions::default(),
+                    );
+                    (Program::load(insns).unwrap(), mode)
+                })
+                .collect();
+            let refs: Vec<(&Program, Mode)> = members.iter().map(|(p, m)| (p, *m)).collect();
+            let interps: Vec<Interpreter> =
+                members.iter().map(|(p, _)| Interpreter::new(p)).collect();
+            let irefs: Vec<(&Interpreter, Mode)> = interps
+                .iter()
+                .zip(&members)
+                .map(|(i, (_, m))| (i, *m))
+                .collect();
+            let chain = RbpfInterpreter::chain(&refs).unwrap();
+            assert_eq!(chain.translated().chain_len(), Some(n));
+            for fseed in 0..6u64 {
+                let f = random_frame(seed * 64 + fseed);
+                let meta = random_meta(seed + fseed);
+                let wirelen = f.len() as u32 + (fseed as u32 % 3);
+                for start in 0..=n + 1 {
+                    let want = chain_reference(&irefs, &f, wirelen, &meta, start);
+                    let got = chain
+                        .try_run_from(&f, wirelen, &meta, start as u32)
+                        .unwrap_or_else(|e| panic!("seed {seed} start {start}: {e}"));
+                    assert_eq!(
+                        chain_result(got, n),
+                        want,
+                        "seed {seed} frame {fseed} start {start}"
+                    );
+                    decided[usize::from(want.is_some())] += 1;
+                }
+            }
+        }
+        // Both outcomes are common: the chains run past members and also decide.
+        assert!(
+            decided[0] * 5 > decided[1] && decided[1] * 5 > decided[0],
+            "{decided:?}"
+        );
+    }
+
+    #[test]
+    fn chain_results_name_the_deciding_member() {
+        let p = |k: u32| Program::from_fields(&[(RET | K, 0, 0, k)]).unwrap();
+        let (zero, one, unspec, shot) = (p(0), p(1), p(u32::MAX), p(2));
+        let cid = Mode::Classid { classid: 5 };
+        let da = Mode::DirectAction { classid: 5 };
+        let chain = |m: &[(&Program, Mode)]| RbpfInterpreter::chain(m).unwrap();
+        let c = chain(&[(&zero, cid), (&unspec, da), (&shot, da), (&one, cid)]);
+        let run = |c: &RbpfInterpreter, start| c.try_run_from(&[], 0, &Meta::ZERO, start).unwrap();
+        assert_eq!(run(&c, 0), 2 << 32 | 2);
+        assert_eq!(run(&c, 3), 3 << 32 | 1);
+        assert_eq!(run(&c, 4), 4 << 32);
+        assert_eq!(run(&c, 99), 4 << 32);
+        assert_eq!(chain_result(run(&c, 0), 4), Some((2, 2)));
+        assert_eq!(chain_result(4 << 32, 4), None);
+        // Classid mode: -1 decides; direct action: 0 (ok) decides.
+        let c = chain(&[(&zero, cid), (&unspec, cid)]);
+        assert_eq!(run(&c, 0), 1 << 32 | u64::from(u32::MAX));
+        let c = chain(&[(&zero, da)]);
+        assert_eq!(run(&c, 0), 0);
+        assert!(RbpfInterpreter::chain(&[]).is_err());
+    }
 }

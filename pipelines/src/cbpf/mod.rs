@@ -412,4 +412,155 @@ mod tests {
         assert_ne!(sw, 0);
         assert_eq!(c.classify(&view), Verdict::Match(sw));
     }
+
+    /// Runs `frames` received on port 0 through a generation whose port 0 ingress hook is
+    /// `filters`; returns what was sent (port and bytes, in order), the port, filter and action
+    /// totals.
+    #[allow(clippy::type_complexity)]
+    fn run_hook(
+        filters: Vec<Filter>,
+        frames: &[Vec<u8>],
+    ) -> (
+        Vec<(PortIndex, Vec<u8>)>,
+        Vec<crate::stats::PortTotals>,
+        Vec<crate::stats::FilterTotals>,
+        Vec<crate::stats::ActionTotals>,
+    ) {
+        let mut ports: Vec<PortPipeline> = (0..3)
+            .map(|i| PortPipeline {
+                name: format!("p{i}"),
+                forward: Forward::To(PortIndex(1)),
+                ..Default::default()
+            })
+            .collect();
+        ports[0].ingress = filters;
+        let mut gen = Generation {
+            ports,
+            ..Default::default()
+        };
+        let n = gen.assign_filter_ids();
+        gen.validate().unwrap();
+        let (mut w, r) = StatsWriter::new(0, 3, n, gen.action_count());
+        w.set_now_ms(5);
+        let mut sink = VecSink::default();
+        for (k, f) in frames.iter().enumerate() {
+            let mut p = VecPacket::new(f.clone());
+            p.rss = (k % 3 == 0).then_some((k as u32).wrapping_mul(0x9e37_79b9));
+            gen.process(p, PortIndex(0), &mut w, &mut sink);
+        }
+        let sent = sink.sent.into_iter().map(|(p, k)| (p, k.bytes)).collect();
+        let lc = std::slice::from_ref(&r);
+        (
+            sent,
+            port_totals(lc, 3),
+            filter_totals(lc, n),
+            crate::stats::action_totals(lc, gen.action_count()),
+        )
+    }
+
+    /// Hooks of random programs (both modes, metadata loads, results that mostly do not
+    /// decide) with actions that continue, set the mark later programs read, mirror, redirect,
+    /// drop and pass: fused into chains (split at random points, some filters left alone) they
+    /// forward, drop and count exactly as the same filters run one by one.
+    #[test]
+    fn fused_chains_decide_and_count_exactly_as_separate_filters() {
+        use crate::cbpf::gen::{random_chain_member, GenOptions, Rng};
+        use crate::pipeline::{ChainClassifier, Fused};
+        use std::sync::Arc;
+        let lists: [&[Action]; 8] = [
+            &[],
+            &[Action::Continue],
+            &[Action::SetMark(0x10001), Action::Continue],
+            &[Action::Drop],
+            &[Action::Pass],
+            &[Action::redirect(PortIndex(2))],
+            &[Action::SetClassid(9), Action::SetMark(7), Action::Continue],
+            &[Action::mirror(PortIndex(2)), Action::Continue],
+        ];
+        let mut outcomes = std::collections::BTreeSet::new();
+        for seed in 0..150u64 {
+            let mut r = Rng::new(seed);
+            let n = 2 + (seed as usize % 7);
+            let members: Vec<(Program, Mode, Vec<Action>, bool)> = (0..n as u64)
+                .map(|k| {
+                    let (insns, mode) = random_chain_member(
+                        seed * 16 + k,
+                        1 + r.below(30) as usize,
+                        GenOptions::default(),
+                    );
+                    let actions = match mode {
+                        Mode::Classid { .. } => r.pick(&lists).to_vec(),
+                        Mode::DirectAction { .. } => Vec::new(),
+                    };
+                    (Program::load(insns).unwrap(), mode, actions, r.chance(1, 2))
+                })
+                .collect();
+            let build = |fused: bool| {
+                let mut filters: Vec<Filter> = members
+                    .iter()
+                    .enumerate()
+                    .map(|(k, (p, mode, actions, redirect))| {
+                        let c = BpfClassifier::new(p, Box::new(Interpreter::new(p)), *mode);
+                        let mut f = Filter::new(format!("f{k}"), Box::new(c), actions.clone());
+                        f.redirect = redirect.then_some(PortIndex(2));
+                        f
+                    })
+                    .collect();
+                if fused {
+                    // Consecutive chains of random lengths; one in five filters stays alone.
+                    let mut r = Rng::new(seed ^ 0xf05e);
+                    let mut at = 0;
+                    while at < n {
+                        if r.chance(1, 5) {
+                            at += 1;
+                            continue;
+                        }
+                        let len = 1 + r.below((n - at) as u64) as usize;
+                        let m: Vec<(&Program, Mode)> = members[at..at + len]
+                            .iter()
+                            .map(|(p, m, _, _)| (p, *m))
+                            .collect();
+                        let chain: Arc<dyn ChainClassifier> =
+                            Arc::new(BpfChain::new(&m, RbpfInterpreter::chain(&m).unwrap()));
+                        for (index, f) in filters[at..at + len].iter_mut().enumerate() {
+                            f.fused = Some(Fused {
+                                chain: chain.clone(),
+                                index,
+                            });
+                        }
+                        at += len;
+                    }
+                }
+                filters
+            };
+            let frames: Vec<Vec<u8>> = (0..24)
+                .map(|k| crate::flow::gen::random_flow_frame(seed * 32 + k))
+                .collect();
+            let want = run_hook(build(false), &frames);
+            let got = run_hook(build(true), &frames);
+            assert_eq!(got, want, "seed {seed}");
+            outcomes.extend(
+                want.1[0]
+                    .drops
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, &d)| d > 0)
+                    .map(|(i, _)| i),
+            );
+            outcomes.extend(want.0.iter().map(|(p, _)| 100 + usize::from(p.0)));
+        }
+        // Drops (action, stolen, redirect without target), forwarding and redirects all occur.
+        for o in [
+            DropReason::ActionDrop.index(),
+            DropReason::Stolen.index(),
+            DropReason::RedirectNoTarget.index(),
+            101,
+            102,
+        ] {
+            assert!(
+                outcomes.contains(&o),
+                "outcome {o} never seen: {outcomes:?}"
+            );
+        }
+    }
 }
