@@ -803,4 +803,63 @@ mod tests {
         assert!(Classid::Text("10000:0".into()).value().is_err());
         assert!(Classid::Text("x:1".into()).value().is_err());
     }
+
+    /// The chain member index and chain length of each filter of port a's ingress hook.
+    fn chains(hooks: &str) -> Vec<Option<(usize, usize)>> {
+        let c = parse(&cfg(hooks)).unwrap();
+        let l = load(&c, &c.base_dir).unwrap();
+        let gen = pipelines::pipeline::Generation {
+            ports: vec![pipelines::pipeline::PortPipeline {
+                ingress: build_hook(&l.ports[0].0, &c),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        gen.validate().unwrap();
+        gen.ports[0]
+            .ingress
+            .iter()
+            .map(|f| f.fused.as_ref().map(|u| (u.index, u.chain.len())))
+            .collect()
+    }
+
+    #[test]
+    fn consecutive_jit_filters_are_fused_into_chains_that_fit_the_jit_page() {
+        let bpf = |n: &str, extra: &str, actions: &str| {
+            format!("      - {{ name: {n}, bpf: {{ filter: \"tcp dst port 443\"{extra} }}{actions} }}\n")
+        };
+        let drop = ", actions: [drop]";
+        let mut hooks = String::from("    ingress:\n");
+        for n in ["a", "b", "c"] {
+            hooks += &bpf(n, "", drop);
+        }
+        hooks += &bpf("i", ", engine: interpreter", drop);
+        hooks += &bpf("d", ", direct_action: true", "");
+        hooks += &bpf("e", ", engine: jit", drop);
+        hooks += "      - { name: fl, flow: { keys: [src] }, actions: [pass] }\n";
+        hooks += &bpf("f", "", drop);
+        assert_eq!(
+            chains(&hooks),
+            [
+                Some((0, 3)),
+                Some((1, 3)),
+                Some((2, 3)),
+                None,
+                Some((0, 2)),
+                Some((1, 2)),
+                None,
+                Some((0, 1)),
+            ]
+        );
+        // A long hook is split where the next program would overflow the JIT page; every filter
+        // is in some chain.
+        let mut hooks = String::from("    ingress:\n");
+        for k in 0..60 {
+            hooks += &bpf(&format!("p{k}"), "", drop);
+        }
+        let got = chains(&hooks);
+        assert!(got.iter().all(|c| c.is_some()), "{got:?}");
+        let starts = got.iter().filter(|c| matches!(c, Some((0, _)))).count();
+        assert!(starts >= 2, "{got:?}");
+    }
 }
