@@ -574,7 +574,9 @@ fn fuse(filters: &mut [Filter], run: Vec<(usize, &Program, Mode)>) {
         }
         let m = members(n);
         if let Ok(jit) = pmd_glue::bpf_jit::RbpfChainJit::new(&m) {
-            let chain: Arc<dyn ChainClassifier> = Arc::new(BpfChain::new(&m, jit));
+            // A fast variant that does not fit the page is left out.
+            let fast = pmd_glue::bpf_jit::RbpfChainJit::new_fast(&m).ok().flatten();
+            let chain: Arc<dyn ChainClassifier> = Arc::new(BpfChain::new(&m, jit, fast));
             for (index, &(at, _, _)) in rest[..n].iter().enumerate() {
                 filters[at].fused = Some(Fused {
                     chain: chain.clone(),

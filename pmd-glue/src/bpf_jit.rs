@@ -20,7 +20,9 @@
 //! ([`x86_size_bound`]) and refuses larger programs with [`JitError::TooLarge`]; the caller
 //! keeps the interpreter for them.
 use pipelines::cbpf::ebpf::{JitCtx, TranslateError, Translated};
-use pipelines::cbpf::{translate, translate_chain, ChainEngine, Engine, Meta, Mode, Program};
+use pipelines::cbpf::{
+    translate, translate_chain, translate_chain_fast, ChainEngine, Engine, Meta, Mode, Program,
+};
 use rbpf::ebpf as e;
 use std::fmt;
 
@@ -248,13 +250,30 @@ impl RbpfChainJit {
         if !imp::SUPPORTED {
             return Err(JitError::Unsupported);
         }
-        let t = translate_chain(members)?;
+        RbpfChainJit::compile(translate_chain(members)?)
+    }
+
+    /// Translates and compiles the fast variant of the chain of `members`
+    /// ([`pipelines::cbpf::translate_chain_fast`]); `Ok(None)` when it has none.
+    pub fn new_fast(members: &[(&Program, Mode)]) -> Result<Option<RbpfChainJit>, JitError> {
+        if !imp::SUPPORTED {
+            return Err(JitError::Unsupported);
+        }
+        translate_chain_fast(members)?
+            .map(RbpfChainJit::compile)
+            .transpose()
+    }
+
+    fn compile(t: Translated) -> Result<RbpfChainJit, JitError> {
+        let members = t
+            .chain_len()
+            .ok_or_else(|| JitError::Rbpf("not a chain".into()))?;
         let bound = admit(&t)?;
         let uses_metadata = t.uses_metadata();
         Ok(RbpfChainJit {
             jit: imp::Compiled::new(t)?,
             uses_metadata,
-            members: members.len(),
+            members,
             code_bound: bound,
         })
     }

@@ -386,11 +386,11 @@ fn measure_ns_per_run() {
 /// also proves every memory access of the chain in bounds on these inputs).
 #[test]
 fn chain_jit_agrees_with_its_members_from_every_start() {
-    use pipelines::cbpf::ebpf::chain_result;
+    use pipelines::cbpf::ebpf::{chain_result, CHAIN_SHORT, FAST_CHAIN_LEN};
     use pipelines::cbpf::gen::{chain_reference, random_chain_member, GenOptions};
     use pipelines::cbpf::{ChainEngine, Mode};
     use pmd_glue::bpf_jit::RbpfChainJit;
-    let mut compiled = 0;
+    let (mut compiled, mut fast_runs) = (0, 0);
     for seed in 0..600u64 {
         let n = 1 + (seed as usize % 9);
         let members: Vec<(Program, Mode)> = (0..n as u64)
@@ -408,6 +408,8 @@ fn chain_jit_agrees_with_its_members_from_every_start() {
             Err(e) => panic!("seed {seed}: {e}"),
         };
         assert_eq!(jit.members(), n);
+        let fast = RbpfChainJit::new_fast(&refs).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        let fast_checked = RbpfInterpreter::chain_fast(&refs).unwrap();
         compiled += 1;
         let checked = RbpfInterpreter::chain(&refs).unwrap();
         let interps: Vec<Interpreter> = members.iter().map(|(p, _)| Interpreter::new(p)).collect();
@@ -435,10 +437,31 @@ fn chain_jit_agrees_with_its_members_from_every_start() {
                 );
                 let r = jit.run_from(&f, wirelen, &m, start as u32);
                 assert_eq!(chain_result(r, n), want, "JIT, seed {seed} start {start}");
+                if let (Some(fast), Some(fc)) = (&fast, &fast_checked) {
+                    let r = fc
+                        .try_run_from(&f, wirelen, &m, start as u32)
+                        .unwrap_or_else(|e| panic!("translator bug, fast, seed {seed}: {e}"));
+                    assert_eq!(
+                        fast.run_from(&f, wirelen, &m, start as u32),
+                        r,
+                        "fast JIT, seed {seed}"
+                    );
+                    if r == CHAIN_SHORT {
+                        assert!(f.len() < FAST_CHAIN_LEN as usize);
+                    } else {
+                        assert_eq!(
+                            chain_result(r, n),
+                            want,
+                            "fast JIT, seed {seed} start {start}"
+                        );
+                        fast_runs += 1;
+                    }
+                }
             }
         }
     }
     assert!(compiled > 500, "only {compiled} chains fit the JIT page");
+    assert!(fast_runs > 5000, "{fast_runs} fast chain runs");
 }
 
 /// The chain's code-size bound is safe too: the longest chain of a typical program the bound

@@ -152,14 +152,14 @@ fn protochain_programs_are_rejected_for_their_backward_jump() {
 /// with that result.
 #[test]
 fn fused_chains_of_corpus_programs_match_libpcap() {
-    use pipelines::cbpf::ebpf::chain_result;
+    use pipelines::cbpf::ebpf::{chain_result, CHAIN_SHORT};
     use pipelines::cbpf::{ChainEngine, Mode, RbpfInterpreter};
     use pmd_glue::bpf_jit::RbpfChainJit;
     let programs = corpus::compile_all();
     let frames = corpus::frames();
     let meta = Meta::default();
     let mode = Mode::Classid { classid: 0x10001 };
-    let (mut chains, mut runs, mut decided) = (0usize, 0usize, 0usize);
+    let (mut chains, mut runs, mut decided, mut fast_runs) = (0usize, 0usize, 0usize, 0usize);
     // Up to eight consecutive programs per chain, as many as fit the JIT's page (as the
     // appliance splits hooks).
     let mut groups: Vec<&[corpus::Compiled]> = Vec::new();
@@ -182,6 +182,8 @@ fn fused_chains_of_corpus_programs_match_libpcap() {
         let members: Vec<(&Program, Mode)> = group.iter().map(|c| (&c.prog, mode)).collect();
         let jit = RbpfChainJit::new(&members).expect("the chain fits");
         let checked = RbpfInterpreter::chain(&members).expect("translation");
+        let fast = RbpfChainJit::new_fast(&members).expect("the fast chain fits");
+        let fast_checked = RbpfInterpreter::chain_fast(&members).expect("translation");
         chains += 1;
         for Frame {
             name,
@@ -209,6 +211,24 @@ fn fused_chains_of_corpus_programs_match_libpcap() {
                     "rbpf interpreter on {name}, start {start}, chain of {:?}",
                     group.iter().map(|c| c.expr).collect::<Vec<_>>()
                 );
+                if let (Some(fast), Some(fc)) = (&fast, &fast_checked) {
+                    let r = fc
+                        .try_run_from(data, *wirelen, &meta, start as u32)
+                        .unwrap_or_else(|e| panic!("translator bug, fast, on {name}: {e}"));
+                    assert_eq!(
+                        fast.run_from(data, *wirelen, &meta, start as u32),
+                        r,
+                        "fast JIT on {name}"
+                    );
+                    if r != CHAIN_SHORT {
+                        assert_eq!(
+                            chain_result(r, members.len()),
+                            want,
+                            "fast chain on {name}, start {start}"
+                        );
+                        fast_runs += 1;
+                    }
+                }
                 let r = jit.run_from(data, *wirelen, &meta, start as u32);
                 assert_eq!(
                     chain_result(r, members.len()),
@@ -226,4 +246,8 @@ fn fused_chains_of_corpus_programs_match_libpcap() {
         frames.len()
     );
     assert!(decided * 10 > runs && decided < runs);
+    assert!(
+        fast_runs * 2 > runs,
+        "{fast_runs} of {runs} ran the fast chains"
+    );
 }

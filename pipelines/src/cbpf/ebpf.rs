@@ -272,6 +272,9 @@ struct Emitter {
     /// Where a load past the end of the frame (or a division by `X == 0`) of the program being
     /// emitted goes: "the program returns 0".
     zero: Label,
+    /// Absolute loads ending at or below this offset need no check of their own: the code
+    /// checked `buflen` against it once at entry (a fast chain; 0 otherwise).
+    checked_end: u64,
 }
 
 fn ins(opc: u8, dst: u8, src: u8, off: i16, imm: i32) -> e::Insn {
@@ -291,6 +294,7 @@ impl Emitter {
             labels: vec![None],
             fixups: Vec::new(),
             zero: Label(0),
+            checked_end: 0,
         }
     }
 
@@ -348,7 +352,9 @@ impl Emitter {
 
     /// Jumps to [`Emitter::zero`] unless `end <= buflen` (a constant end offset).
     fn check_end(&mut self, end: u64) {
-        if end <= i32::MAX as u64 {
+        if end <= self.checked_end {
+            // Dominated by the entry check `checked_end <= buflen`.
+        } else if end <= i32::MAX as u64 {
             // A non-negative immediate reads the same in rbpf's interpreter (zero-extended)
             // and JIT (sign-extended).
             self.jump(e::JLT_IMM, RLEN, 0, end as i32, self.zero);
@@ -467,6 +473,73 @@ fn reads_packet(prog: &Program) -> bool {
         (class(i.code) == LD && matches!(i.code & 0xe0, ABS | IND) && !is_ancillary(i))
             || i.code == LDX | B | MSH
     })
+}
+
+/// Which of `A` and `X` some path of `prog` reads before writing: only those need cBPF's
+/// initial 0 at the program's start (the others may hold anything there, as nothing reads it).
+/// A forward pass suffices: every jump goes forward.
+fn reads_before_write(prog: &Program) -> (bool, bool) {
+    use op::*;
+    const RA_BIT: u8 = 1;
+    const RX_BIT: u8 = 2;
+    let insns = prog.insns();
+    // Registers written on every path into each instruction.
+    let mut written = vec![RA_BIT | RX_BIT; insns.len() + 1];
+    written[0] = 0;
+    let mut early = 0u8;
+    for (pc, i) in insns.iter().enumerate() {
+        let x_src = i.code & X_SRC != 0;
+        let (reads, writes) = match class(i.code) {
+            LD => match i.code & 0xe0 {
+                ABS if i.k >= SKF_AD_OFF => match Ancillary::from_offset(i.k - SKF_AD_OFF) {
+                    Some(Ancillary::AluXorX) => (RA_BIT | RX_BIT, RA_BIT),
+                    _ => (0, RA_BIT),
+                },
+                IND => (RX_BIT, RA_BIT),
+                _ => (0, RA_BIT),
+            },
+            LDX => (0, RX_BIT),
+            ST => (RA_BIT, 0),
+            STX => (RX_BIT, 0),
+            ALU if x_src && i.code != ALU | NEG => (RA_BIT | RX_BIT, RA_BIT),
+            ALU => (RA_BIT, RA_BIT),
+            JMP if i.code == JMP | JA => (0, 0),
+            JMP if x_src => (RA_BIT | RX_BIT, 0),
+            JMP => (RA_BIT, 0),
+            RET if i.code & 0x18 == op::A => (RA_BIT, 0),
+            RET => (0, 0),
+            _ if i.code == MISC | TAX => (RA_BIT, RX_BIT),
+            _ => (RX_BIT, RA_BIT),
+        };
+        early |= reads & !written[pc];
+        let out = written[pc] | writes;
+        let mut flow = |to: usize| {
+            if let Some(w) = written.get_mut(to) {
+                *w &= out;
+            }
+        };
+        match class(i.code) {
+            RET => {}
+            JMP if i.code == JMP | JA => flow((pc + 1).saturating_add(i.k as usize)),
+            JMP => {
+                flow(pc + 1 + usize::from(i.jt));
+                flow(pc + 1 + usize::from(i.jf));
+            }
+            _ => flow(pc + 1),
+        }
+    }
+    (early & RA_BIT != 0, early & RX_BIT != 0)
+}
+
+/// cBPF's initial `A = X = 0`, for the registers `prog` may read before writing.
+fn reset_registers(em: &mut Emitter, prog: &Program) {
+    let (a, x) = reads_before_write(prog);
+    if a {
+        em.put(e::MOV32_IMM, RA, 0, 0, 0);
+    }
+    if x {
+        em.put(e::MOV32_IMM, RX, 0, 0, 0);
+    }
 }
 
 /// `r0 |= index << 32`: the member tag of a chain's result (nothing for member 0).
@@ -654,9 +727,8 @@ fn seal(
 /// Translates a loaded program; see the module documentation.
 pub fn translate(prog: &Program) -> Result<Translated, TranslateError> {
     let mut em = Emitter::new(prog.len() * 3 + 8);
-    // Prologue: A = X = 0 (cBPF's initial state; the JIT leaves registers undefined).
-    em.put(e::MOV32_IMM, RA, 0, 0, 0);
-    em.put(e::MOV32_IMM, RX, 0, 0, 0);
+    // Prologue: A = X = 0 where read (cBPF's initial state; the JIT leaves registers undefined).
+    reset_registers(&mut em, prog);
     if reads_packet(prog) {
         em.put(e::LD_DW_REG, RDATA, RCTX, CTX_DATA, 0);
         em.put(e::LD_DW_REG, RLEN, RCTX, CTX_BUFLEN, 0);
@@ -671,8 +743,8 @@ pub fn translate(prog: &Program) -> Result<Translated, TranslateError> {
 /// The chain runs the members in order, starting at member `start` of the context
 /// ([`JitCtx::set_start`]; after an earlier member's actions said "continue"). A member whose
 /// result does not decide in its [`Mode`] ([`Mode::decides`]: 0 in classid mode, an unspec or
-/// unknown verdict in direct action) hands the packet to the next member, with `A` and `X`
-/// reset to 0 as a separate program starts. The result is `(member << 32) | result` for the
+/// unknown verdict in direct action) hands the packet to the next member, which starts with
+/// `A` and `X` at 0 as a separate program does (where it reads them before writing them). The result is `(member << 32) | result` for the
 /// first member that decided, or `members.len() << 32` when none did (see [`chain_result`]).
 /// Scratch memory is not reset between members: the loader guarantees that no program reads
 /// a slot it has not written.
@@ -680,15 +752,63 @@ pub fn translate(prog: &Program) -> Result<Translated, TranslateError> {
 /// A chain needs at least one member and at most [`u32::MAX`]; the same length limit as for
 /// single programs applies to the whole chain.
 pub fn translate_chain(members: &[(&Program, Mode)]) -> Result<Translated, TranslateError> {
+    chain(members, 0)
+}
+
+/// Frames at least this long take a fast chain ([`translate_chain_fast`]): the minimum
+/// Ethernet frame without its FCS (IEEE 802.3 `ETH_ZLEN`), so only runts and truncated
+/// frames miss it.
+pub const FAST_CHAIN_LEN: u32 = 60;
+
+/// What a fast chain ([`translate_chain_fast`]) returns for a frame shorter than its entry
+/// check: run the checked chain instead. No chain result has all bits set.
+pub const CHAIN_SHORT: u64 = u64::MAX;
+
+/// The chain of [`translate_chain`] specialised for frames of at least `L` bytes, where `L`
+/// (at most [`FAST_CHAIN_LEN`]) is the largest end of an absolute load of any member within
+/// the first [`FAST_CHAIN_LEN`] bytes: it checks `L <= buflen` once at entry and returns
+/// [`CHAIN_SHORT`] when that fails, so that the absolute loads ending within `L` bytes (the
+/// Ethernet, IP and port fields typical filters test) need no check each. Every other load
+/// keeps its own check. Same results as the checked chain for every frame it does not return
+/// [`CHAIN_SHORT`] for. `None` when no load would lose its check.
+pub fn translate_chain_fast(
+    members: &[(&Program, Mode)],
+) -> Result<Option<Translated>, TranslateError> {
+    use op::*;
+    let checked_end = members
+        .iter()
+        .flat_map(|(p, _)| p.insns())
+        .filter_map(|i| match (class(i.code), i.code & 0xe0) {
+            (LD, ABS) if i.k < SKF_AD_OFF => Some(u64::from(i.k) + u64::from(size_of_load(i.code))),
+            _ if i.code == LDX | B | MSH => Some(u64::from(i.k) + 1),
+            _ => None,
+        })
+        .filter(|&end| end <= u64::from(FAST_CHAIN_LEN))
+        .max();
+    match checked_end {
+        Some(end) => chain(members, end).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// [`translate_chain`], with absolute loads ending within `checked_end` bytes checked once at
+/// entry (0: none).
+fn chain(members: &[(&Program, Mode)], checked_end: u64) -> Result<Translated, TranslateError> {
     let n = u32::try_from(members.len())
         .ok()
         .filter(|&n| n > 0)
         .ok_or_else(|| TranslateError::Rejected(format!("a chain of {} members", members.len())))?;
     let total: usize = members.iter().map(|(p, _)| p.len()).sum();
     let mut em = Emitter::new(total * 3 + 8 * members.len() + 8);
+    let short = em.label();
     if members.iter().any(|(p, _)| reads_packet(p)) {
         em.put(e::LD_DW_REG, RDATA, RCTX, CTX_DATA, 0);
         em.put(e::LD_DW_REG, RLEN, RCTX, CTX_BUFLEN, 0);
+        if checked_end > 0 {
+            // `checked_end` is at most FAST_CHAIN_LEN: a non-negative immediate.
+            em.jump(e::JLT_IMM, RLEN, 0, checked_end as i32, short);
+            em.checked_end = checked_end;
+        }
     }
     // Dispatch on the start member: forward jumps only, one compare when it is 0.
     let entries: Vec<Label> = (0..=n).map(|_| em.label()).collect();
@@ -699,8 +819,7 @@ pub fn translate_chain(members: &[(&Program, Mode)]) -> Result<Translated, Trans
     em.jump(e::JA, 0, 0, 0, entries[n as usize]);
     for (i, &(prog, mode)) in members.iter().enumerate() {
         em.bind(entries[i]);
-        em.put(e::MOV32_IMM, RA, 0, 0, 0);
-        em.put(e::MOV32_IMM, RX, 0, 0, 0);
+        reset_registers(&mut em, prog);
         let ret = Ret::Member {
             index: i as u32,
             mode,
@@ -712,6 +831,11 @@ pub fn translate_chain(members: &[(&Program, Mode)]) -> Result<Translated, Trans
     em.bind(entries[n as usize]);
     em.const64(RA, u64::from(n) << 32);
     em.put(e::EXIT, 0, 0, 0, 0);
+    if em.used(short) {
+        em.bind(short);
+        em.const64(RA, CHAIN_SHORT);
+        em.put(e::EXIT, 0, 0, 0, 0);
+    }
     let ancillary = members.iter().fold(0, |m, (p, _)| m | ancillary_set(p));
     let uses_metadata = members.iter().any(|(p, _)| p.uses_metadata());
     seal(em, ancillary, uses_metadata, n)
@@ -754,6 +878,14 @@ impl RbpfInterpreter {
         })
     }
 
+    /// Translates the fast variant of a chain ([`translate_chain_fast`]); `None` when it has
+    /// none.
+    pub fn chain_fast(
+        members: &[(&Program, Mode)],
+    ) -> Result<Option<RbpfInterpreter>, TranslateError> {
+        Ok(translate_chain_fast(members)?.map(|prog| RbpfInterpreter { prog }))
+    }
+
     /// The translation this engine runs.
     pub fn translated(&self) -> &Translated {
         &self.prog
@@ -789,6 +921,9 @@ impl RbpfInterpreter {
             .map_err(|e| e.to_string())?;
         if let Some(n) = self.prog.chain_len() {
             let at = r >> 32;
+            if r == CHAIN_SHORT {
+                return Ok(r);
+            }
             if at > n as u64 || (at == n as u64 && r as u32 != 0) {
                 return Err(format!("chain result {r:#x} of {n} members"));
             }
@@ -1152,12 +1287,16 @@ mod tests {
         let mut p = vec![(LD | IMM, 0, 0, 1); 4095];
         p.push(RETA);
         assert!(translate(&prog(&p)).is_ok());
-        // The worst expansion (MSH at u32::MAX: lddw + 6) does not fit 32767 slots.
-        // 4 + 4095 * 8 + 2 + 2 = 32768 slots.
+        // The worst expansion (MSH at u32::MAX: lddw + 6) just fits 32767 slots, as neither A
+        // nor X needs resetting: 2 + 4095 * 8 + 2 + 2 = 32766 slots.
         let mut p = vec![(LDX | B | MSH, 0, 0, u32::MAX); 4095];
         p.push((RET | K, 0, 0, 1));
+        assert_eq!(translate(&prog(&p)).unwrap().len(), 32766);
+        // A chain of two of them does not fit.
+        let p = prog(&p);
+        let m = Mode::Classid { classid: 0 };
         assert!(matches!(
-            translate(&prog(&p)),
+            translate_chain(&[(&p, m), (&p, m)]),
             Err(TranslateError::TooLong { insns }) if insns > MAX_EBPF_INSNS
         ));
         // Indirect loads (6 slots each) still fit, including the longest jump.
@@ -1183,6 +1322,7 @@ mod tests {
             chain_reference, random_chain_member, random_frame, random_meta, GenOptions,
         };
         let mut decided = [0usize; 2];
+        let (mut short, mut fast_runs) = (0, 0);
         for seed in 0..400u64 {
             let n = 1 + (seed as usize % 6);
             let members: Vec<(Program, Mode)> = (0..n as u64)
@@ -1205,6 +1345,7 @@ mod tests {
                 .collect();
             let chain = RbpfInterpreter::chain(&refs).unwrap();
             assert_eq!(chain.translated().chain_len(), Some(n));
+            let fast = RbpfInterpreter::chain_fast(&refs).unwrap();
             for fseed in 0..6u64 {
                 let f = random_frame(seed * 64 + fseed);
                 let meta = random_meta(seed + fseed);
@@ -1220,6 +1361,21 @@ mod tests {
                         "seed {seed} frame {fseed} start {start}"
                     );
                     decided[usize::from(want.is_some())] += 1;
+                    let Some(fast) = &fast else { continue };
+                    let got = fast
+                        .try_run_from(&f, wirelen, &meta, start as u32)
+                        .unwrap_or_else(|e| panic!("fast, seed {seed} start {start}: {e}"));
+                    if got == CHAIN_SHORT {
+                        assert!(f.len() < FAST_CHAIN_LEN as usize);
+                        short += 1;
+                    } else {
+                        assert_eq!(
+                            chain_result(got, n),
+                            want,
+                            "fast, seed {seed} start {start}"
+                        );
+                        fast_runs += 1;
+                    }
                 }
             }
         }
@@ -1227,6 +1383,11 @@ mod tests {
         assert!(
             decided[0] * 5 > decided[1] && decided[1] * 5 > decided[0],
             "{decided:?}"
+        );
+        // Fast chains ran, and refused short frames.
+        assert!(
+            fast_runs > 1000 && short > 100,
+            "{fast_runs} fast runs, {short} short"
         );
     }
 
@@ -1251,5 +1412,38 @@ mod tests {
         let c = chain(&[(&zero, da)]);
         assert_eq!(run(&c, 0), 0);
         assert!(RbpfInterpreter::chain(&[]).is_err());
+    }
+
+    #[test]
+    fn registers_read_before_written_are_found_on_every_path() {
+        let f = |insns: &[(u16, u8, u8, u32)]| reads_before_write(&prog(insns));
+        assert_eq!(f(&[(LD | H | ABS, 0, 0, 12), RETA]), (false, false));
+        assert_eq!(f(&[RETA]), (true, false));
+        assert_eq!(f(&[(RET | K, 0, 0, 1)]), (false, false));
+        assert_eq!(f(&[(MISC | TXA, 0, 0, 0), RETA]), (false, true));
+        assert_eq!(
+            f(&[(LDX | B | MSH, 0, 0, 14), (LD | H | IND, 0, 0, 2), RETA]),
+            (false, false)
+        );
+        assert_eq!(f(&[(LD | H | IND, 0, 0, 2), RETA]), (false, true));
+        // A written on one branch only.
+        assert_eq!(
+            f(&[(JMP | JA, 0, 0, 1), (LD | IMM, 0, 0, 1), RETA]),
+            (true, false)
+        );
+        assert_eq!(
+            f(&[
+                (LD | H | ABS, 0, 0, 12),
+                (JMP | JEQ | K, 0, 1, 5),
+                (LDX | IMM, 0, 0, 1),
+                (ALU | ADD | X, 0, 0, 0),
+                RETA
+            ]),
+            (false, true)
+        );
+        assert_eq!(
+            f(&[(ST, 0, 0, 0), (LD | MEM, 0, 0, 0), RETA]),
+            (true, false)
+        );
     }
 }

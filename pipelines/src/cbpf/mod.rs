@@ -18,7 +18,9 @@ pub mod insn;
 pub mod interp;
 
 pub use check::{LoadError, Program};
-pub use ebpf::{translate, translate_chain, RbpfInterpreter, TranslateError, Translated};
+pub use ebpf::{
+    translate, translate_chain, translate_chain_fast, RbpfInterpreter, TranslateError, Translated,
+};
 pub use insn::{parse_ddd, parse_tc_bytecode, Ancillary, Insn};
 pub use interp::{Interpreter, Meta};
 
@@ -214,20 +216,26 @@ impl ChainEngine for RbpfInterpreter {
 /// The programs of consecutive filters on a hook, run as one chain ([`ebpf::translate_chain`]):
 /// the [`ChainClassifier`] that the pipeline calls once for all of them instead of once per
 /// filter. Each member gives exactly the verdict its own [`BpfClassifier`] would.
+///
+/// With a fast variant ([`ebpf::translate_chain_fast`]) frames run that one first, and only the
+/// frames it refuses as short run the checked chain.
 #[derive(Debug)]
 pub struct BpfChain<E> {
-    engine: E,
+    checked: E,
+    fast: Option<E>,
     modes: Box<[Mode]>,
     needs_meta: bool,
     needs_rxhash: bool,
 }
 
 impl<E: ChainEngine> BpfChain<E> {
-    /// A chain of `members` (program and mode, in filter order) run by `engine`, which must have
-    /// been built from the translation of exactly these members.
-    pub fn new(members: &[(&Program, Mode)], engine: E) -> BpfChain<E> {
+    /// A chain of `members` (program and mode, in filter order) run by `checked`, built from
+    /// [`ebpf::translate_chain`] of exactly these members, and `fast`, built from
+    /// [`ebpf::translate_chain_fast`] of them.
+    pub fn new(members: &[(&Program, Mode)], checked: E, fast: Option<E>) -> BpfChain<E> {
         BpfChain {
-            engine,
+            checked,
+            fast,
             modes: members.iter().map(|&(_, m)| m).collect(),
             needs_meta: members.iter().any(|(p, _)| p.uses_metadata()),
             needs_rxhash: members.iter().any(|(p, _)| p.uses(Ancillary::RxHash)),
@@ -236,7 +244,18 @@ impl<E: ChainEngine> BpfChain<E> {
 
     /// The engine's name.
     pub fn engine_name(&self) -> &'static str {
-        self.engine.name()
+        self.checked.name()
+    }
+
+    #[inline]
+    fn run_from(&self, data: &[u8], wirelen: u32, meta: &Meta, start: u32) -> u64 {
+        if let Some(fast) = &self.fast {
+            let r = fast.run_from(data, wirelen, meta, start);
+            if r != ebpf::CHAIN_SHORT {
+                return r;
+            }
+        }
+        self.checked.run_from(data, wirelen, meta, start)
     }
 }
 
@@ -250,10 +269,9 @@ impl<E: ChainEngine> ChainClassifier for BpfChain<E> {
         let start = u32::try_from(first).unwrap_or(u32::MAX);
         let r = if self.needs_meta {
             let meta = meta_of(pkt, self.needs_rxhash);
-            self.engine.run_from(pkt.data, pkt.frame_len, &meta, start)
+            self.run_from(pkt.data, pkt.frame_len, &meta, start)
         } else {
-            self.engine
-                .run_from(pkt.data, pkt.frame_len, &Meta::ZERO, start)
+            self.run_from(pkt.data, pkt.frame_len, &Meta::ZERO, start)
         };
         let (at, r) = ebpf::chain_result(r, self.modes.len())?;
         Some((at, self.modes.get(at)?.verdict(r)))
@@ -520,8 +538,9 @@ mod tests {
                             .iter()
                             .map(|(p, m, _, _)| (p, *m))
                             .collect();
+                        let fast = RbpfInterpreter::chain_fast(&m).unwrap();
                         let chain: Arc<dyn ChainClassifier> =
-                            Arc::new(BpfChain::new(&m, RbpfInterpreter::chain(&m).unwrap()));
+                            Arc::new(BpfChain::new(&m, RbpfInterpreter::chain(&m).unwrap(), fast));
                         for (index, f) in filters[at..at + len].iter_mut().enumerate() {
                             f.fused = Some(Fused {
                                 chain: chain.clone(),
