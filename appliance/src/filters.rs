@@ -533,7 +533,7 @@ pub fn engine(program: &Program, choice: EngineChoice) -> Box<dyn Engine> {
 }
 
 /// Builds a hook's filters (validated and in order, as [`load`] leaves them) and fuses every
-/// run of consecutive classic-BPF filters that the JIT runs into chains
+/// run of two or more consecutive classic-BPF filters that the JIT runs into chains
 /// ([`pipelines::cbpf::translate_chain`]): one call per chain and packet instead of one per
 /// filter. A chain ends where a filter is not such a filter or where the next program would
 /// overflow the JIT's code page.
@@ -567,8 +567,8 @@ fn fuse(filters: &mut [Filter], run: Vec<(usize, &Program, Mode)>) {
         while n < rest.len() && pmd_glue::bpf_jit::RbpfChainJit::fits(&members(n + 1)).is_ok() {
             n += 1;
         }
-        if n == 0 {
-            // Not even alone as a chain: the filter keeps its own engine.
+        if n < 2 {
+            // Alone, a filter's own engine is as fast as a chain: it keeps it.
             rest = &rest[1..];
             continue;
         }
@@ -850,7 +850,7 @@ mod tests {
                 Some((0, 2)),
                 Some((1, 2)),
                 None,
-                Some((0, 1)),
+                None,
             ]
         );
         // A long hook is split where the next program would overflow the JIT page; every filter

@@ -701,9 +701,9 @@ impl Generation {
     ) -> ChainResult {
         // `i`: the next filter to run. A fused chain answers for a run of filters at once.
         let mut i = 0;
-        'filters: while let Some(f) = filters.get(i) {
-            let (f, verdict) = match &f.fused {
-                None => (f, f.classifier.classify(view)),
+        while let Some(f) = filters.get(i) {
+            let (at, verdict) = match &f.fused {
+                None => (i, f.classifier.classify(view)),
                 Some(fu) => {
                     let base = i.saturating_sub(fu.index);
                     match fu.chain.classify_from(view, fu.index) {
@@ -711,72 +711,113 @@ impl Generation {
                             i = base + fu.chain.len();
                             continue;
                         }
-                        Some((j, v)) => {
-                            // Never before the member asked for: the loop always moves on.
-                            i = base + j.max(fu.index);
-                            match filters.get(i) {
-                                Some(f) => (f, v),
-                                None => break,
-                            }
-                        }
+                        // Never before the member asked for: the loop always moves on.
+                        Some((j, v)) => (base + j.max(fu.index), v),
                     }
                 }
             };
-            i += 1;
-            match verdict {
-                Verdict::NoMatch => continue,
-                Verdict::Direct(v, classid) => {
-                    stats.filter_hit(f.id, view.frame_len);
-                    view.classid = classid;
-                    return match v {
-                        DirectVerdict::Ok => ChainResult::Pass,
-                        DirectVerdict::Shot => ChainResult::Drop(DropReason::ActionDrop),
-                        DirectVerdict::Stolen | DirectVerdict::Trap => {
-                            ChainResult::Drop(DropReason::Stolen)
-                        }
-                        DirectVerdict::Redirect => match f.redirect {
-                            Some(p) => ChainResult::Send(p),
-                            None => ChainResult::Drop(DropReason::RedirectNoTarget),
-                        },
-                    };
-                }
-                Verdict::Match(classid) => {
-                    stats.filter_hit(f.id, view.frame_len);
-                    view.classid = classid;
-                    let (actions, base) = f.actions_for(classid);
-                    for (k, a) in actions.iter().enumerate() {
-                        let id = base + k as u32;
-                        stats.action_hit(id, view.frame_len);
-                        match *a {
-                            Action::Pass => return ChainResult::Pass,
-                            Action::Drop => return ChainResult::Drop(DropReason::ActionDrop),
-                            Action::SetMark(m) => view.mark = m,
-                            Action::SetClassid(c) => view.classid = c,
-                            Action::SetPriority(p) => view.priority = p,
-                            Action::Continue => continue 'filters,
-                            Action::Mirred(m) => {
-                                if depth >= REDIRECT_NEST_LIMIT {
-                                    // Linux drops the packet whose mirred action would nest
-                                    // past the limit, mirror or redirect alike.
-                                    stats.action_drop(id);
-                                    return ChainResult::Drop(DropReason::RedirectLoop);
-                                }
-                                match m.op {
-                                    MirredOp::Redirect => return ChainResult::Redirect(m, id),
-                                    MirredOp::Mirror => {
-                                        let w = Walk::from_view(view, depth).hop();
-                                        self.mirror(m, id, pkt, w, stats, sink);
-                                    }
-                                }
-                            }
-                        }
-                    }
-                    // Matched, and the actions (if any) ran to the end: classified, go on.
-                    return ChainResult::Pass;
-                }
+            i = at + 1;
+            if verdict == Verdict::NoMatch {
+                continue;
+            }
+            let Some(f) = filters.get(at) else { break };
+            if let Some(r) = self.decide(f, verdict, pkt, view, depth, stats, sink) {
+                return r;
             }
         }
         ChainResult::Pass
+    }
+
+    /// What filter `f`, which did not say [`Verdict::NoMatch`], does with the packet: its
+    /// direct-action verdict, or its actions; `None` when they say continue (the next filter
+    /// runs.
+    #[inline]
+    #[allow(clippy::too_many_arguments)]
+    fn decide<P: Packet, S: Sink<P>>(
+        &self,
+        f: &Filter,
+        verdict: Verdict,
+        pkt: &P,
+        view: &mut PacketView<'_>,
+        depth: u8,
+        stats: &mut StatsWriter,
+        sink: &mut S,
+    ) -> Option<ChainResult> {
+        match verdict {
+            Verdict::NoMatch => None,
+            Verdict::Direct(v, classid) => {
+                stats.filter_hit(f.id, view.frame_len);
+                view.classid = classid;
+                Some(match v {
+                    DirectVerdict::Ok => ChainResult::Pass,
+                    DirectVerdict::Shot => ChainResult::Drop(DropReason::ActionDrop),
+                    DirectVerdict::Stolen | DirectVerdict::Trap => {
+                        ChainResult::Drop(DropReason::Stolen)
+                    }
+                    DirectVerdict::Redirect => match f.redirect {
+                        Some(p) => ChainResult::Send(p),
+                        None => ChainResult::Drop(DropReason::RedirectNoTarget),
+                    },
+                })
+            }
+            Verdict::Match(classid) => {
+                stats.filter_hit(f.id, view.frame_len);
+                view.classid = classid;
+                let (actions, base) = f.actions_for(classid);
+                for (k, a) in actions.iter().enumerate() {
+                    let id = base + k as u32;
+                    stats.action_hit(id, view.frame_len);
+                    match *a {
+                        Action::Pass => return Some(ChainResult::Pass),
+                        Action::Drop => return Some(ChainResult::Drop(DropReason::ActionDrop)),
+                        Action::SetMark(m) => view.mark = m,
+                        Action::SetClassid(c) => view.classid = c,
+                        Action::SetPriority(p) => view.priority = p,
+                        Action::Continue => return None,
+                        Action::Mirred(m) => {
+                            if let Some(r) =
+                                self.mirred_action(m, id, pkt, view, depth, stats, sink)
+                            {
+                                return Some(r);
+                            }
+                        }
+                    }
+                }
+                // Matched, and the actions (if any) ran to the end: classified, go on.
+                Some(ChainResult::Pass)
+            }
+        }
+    }
+
+    /// A mirred action (counter `id`) of a matching filter: `None` when the packet goes on with
+    /// the next action (a mirror sent its copies). Out of line: it is rare, and its calls would
+    /// weigh on every filter decision.
+    #[inline(never)]
+    #[allow(clippy::too_many_arguments)]
+    fn mirred_action<P: Packet, S: Sink<P>>(
+        &self,
+        m: Mirred,
+        id: u32,
+        pkt: &P,
+        view: &PacketView<'_>,
+        depth: u8,
+        stats: &mut StatsWriter,
+        sink: &mut S,
+    ) -> Option<ChainResult> {
+        if depth >= REDIRECT_NEST_LIMIT {
+            // Linux drops the packet whose mirred action would nest past the limit, mirror or
+            // redirect alike.
+            stats.action_drop(id);
+            return Some(ChainResult::Drop(DropReason::RedirectLoop));
+        }
+        match m.op {
+            MirredOp::Redirect => Some(ChainResult::Redirect(m, id)),
+            MirredOp::Mirror => {
+                let w = Walk::from_view(view, depth).hop();
+                self.mirror(m, id, pkt, w, stats, sink);
+                None
+            }
+        }
     }
 
     /// The ports a mirred target stands for, seen from a hook on `dev`: a group minus `dev`.

@@ -8,12 +8,18 @@
 //!   stack rbpf's prologue reserves,
 //! - reads the frame only at `data + off` for `n` bytes after checking `off + n <= buflen`
 //!   (computed in 64 bits), where `data`/`buflen` describe the slice passed to [`Engine::run`]
-//!   ([`JitCtx::new`] takes them from that slice),
+//!   or [`ChainEngine::run_from`] ([`JitCtx::new`] takes them from that slice); in a fast chain
+//!   ([`pipelines::cbpf::translate_chain_fast`]) the check for a load at a constant offset may
+//!   be the chain's single entry check `L <= buflen` with `off + n <= L`, which every path to
+//!   the load passes,
 //! - calls nothing, writes nothing else, and jumps only forward (it terminates).
 //!
-//! The tests (`pmd-glue/tests/bpf_jit.rs`) run every random program through rbpf's interpreter
-//! first, which checks each of those accesses, then compare the JIT with the reference
-//! interpreter.
+//! The same holds for chains ([`RbpfChainJit`]): one translated program running the programs
+//! of consecutive filters (see [`pipelines::cbpf::ebpf`]).
+//!
+//! The tests (`pmd-glue/tests/bpf_jit.rs`) run every random program and chain through rbpf's
+//! interpreter first, which checks each of those accesses, then compare the JIT with the
+//! reference interpreter.
 //!
 //! rbpf's x86-64 JIT writes into a single 4096-byte page and panics when the code does not fit,
 //! so [`RbpfJit::new`] first computes an upper bound of the machine code

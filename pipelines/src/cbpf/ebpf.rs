@@ -24,13 +24,28 @@
 //! | `r10` | `rbp` | frame pointer: scratch memory `M[0..16]` at `r10 - 64 .. r10` |
 //!
 //! Invariant the JIT relies on: rbpf's x86 JIT compiles `mov32 dst, src` as a 64-bit move, so a
-//! register copy only stays a 32-bit value because every source already is one.
+//! register copy only stays a 32-bit value because every source already is one. (A chain's
+//! result tag, `r0 |= member << 32`, is followed by `exit`.) `A` and `X` start at 0 only where
+//! the program may read them before writing them; no other path looks at their entry value.
+//!
+//! # Chains
+//!
+//! [`translate_chain`] translates the programs of consecutive filters on a hook into one
+//! program: the members' bodies one after the other, each `ret` either ending the chain with
+//! `(member << 32) | result` (a result that decides in the member's [`Mode`]) or going on at the
+//! next member. `JitCtx::start` picks the member to start at (a dispatch of forward jumps), so
+//! that the pipeline can resume after a filter whose actions continue. One rbpf call, one
+//! context and one prologue serve the whole hook. [`translate_chain_fast`] is the same chain
+//! for frames of at least [`FAST_CHAIN_LEN`] bytes: one check of `buflen` at entry replaces
+//! the checks of the absolute loads within that length (Ethernet, IP and port fields), and a
+//! shorter frame gets [`CHAIN_SHORT`], for the checked chain to run.
 //!
 //! # Semantics (as [`Interpreter`](super::Interpreter))
 //!
 //! - Every packet load computes its end offset in 64 bits (no wrap), compares it with
 //!   `buflen` and on failure jumps to a shared `return 0` block; then it loads through
-//!   `data + offset` and converts with `be16`/`be32`.
+//!   `data + offset` and converts with `be16`/`be32`. (In a fast chain, absolute loads that
+//!   end within the length checked at entry rely on that check.)
 //! - `div`/`mod` by `X == 0` returns 0; a shift by `X >= 32` gives `A = 0`.
 //! - Conditional jumps use the `JMP32` class: the 32-bit compare of `A` with `k` is exact for
 //!   every `k`, where a 64-bit compare with an immediate would sign-extend `k > i32::MAX` in the

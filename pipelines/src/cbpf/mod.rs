@@ -5,8 +5,11 @@
 //! - [`insn`]: instructions, tc bytecode and `tcpdump -ddd` parsing.
 //! - [`check`]: the loader; [`Program`] values are always valid.
 //! - [`interp`]: the reference interpreter (libpcap semantics).
-//! - [`ebpf`]: translation to eBPF with inline bounds checks, for rbpf, and
-//!   [`RbpfInterpreter`], the safe engine over rbpf's interpreter (the JIT is in `pmd-glue`).
+//! - [`ebpf`]: translation to eBPF with inline bounds checks, for rbpf, of one program or of a
+//!   chain of the programs of consecutive filters, and [`RbpfInterpreter`], the safe engine over
+//!   rbpf's interpreter (the JIT is in `pmd-glue`).
+//! - [`BpfChain`]: a chain as the pipeline's [`ChainClassifier`]: one call classifies for
+//!   every filter of the chain.
 //! - [`gen`]: deterministic random valid programs and frames for tests, fuzzing, benchmarks.
 use crate::pipeline::{ChainClassifier, Classifier, DirectVerdict, PacketView, Verdict};
 use std::fmt;
