@@ -708,7 +708,8 @@ impl Generation {
                     let base = i.saturating_sub(fu.index);
                     match fu.chain.classify_from(view, fu.index) {
                         None => {
-                            i = base + fu.chain.len();
+                            // Past the chain (and always forward).
+                            i = (base + fu.chain.len()).max(i + 1);
                             continue;
                         }
                         // Never before the member asked for: the loop always moves on.
