@@ -4,13 +4,15 @@
 //! [`Filter`]s. Every program is loaded (and rejected with the filter's key path, the
 //! instruction index and the rule) before anything starts.
 use crate::config::{Config, ConfigError};
-use pipelines::cbpf::{self, BpfClassifier, Engine, Interpreter, Mode, Program};
+use pipelines::cbpf::{self, BpfChain, BpfClassifier, Engine, Interpreter, Mode, Program};
 use pipelines::flow::{FlowClassifier, FlowSpec};
 use pipelines::pipeline::{
-    Action, ClassActions, Filter, Mirred, MirredDirection, MirredOp, MirredTarget, PortIndex,
+    Action, ChainClassifier, ClassActions, Filter, Fused, Mirred, MirredDirection, MirredOp,
+    MirredTarget, PortIndex,
 };
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// One filter on a port hook.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -560,6 +562,72 @@ pub fn engine(program: &Program, choice: EngineChoice) -> Box<dyn Engine> {
     Box::new(Interpreter::new(program))
 }
 
+/// Builds a hook's filters (validated and in order, as [`load`] leaves them) and fuses every
+/// run of two or more consecutive classic-BPF filters that the JIT runs into chains
+/// ([`pipelines::cbpf::translate_chain`]): one call per chain and packet instead of one per
+/// filter. A chain ends where a filter is not such a filter or where the next program would
+/// overflow the JIT's code page.
+pub fn build_hook(list: &[LoadedFilter], cfg: &Config) -> Vec<Filter> {
+    let mut filters: Vec<Filter> = list.iter().map(|l| build(l, cfg)).collect();
+    let mut run: Vec<(usize, &Program, Mode)> = Vec::new();
+    for (i, l) in list.iter().enumerate() {
+        match (&l.classifier, &l.config.bpf) {
+            (LoadedClassifier::Bpf(p), Some(b))
+                if b.engine != EngineChoice::Interpreter
+                    && filters[i].classifier.describe().0 == "rbpf-jit" =>
+            {
+                run.push((i, p, mode_of(b)));
+            }
+            _ => fuse(&mut filters, std::mem::take(&mut run)),
+        }
+    }
+    fuse(&mut filters, run);
+    filters
+}
+
+/// Splits `run` (consecutive JIT filters: position, program, mode) into chains that fit the
+/// JIT's page, greedily, and attaches them to `filters`.
+fn fuse(filters: &mut [Filter], run: Vec<(usize, &Program, Mode)>) {
+    let mut rest = run.as_slice();
+    while !rest.is_empty() {
+        let members = |n: usize| -> Vec<(&Program, Mode)> {
+            rest[..n].iter().map(|&(_, p, m)| (p, m)).collect()
+        };
+        let mut n = 0;
+        while n < rest.len() && pmd_glue::bpf_jit::RbpfChainJit::fits(&members(n + 1)).is_ok() {
+            n += 1;
+        }
+        if n < 2 {
+            // Alone, a filter's own engine is as fast as a chain: it keeps it.
+            rest = &rest[1..];
+            continue;
+        }
+        let m = members(n);
+        if let Ok(jit) = pmd_glue::bpf_jit::RbpfChainJit::new(&m) {
+            // A fast variant that does not fit the page is left out.
+            let fast = pmd_glue::bpf_jit::RbpfChainJit::new_fast(&m).ok().flatten();
+            let chain: Arc<dyn ChainClassifier> = Arc::new(BpfChain::new(&m, jit, fast));
+            for (index, &(at, _, _)) in rest[..n].iter().enumerate() {
+                filters[at].fused = Some(Fused {
+                    chain: chain.clone(),
+                    index,
+                });
+            }
+        }
+        rest = &rest[n..];
+    }
+}
+
+/// How a filter reads its program's result.
+fn mode_of(b: &BpfConfig) -> Mode {
+    let classid = b.classid.as_ref().and_then(|c| c.value().ok()).unwrap_or(0);
+    if b.direct_action {
+        Mode::DirectAction { classid }
+    } else {
+        Mode::Classid { classid }
+    }
+}
+
 /// Builds the pipeline filter for `l` (already validated by [`load`]).
 pub fn build(l: &LoadedFilter, cfg: &Config) -> Filter {
     let program = match &l.classifier {
@@ -569,15 +637,8 @@ pub fn build(l: &LoadedFilter, cfg: &Config) -> Filter {
             return filter_with_actions(&l.config, Box::new(c), cfg);
         }
     };
-    let classid_of = |c: &Option<Classid>| c.as_ref().and_then(|c| c.value().ok()).unwrap_or(0);
     let b = l.config.bpf.clone().unwrap_or_default();
-    let classid = classid_of(&b.classid);
-    let mode = if b.direct_action {
-        Mode::DirectAction { classid }
-    } else {
-        Mode::Classid { classid }
-    };
-    let classifier = BpfClassifier::new(program, engine(program, b.engine), mode);
+    let classifier = BpfClassifier::new(program, engine(program, b.engine), mode_of(&b));
     filter_with_actions(&l.config, Box::new(classifier), cfg)
 }
 
@@ -773,5 +834,64 @@ mod tests {
         assert!(Classid::Text("1".into()).value().is_err());
         assert!(Classid::Text("10000:0".into()).value().is_err());
         assert!(Classid::Text("x:1".into()).value().is_err());
+    }
+
+    /// The chain member index and chain length of each filter of port a's ingress hook.
+    fn chains(hooks: &str) -> Vec<Option<(usize, usize)>> {
+        let c = parse(&cfg(hooks)).unwrap();
+        let l = load(&c, &c.base_dir).unwrap();
+        let gen = pipelines::pipeline::Generation {
+            ports: vec![pipelines::pipeline::PortPipeline {
+                ingress: build_hook(&l.ports[0].0, &c),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        gen.validate().unwrap();
+        gen.ports[0]
+            .ingress
+            .iter()
+            .map(|f| f.fused.as_ref().map(|u| (u.index, u.chain.len())))
+            .collect()
+    }
+
+    #[test]
+    fn consecutive_jit_filters_are_fused_into_chains_that_fit_the_jit_page() {
+        let bpf = |n: &str, extra: &str, actions: &str| {
+            format!("      - {{ name: {n}, bpf: {{ filter: \"tcp dst port 443\"{extra} }}{actions} }}\n")
+        };
+        let drop = ", actions: [drop]";
+        let mut hooks = String::from("    ingress:\n");
+        for n in ["a", "b", "c"] {
+            hooks += &bpf(n, "", drop);
+        }
+        hooks += &bpf("i", ", engine: interpreter", drop);
+        hooks += &bpf("d", ", direct_action: true", "");
+        hooks += &bpf("e", ", engine: jit", drop);
+        hooks += "      - { name: fl, flow: { keys: [src] }, actions: [pass] }\n";
+        hooks += &bpf("f", "", drop);
+        assert_eq!(
+            chains(&hooks),
+            [
+                Some((0, 3)),
+                Some((1, 3)),
+                Some((2, 3)),
+                None,
+                Some((0, 2)),
+                Some((1, 2)),
+                None,
+                None,
+            ]
+        );
+        // A long hook is split where the next program would overflow the JIT page; every filter
+        // is in some chain.
+        let mut hooks = String::from("    ingress:\n");
+        for k in 0..60 {
+            hooks += &bpf(&format!("p{k}"), "", drop);
+        }
+        let got = chains(&hooks);
+        assert!(got.iter().all(|c| c.is_some()), "{got:?}");
+        let starts = got.iter().filter(|c| matches!(c, Some((0, _)))).count();
+        assert!(starts >= 2, "{got:?}");
     }
 }

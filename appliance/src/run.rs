@@ -97,14 +97,8 @@ pub fn build_generation(cfg: &Config) -> Result<Generation, ConfigError> {
         };
     }
     for (port, (ingress, egress)) in ports.iter_mut().zip(&filters.ports) {
-        port.ingress = ingress
-            .iter()
-            .map(|l| crate::filters::build(l, cfg))
-            .collect();
-        port.egress = egress
-            .iter()
-            .map(|l| crate::filters::build(l, cfg))
-            .collect();
+        port.ingress = crate::filters::build_hook(ingress, cfg);
+        port.egress = crate::filters::build_hook(egress, cfg);
     }
     let groups = cfg
         .groups

@@ -115,6 +115,36 @@ pub trait Classifier: Send + Sync + fmt::Debug {
     }
 }
 
+/// The classifiers of several consecutive filters on a hook, run as one (for example the
+/// classic-BPF programs of a hook fused into one translated program): one call decides for
+/// all of them. Implementations are immutable and must not allocate, lock or panic per packet.
+pub trait ChainClassifier: Send + Sync + fmt::Debug {
+    /// Number of member filters.
+    fn len(&self) -> usize;
+
+    /// Never true: a chain has at least one member.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Runs the members from `first` on, in order, as each member's own
+    /// [`Classifier::classify`] would: returns the first member whose verdict is not
+    /// [`Verdict::NoMatch`], with that verdict, or `None` when every one from `first` on said
+    /// `NoMatch`.
+    fn classify_from(&self, pkt: &PacketView<'_>, first: usize) -> Option<(usize, Verdict)>;
+}
+
+/// A filter's place in a [`ChainClassifier`]: the chain decides for the filters
+/// `index` places before this one up to `len()` filters in all, which must be consecutive on
+/// the hook and carry the same chain with indices 0, 1, ... ([`Generation::validate`] checks).
+#[derive(Debug, Clone)]
+pub struct Fused {
+    /// The chain.
+    pub chain: Arc<dyn ChainClassifier>,
+    /// This filter's member index in it.
+    pub index: usize,
+}
+
 /// A classifier's hash seed and how often to re-randomise it. Workers read the seed with one
 /// relaxed load per packet; only the control thread stores to it (never a read-modify-write).
 #[derive(Debug, Clone)]
@@ -238,6 +268,9 @@ pub struct Filter {
     pub id: u32,
     /// Id of the counters of `actions[0]` (then consecutive), assigned with `id`.
     pub action_base: u32,
+    /// When set, the chain classifies for this filter (and its neighbours in the chain) in one
+    /// call; `classifier` must decide the same and stays for describing the filter.
+    pub fused: Option<Fused>,
 }
 
 impl Filter {
@@ -255,6 +288,7 @@ impl Filter {
             redirect: None,
             id: 0,
             action_base: 0,
+            fused: None,
         }
     }
 
@@ -546,6 +580,14 @@ impl Generation {
             if let Forward::To(p) = port.forward {
                 check(p, &format!("port {:?} forwarding entry", port.name))?;
             }
+            for (hook, filters) in [("ingress", &port.ingress), ("egress", &port.egress)] {
+                check_fused(filters).map_err(|at| {
+                    GenerationError(format!(
+                        "port {:?} {hook} filter {:?}: its chain classifier does not cover consecutive filters in order",
+                        port.name, filters[at].name
+                    ))
+                })?;
+            }
             for f in port.ingress.iter().chain(&port.egress) {
                 if let Some(p) = f.redirect {
                     check(
@@ -695,62 +737,127 @@ impl Generation {
         stats: &mut StatsWriter,
         sink: &mut S,
     ) -> ChainResult {
-        'filters: for f in filters {
-            match f.classifier.classify(view) {
-                Verdict::NoMatch => continue,
-                Verdict::Direct(v, classid) => {
-                    stats.filter_hit(f.id, view.frame_len);
-                    view.classid = classid;
-                    return match v {
-                        DirectVerdict::Ok => ChainResult::Pass,
-                        DirectVerdict::Shot => ChainResult::Drop(DropReason::ActionDrop),
-                        DirectVerdict::Stolen | DirectVerdict::Trap => {
-                            ChainResult::Drop(DropReason::Stolen)
+        // `i`: the next filter to run. A fused chain answers for a run of filters at once.
+        let mut i = 0;
+        while let Some(f) = filters.get(i) {
+            let (at, verdict) = match &f.fused {
+                None => (i, f.classifier.classify(view)),
+                Some(fu) => {
+                    let base = i.saturating_sub(fu.index);
+                    match fu.chain.classify_from(view, fu.index) {
+                        None => {
+                            // Past the chain (and always forward).
+                            i = (base + fu.chain.len()).max(i + 1);
+                            continue;
                         }
-                        DirectVerdict::Redirect => match f.redirect {
-                            Some(p) => ChainResult::Send(p),
-                            None => ChainResult::Drop(DropReason::RedirectNoTarget),
-                        },
-                    };
-                }
-                Verdict::Match(classid) => {
-                    stats.filter_hit(f.id, view.frame_len);
-                    view.classid = classid;
-                    let (actions, base) = f.actions_for(classid);
-                    for (i, a) in actions.iter().enumerate() {
-                        let id = base + i as u32;
-                        stats.action_hit(id, view.frame_len);
-                        match *a {
-                            Action::Pass => return ChainResult::Pass,
-                            Action::Drop => return ChainResult::Drop(DropReason::ActionDrop),
-                            Action::SetMark(m) => view.mark = m,
-                            Action::SetClassid(c) => view.classid = c,
-                            Action::SetPriority(p) => view.priority = p,
-                            Action::SetFlowLabel(l) => view.flowlabel = l,
-                            Action::Continue => continue 'filters,
-                            Action::Mirred(m) => {
-                                if depth >= REDIRECT_NEST_LIMIT {
-                                    // Linux drops the packet whose mirred action would nest
-                                    // past the limit, mirror or redirect alike.
-                                    stats.action_drop(id);
-                                    return ChainResult::Drop(DropReason::RedirectLoop);
-                                }
-                                match m.op {
-                                    MirredOp::Redirect => return ChainResult::Redirect(m, id),
-                                    MirredOp::Mirror => {
-                                        let w = Walk::from_view(view, depth).hop();
-                                        self.mirror(m, id, pkt, w, stats, sink);
-                                    }
-                                }
-                            }
-                        }
+                        // Never before the member asked for: the loop always moves on.
+                        Some((j, v)) => (base + j.max(fu.index), v),
                     }
-                    // Matched, and the actions (if any) ran to the end: classified, go on.
-                    return ChainResult::Pass;
                 }
+            };
+            i = at + 1;
+            if verdict == Verdict::NoMatch {
+                continue;
+            }
+            let Some(f) = filters.get(at) else { break };
+            if let Some(r) = self.decide(f, verdict, pkt, view, depth, stats, sink) {
+                return r;
             }
         }
         ChainResult::Pass
+    }
+
+    /// What filter `f`, which did not say [`Verdict::NoMatch`], does with the packet: its
+    /// direct-action verdict, or its actions; `None` when they say continue (the next filter
+    /// runs.
+    #[inline]
+    #[allow(clippy::too_many_arguments)]
+    fn decide<P: Packet, S: Sink<P>>(
+        &self,
+        f: &Filter,
+        verdict: Verdict,
+        pkt: &P,
+        view: &mut PacketView<'_>,
+        depth: u8,
+        stats: &mut StatsWriter,
+        sink: &mut S,
+    ) -> Option<ChainResult> {
+        match verdict {
+            Verdict::NoMatch => None,
+            Verdict::Direct(v, classid) => {
+                stats.filter_hit(f.id, view.frame_len);
+                view.classid = classid;
+                Some(match v {
+                    DirectVerdict::Ok => ChainResult::Pass,
+                    DirectVerdict::Shot => ChainResult::Drop(DropReason::ActionDrop),
+                    DirectVerdict::Stolen | DirectVerdict::Trap => {
+                        ChainResult::Drop(DropReason::Stolen)
+                    }
+                    DirectVerdict::Redirect => match f.redirect {
+                        Some(p) => ChainResult::Send(p),
+                        None => ChainResult::Drop(DropReason::RedirectNoTarget),
+                    },
+                })
+            }
+            Verdict::Match(classid) => {
+                stats.filter_hit(f.id, view.frame_len);
+                view.classid = classid;
+                let (actions, base) = f.actions_for(classid);
+                for (k, a) in actions.iter().enumerate() {
+                    let id = base + k as u32;
+                    stats.action_hit(id, view.frame_len);
+                    match *a {
+                        Action::Pass => return Some(ChainResult::Pass),
+                        Action::Drop => return Some(ChainResult::Drop(DropReason::ActionDrop)),
+                        Action::SetMark(m) => view.mark = m,
+                        Action::SetClassid(c) => view.classid = c,
+                        Action::SetPriority(p) => view.priority = p,
+                        Action::SetFlowLabel(l) => view.flowlabel = l,
+                        Action::Continue => return None,
+                        Action::Mirred(m) => {
+                            if let Some(r) =
+                                self.mirred_action(m, id, pkt, view, depth, stats, sink)
+                            {
+                                return Some(r);
+                            }
+                        }
+                    }
+                }
+                // Matched, and the actions (if any) ran to the end: classified, go on.
+                Some(ChainResult::Pass)
+            }
+        }
+    }
+
+    /// A mirred action (counter `id`) of a matching filter: `None` when the packet goes on with
+    /// the next action (a mirror sent its copies). Out of line: it is rare, and its calls would
+    /// weigh on every filter decision.
+    #[inline(never)]
+    #[allow(clippy::too_many_arguments)]
+    fn mirred_action<P: Packet, S: Sink<P>>(
+        &self,
+        m: Mirred,
+        id: u32,
+        pkt: &P,
+        view: &PacketView<'_>,
+        depth: u8,
+        stats: &mut StatsWriter,
+        sink: &mut S,
+    ) -> Option<ChainResult> {
+        if depth >= REDIRECT_NEST_LIMIT {
+            // Linux drops the packet whose mirred action would nest past the limit, mirror or
+            // redirect alike.
+            stats.action_drop(id);
+            return Some(ChainResult::Drop(DropReason::RedirectLoop));
+        }
+        match m.op {
+            MirredOp::Redirect => Some(ChainResult::Redirect(m, id)),
+            MirredOp::Mirror => {
+                let w = Walk::from_view(view, depth).hop();
+                self.mirror(m, id, pkt, w, stats, sink);
+                None
+            }
+        }
     }
 
     /// The ports a mirred target stands for, seen from a hook on `dev`: a group minus `dev`.
@@ -1150,6 +1257,30 @@ impl Generation {
         };
         self.run_ingress(pkt, w, stats, sink);
     }
+}
+
+/// Checks that every fused chain on a hook covers consecutive filters in member order
+/// (see [`Fused`]); `Err` holds the position of the first filter that breaks it.
+fn check_fused(filters: &[Filter]) -> Result<(), usize> {
+    for (i, f) in filters.iter().enumerate() {
+        let Some(fu) = &f.fused else { continue };
+        let len = fu.chain.len();
+        let ok = fu.index < len
+            && i >= fu.index
+            && filters.len() >= i - fu.index + len
+            && filters[i - fu.index..i - fu.index + len]
+                .iter()
+                .enumerate()
+                .all(|(j, g)| {
+                    g.fused
+                        .as_ref()
+                        .is_some_and(|g| g.index == j && Arc::ptr_eq(&g.chain, &fu.chain))
+                });
+        if !ok {
+            return Err(i);
+        }
+    }
+    Ok(())
 }
 
 /// Holds the current generation for every worker.

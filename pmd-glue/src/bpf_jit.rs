@@ -8,19 +8,27 @@
 //!   stack rbpf's prologue reserves,
 //! - reads the frame only at `data + off` for `n` bytes after checking `off + n <= buflen`
 //!   (computed in 64 bits), where `data`/`buflen` describe the slice passed to [`Engine::run`]
-//!   ([`JitCtx::new`] takes them from that slice),
+//!   or [`ChainEngine::run_from`] ([`JitCtx::new`] takes them from that slice); in a fast chain
+//!   ([`pipelines::cbpf::translate_chain_fast`]) the check for a load at a constant offset may
+//!   be the chain's single entry check `L <= buflen` with `off + n <= L`, which every path to
+//!   the load passes,
 //! - calls nothing, writes nothing else, and jumps only forward (it terminates).
 //!
-//! The tests (`pmd-glue/tests/bpf_jit.rs`) run every random program through rbpf's interpreter
-//! first, which checks each of those accesses, then compare the JIT with the reference
-//! interpreter.
+//! The same holds for chains ([`RbpfChainJit`]): one translated program running the programs
+//! of consecutive filters (see [`pipelines::cbpf::ebpf`]).
+//!
+//! The tests (`pmd-glue/tests/bpf_jit.rs`) run every random program and chain through rbpf's
+//! interpreter first, which checks each of those accesses, then compare the JIT with the
+//! reference interpreter.
 //!
 //! rbpf's x86-64 JIT writes into a single 4096-byte page and panics when the code does not fit,
 //! so [`RbpfJit::new`] first computes an upper bound of the machine code
 //! ([`x86_size_bound`]) and refuses larger programs with [`JitError::TooLarge`]; the caller
 //! keeps the interpreter for them.
 use pipelines::cbpf::ebpf::{JitCtx, TranslateError, Translated};
-use pipelines::cbpf::{translate, Engine, Meta, Program};
+use pipelines::cbpf::{
+    translate, translate_chain, translate_chain_fast, ChainEngine, Engine, Meta, Mode, Program,
+};
 use rbpf::ebpf as e;
 use std::fmt;
 
@@ -54,7 +62,7 @@ pub fn insn_size_bound(opc: u8, off: i16) -> Option<usize> {
         e::ADD32_IMM | e::SUB32_IMM | e::OR32_IMM | e::AND32_IMM | e::XOR32_IMM => 7,
         e::ADD32_REG | e::SUB32_REG | e::OR32_REG | e::AND32_REG | e::XOR32_REG => 3,
         e::ADD64_IMM => 7,
-        e::ADD64_REG => 3,
+        e::ADD64_REG | e::OR64_REG => 3,
         e::NEG32 => 3,
         e::LSH32_IMM | e::RSH32_IMM => 4,
         // mov rcx, src; shift dst, cl.
@@ -186,15 +194,10 @@ impl RbpfJit {
         if !imp::SUPPORTED {
             return Err(JitError::Unsupported);
         }
-        let bound = x86_size_bound(t.code()).ok_or_else(|| {
-            JitError::Rbpf("the translation has an opcode without a size bound".into())
-        })?;
-        if bound > JIT_CODE_LIMIT {
-            return Err(JitError::TooLarge {
-                bound,
-                limit: JIT_CODE_LIMIT,
-            });
+        if t.chain_len().is_some() {
+            return Err(JitError::Rbpf("a chain needs RbpfChainJit".into()));
         }
+        let bound = admit(&t)?;
         let uses_metadata = t.uses_metadata();
         Ok(RbpfJit {
             jit: imp::Compiled::new(t)?,
@@ -220,8 +223,119 @@ impl Engine for RbpfJit {
         if self.uses_metadata {
             ctx.set_meta(meta);
         }
-        self.jit.run(&mut ctx)
+        // A single program's result is a zero-extended 32-bit value.
+        self.jit.run(&mut ctx).unwrap_or(0) as u32
     }
+}
+
+/// A chain of classic-BPF programs ([`pipelines::cbpf::ebpf::translate_chain`]: the programs of
+/// consecutive filters on a hook) compiled to x86-64 by rbpf's JIT: one call, one context and
+/// one prologue for all of them. Immutable, shared by every lcore; a run allocates nothing.
+pub struct RbpfChainJit {
+    jit: imp::Compiled,
+    uses_metadata: bool,
+    members: usize,
+    code_bound: usize,
+}
+
+impl fmt::Debug for RbpfChainJit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RbpfChainJit")
+            .field("members", &self.members)
+            .field("uses_metadata", &self.uses_metadata)
+            .field("code_bound", &self.code_bound)
+            .finish()
+    }
+}
+
+impl RbpfChainJit {
+    /// Translates and compiles the chain of `members` (program and mode, in filter order).
+    /// [`JitError::TooLarge`] when the machine code could exceed the JIT's page: the caller
+    /// then splits the chain.
+    pub fn new(members: &[(&Program, Mode)]) -> Result<RbpfChainJit, JitError> {
+        if !imp::SUPPORTED {
+            return Err(JitError::Unsupported);
+        }
+        RbpfChainJit::compile(translate_chain(members)?)
+    }
+
+    /// Translates and compiles the fast variant of the chain of `members`
+    /// ([`pipelines::cbpf::translate_chain_fast`]); `Ok(None)` when it has none.
+    pub fn new_fast(members: &[(&Program, Mode)]) -> Result<Option<RbpfChainJit>, JitError> {
+        if !imp::SUPPORTED {
+            return Err(JitError::Unsupported);
+        }
+        translate_chain_fast(members)?
+            .map(RbpfChainJit::compile)
+            .transpose()
+    }
+
+    fn compile(t: Translated) -> Result<RbpfChainJit, JitError> {
+        let members = t
+            .chain_len()
+            .ok_or_else(|| JitError::Rbpf("not a chain".into()))?;
+        let bound = admit(&t)?;
+        let uses_metadata = t.uses_metadata();
+        Ok(RbpfChainJit {
+            jit: imp::Compiled::new(t)?,
+            uses_metadata,
+            members,
+            code_bound: bound,
+        })
+    }
+
+    /// Whether the chain of `members` would be admitted: its machine-code bound, or why not
+    /// (without compiling it).
+    pub fn fits(members: &[(&Program, Mode)]) -> Result<usize, JitError> {
+        if !imp::SUPPORTED {
+            return Err(JitError::Unsupported);
+        }
+        admit(&translate_chain(members)?)
+    }
+
+    /// Number of member programs.
+    pub fn members(&self) -> usize {
+        self.members
+    }
+
+    /// The upper bound of the machine code this chain was admitted with, bytes.
+    pub fn code_bound(&self) -> usize {
+        self.code_bound
+    }
+}
+
+impl ChainEngine for RbpfChainJit {
+    fn name(&self) -> &'static str {
+        "rbpf-jit"
+    }
+
+    #[inline]
+    fn run_from(&self, data: &[u8], wirelen: u32, meta: &Meta, start: u32) -> u64 {
+        let mut ctx = JitCtx::new(data, wirelen);
+        ctx.set_start(start);
+        if self.uses_metadata {
+            ctx.set_meta(meta);
+        }
+        // rbpf fails only for a program it did not compile, which `new` rules out; the fallback
+        // is "no member decided".
+        self.jit
+            .run(&mut ctx)
+            .unwrap_or((self.members as u64) << 32)
+    }
+}
+
+/// The machine-code bound of `t`, or why the JIT cannot take it.
+fn admit(t: &Translated) -> Result<usize, JitError> {
+    let bound = x86_size_bound(t.code()).ok_or_else(|| {
+        JitError::Rbpf("the translation has an opcode without a size bound".into())
+    })?;
+    if bound > JIT_CODE_LIMIT {
+        return Err(JitError::TooLarge {
+            bound,
+            limit: JIT_CODE_LIMIT,
+        });
+    }
+    Ok(bound)
 }
 
 #[cfg(all(target_arch = "x86_64", not(windows)))]
@@ -298,7 +412,7 @@ mod imp {
         }
 
         #[inline]
-        pub(super) fn run(&self, ctx: &mut JitCtx) -> u32 {
+        pub(super) fn run(&self, ctx: &mut JitCtx) -> Option<u64> {
             // SAFETY: `JitCtx` is `#[repr(C)]` of integer fields with explicit padding (its
             // layout is const-asserted in `pipelines`: 56 bytes, no implicit padding), so all
             // of its bytes are initialized and any byte pattern is valid; the slice borrows
@@ -316,10 +430,7 @@ mod imp {
             // after checking `off + n <= ctx.buflen`; `ctx` was built by `JitCtx::new` from
             // the frame slice the caller borrows for this call (see the module documentation).
             // rbpf only returns `Err` when the program was not compiled, which `new` rules out.
-            match unsafe { self.vm.execute_program_jit(&mut no_mem, mbuff) } {
-                Ok(r) => r as u32,
-                Err(_) => 0,
-            }
+            unsafe { self.vm.execute_program_jit(&mut no_mem, mbuff) }.ok()
         }
     }
 }
@@ -339,7 +450,7 @@ mod imp {
             Err(JitError::Unsupported)
         }
 
-        pub(super) fn run(&self, _: &mut JitCtx) -> u32 {
+        pub(super) fn run(&self, _: &mut JitCtx) -> Option<u64> {
             match *self {}
         }
     }

@@ -379,3 +379,123 @@ fn measure_ns_per_run() {
         }
     }
 }
+
+/// Chains of random members (every opcode, metadata loads, both modes, results that mostly do
+/// not decide): the JIT-compiled chain gives, from every start, the first member that decides
+/// by the reference interpreter, as rbpf's checking interpreter over the same chain does (which
+/// also proves every memory access of the chain in bounds on these inputs).
+#[test]
+fn chain_jit_agrees_with_its_members_from_every_start() {
+    use pipelines::cbpf::ebpf::{chain_result, CHAIN_SHORT, FAST_CHAIN_LEN};
+    use pipelines::cbpf::gen::{chain_reference, random_chain_member, GenOptions};
+    use pipelines::cbpf::{ChainEngine, Mode};
+    use pmd_glue::bpf_jit::RbpfChainJit;
+    let (mut compiled, mut fast_runs) = (0, 0);
+    for seed in 0..600u64 {
+        let n = 1 + (seed as usize % 9);
+        let members: Vec<(Program, Mode)> = (0..n as u64)
+            .map(|k| {
+                let len = 1 + ((seed + k) as usize * 13) % 48;
+                let (insns, mode) =
+                    random_chain_member(7_000 + seed * 16 + k, len, GenOptions::default());
+                (Program::load(insns).unwrap(), mode)
+            })
+            .collect();
+        let refs: Vec<(&Program, Mode)> = members.iter().map(|(p, m)| (p, *m)).collect();
+        let jit = match RbpfChainJit::new(&refs) {
+            Ok(j) => j,
+            Err(JitError::TooLarge { .. }) => continue,
+            Err(e) => panic!("seed {seed}: {e}"),
+        };
+        assert_eq!(jit.members(), n);
+        let fast = RbpfChainJit::new_fast(&refs).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        let fast_checked = RbpfInterpreter::chain_fast(&refs).unwrap();
+        compiled += 1;
+        let checked = RbpfInterpreter::chain(&refs).unwrap();
+        let interps: Vec<Interpreter> = members.iter().map(|(p, _)| Interpreter::new(p)).collect();
+        let irefs: Vec<(&Interpreter, Mode)> = interps
+            .iter()
+            .zip(&members)
+            .map(|(i, (_, m))| (i, *m))
+            .collect();
+        for fseed in 0..5u64 {
+            let mut f = random_frame(seed * 8 + fseed);
+            if fseed == 4 {
+                f.truncate(f.len() / 3);
+            }
+            let m = random_meta(seed ^ fseed);
+            let wirelen = f.len() as u32 + fseed as u32;
+            for start in 0..=n + 1 {
+                let want = chain_reference(&irefs, &f, wirelen, &m, start);
+                let r = checked
+                    .try_run_from(&f, wirelen, &m, start as u32)
+                    .unwrap_or_else(|e| panic!("translator bug, seed {seed}: {e}"));
+                assert_eq!(
+                    chain_result(r, n),
+                    want,
+                    "rbpf interpreter, seed {seed} start {start}"
+                );
+                let r = jit.run_from(&f, wirelen, &m, start as u32);
+                assert_eq!(chain_result(r, n), want, "JIT, seed {seed} start {start}");
+                if let (Some(fast), Some(fc)) = (&fast, &fast_checked) {
+                    let r = fc
+                        .try_run_from(&f, wirelen, &m, start as u32)
+                        .unwrap_or_else(|e| panic!("translator bug, fast, seed {seed}: {e}"));
+                    assert_eq!(
+                        fast.run_from(&f, wirelen, &m, start as u32),
+                        r,
+                        "fast JIT, seed {seed}"
+                    );
+                    if r == CHAIN_SHORT {
+                        assert!(f.len() < FAST_CHAIN_LEN as usize);
+                    } else {
+                        assert_eq!(
+                            chain_result(r, n),
+                            want,
+                            "fast JIT, seed {seed} start {start}"
+                        );
+                        fast_runs += 1;
+                    }
+                }
+            }
+        }
+    }
+    assert!(compiled > 500, "only {compiled} chains fit the JIT page");
+    assert!(fast_runs > 5000, "{fast_runs} fast chain runs");
+}
+
+/// The chain's code-size bound is safe too: the longest chain of a typical program the bound
+/// admits compiles and runs, one more member is refused, and rbpf's page really overflows only
+/// later.
+#[test]
+fn chain_code_size_bound_is_safe() {
+    use pipelines::cbpf::{translate_chain, ChainEngine, Mode};
+    use pmd_glue::bpf_jit::RbpfChainJit;
+    let p = Program::load(parse_ddd(TCP_DST_443).unwrap()).unwrap();
+    let mode = Mode::Classid { classid: 0 };
+    let members = |n: usize| vec![(&p, mode); n];
+    let admitted = largest(|n| RbpfChainJit::fits(&members(n)).is_ok());
+    let j = RbpfChainJit::new(&members(admitted)).unwrap();
+    assert_eq!(j.run_from(&tcp4(443), 64, &Meta::ZERO, 0), 65535);
+    assert_eq!(
+        j.run_from(&tcp4(80), 64, &Meta::ZERO, 0),
+        (admitted as u64) << 32
+    );
+    assert!(matches!(
+        RbpfChainJit::new(&members(admitted + 1)),
+        Err(JitError::TooLarge { .. })
+    ));
+    let real = largest(|n| {
+        let t = translate_chain(&members(n)).unwrap();
+        catch_unwind(AssertUnwindSafe(|| {
+            let mut vm = rbpf::EbpfVmMbuff::new(Some(t.code())).unwrap();
+            vm.jit_compile().unwrap();
+        }))
+        .is_ok()
+    });
+    assert!(
+        admitted <= real,
+        "bound admits {admitted}, rbpf fits {real}"
+    );
+    eprintln!("chains of `tcp dst port 443`: admitted {admitted} members, rbpf's page fits {real}");
+}

@@ -145,3 +145,109 @@ fn protochain_programs_are_rejected_for_their_backward_jump() {
         }
     }
 }
+
+/// The corpus programs as hooks of eight consecutive filters in classid mode, fused into one
+/// chain (the appliance's default for JIT filters): from every start, the JIT-compiled chain
+/// and rbpf's checking interpreter over it name the first member whose libpcap result is not 0,
+/// with that result.
+#[test]
+fn fused_chains_of_corpus_programs_match_libpcap() {
+    use pipelines::cbpf::ebpf::{chain_result, CHAIN_SHORT};
+    use pipelines::cbpf::{ChainEngine, Mode, RbpfInterpreter};
+    use pmd_glue::bpf_jit::RbpfChainJit;
+    let programs = corpus::compile_all();
+    let frames = corpus::frames();
+    let meta = Meta::default();
+    let mode = Mode::Classid { classid: 0x10001 };
+    let (mut chains, mut runs, mut decided, mut fast_runs) = (0usize, 0usize, 0usize, 0usize);
+    // Up to eight consecutive programs per chain, as many as fit the JIT's page (as the
+    // appliance splits hooks).
+    let mut groups: Vec<&[corpus::Compiled]> = Vec::new();
+    let mut rest = programs.as_slice();
+    while !rest.is_empty() {
+        let fits = |n: usize| {
+            let m: Vec<(&Program, Mode)> = rest[..n].iter().map(|c| (&c.prog, mode)).collect();
+            RbpfChainJit::fits(&m).is_ok()
+        };
+        let mut n = 1;
+        while n < rest.len().min(8) && fits(n + 1) {
+            n += 1;
+        }
+        groups.push(&rest[..n]);
+        rest = &rest[n..];
+    }
+    let longest = groups.iter().map(|g| g.len()).max().unwrap_or(0);
+    assert_eq!(longest, 8, "some chains have eight members");
+    for group in groups {
+        let members: Vec<(&Program, Mode)> = group.iter().map(|c| (&c.prog, mode)).collect();
+        let jit = RbpfChainJit::new(&members).expect("the chain fits");
+        let checked = RbpfInterpreter::chain(&members).expect("translation");
+        let fast = RbpfChainJit::new_fast(&members).expect("the fast chain fits");
+        let fast_checked = RbpfInterpreter::chain_fast(&members).expect("translation");
+        chains += 1;
+        for Frame {
+            name,
+            data,
+            wirelen,
+        } in &frames
+        {
+            let results: Vec<u32> = group
+                .iter()
+                .map(|c| pcap::filter_loaded(&c.prog, data, *wirelen))
+                .collect();
+            for start in 0..=members.len() {
+                let want = results
+                    .iter()
+                    .enumerate()
+                    .skip(start)
+                    .find(|(_, &r)| r != 0)
+                    .map(|(i, &r)| (i, r));
+                let r = checked
+                    .try_run_from(data, *wirelen, &meta, start as u32)
+                    .unwrap_or_else(|e| panic!("translator bug on {name}: {e}"));
+                assert_eq!(
+                    chain_result(r, members.len()),
+                    want,
+                    "rbpf interpreter on {name}, start {start}, chain of {:?}",
+                    group.iter().map(|c| c.expr).collect::<Vec<_>>()
+                );
+                if let (Some(fast), Some(fc)) = (&fast, &fast_checked) {
+                    let r = fc
+                        .try_run_from(data, *wirelen, &meta, start as u32)
+                        .unwrap_or_else(|e| panic!("translator bug, fast, on {name}: {e}"));
+                    assert_eq!(
+                        fast.run_from(data, *wirelen, &meta, start as u32),
+                        r,
+                        "fast JIT on {name}"
+                    );
+                    if r != CHAIN_SHORT {
+                        assert_eq!(
+                            chain_result(r, members.len()),
+                            want,
+                            "fast chain on {name}, start {start}"
+                        );
+                        fast_runs += 1;
+                    }
+                }
+                let r = jit.run_from(data, *wirelen, &meta, start as u32);
+                assert_eq!(
+                    chain_result(r, members.len()),
+                    want,
+                    "JIT on {name}, start {start}, chain of {:?}",
+                    group.iter().map(|c| c.expr).collect::<Vec<_>>()
+                );
+                runs += 1;
+                decided += usize::from(want.is_some());
+            }
+        }
+    }
+    eprintln!(
+        "{chains} chains x {} frames x every start: {runs} chain results, {decided} decided",
+        frames.len()
+    );
+    assert!(decided * 10 > runs && decided < runs);
+    assert!(
+        fast_runs * 2 > runs,
+        "{fast_runs} of {runs} ran the fast chains"
+    );
+}

@@ -24,13 +24,28 @@
 //! | `r10` | `rbp` | frame pointer: scratch memory `M[0..16]` at `r10 - 64 .. r10` |
 //!
 //! Invariant the JIT relies on: rbpf's x86 JIT compiles `mov32 dst, src` as a 64-bit move, so a
-//! register copy only stays a 32-bit value because every source already is one.
+//! register copy only stays a 32-bit value because every source already is one. (A chain's
+//! result tag, `r0 |= member << 32`, is followed by `exit`.) `A` and `X` start at 0 only where
+//! the program may read them before writing them; no other path looks at their entry value.
+//!
+//! # Chains
+//!
+//! [`translate_chain`] translates the programs of consecutive filters on a hook into one
+//! program: the members' bodies one after the other, each `ret` either ending the chain with
+//! `(member << 32) | result` (a result that decides in the member's [`Mode`]) or going on at the
+//! next member. `JitCtx::start` picks the member to start at (a dispatch of forward jumps), so
+//! that the pipeline can resume after a filter whose actions continue. One rbpf call, one
+//! context and one prologue serve the whole hook. [`translate_chain_fast`] is the same chain
+//! for frames of at least [`FAST_CHAIN_LEN`] bytes: one check of `buflen` at entry replaces
+//! the checks of the absolute loads within that length (Ethernet, IP and port fields), and a
+//! shorter frame gets [`CHAIN_SHORT`], for the checked chain to run.
 //!
 //! # Semantics (as [`Interpreter`](super::Interpreter))
 //!
 //! - Every packet load computes its end offset in 64 bits (no wrap), compares it with
 //!   `buflen` and on failure jumps to a shared `return 0` block; then it loads through
-//!   `data + offset` and converts with `be16`/`be32`.
+//!   `data + offset` and converts with `be16`/`be32`. (In a fast chain, absolute loads that
+//!   end within the length checked at entry rely on that check.)
 //! - `div`/`mod` by `X == 0` returns 0; a shift by `X >= 32` gives `A = 0`.
 //! - Conditional jumps use the `JMP32` class: the 32-bit compare of `A` with `k` is exact for
 //!   every `k`, where a 64-bit compare with an immediate would sign-extend `k > i32::MAX` in the
@@ -43,7 +58,7 @@
 use super::check::Program;
 use super::insn::{op, Ancillary, Insn, SKF_AD_OFF};
 use super::interp::{Meta, HATYPE_ETHER};
-use super::Engine;
+use super::{tc_act, Engine, Mode};
 use rbpf::ebpf as e;
 use std::fmt;
 use std::mem::{offset_of, size_of};
@@ -59,8 +74,9 @@ pub struct JitCtx {
     buflen: u64,
     /// Length of the frame on the wire (`ld #len`).
     wirelen: u32,
-    /// Always 0.
-    pad: u32,
+    /// For a chain ([`translate_chain`]): the member to start at. 0 for single programs (which
+    /// do not read it).
+    start: u32,
     /// Metadata for ancillary loads (zero unless the program uses metadata).
     meta: Meta,
 }
@@ -71,6 +87,8 @@ pub const CTX_DATA: i16 = 0;
 pub const CTX_BUFLEN: i16 = 8;
 /// Offset of [`JitCtx`]'s wire length (`u32`).
 pub const CTX_WIRELEN: i16 = 16;
+/// Offset of [`JitCtx`]'s chain start member (`u32`).
+pub const CTX_START: i16 = 20;
 /// Offset of [`JitCtx`]'s [`Meta`] (eight `u32` fields in declaration order).
 pub const CTX_META: i16 = 24;
 
@@ -78,6 +96,7 @@ const _: () = {
     assert!(offset_of!(JitCtx, data) == CTX_DATA as usize);
     assert!(offset_of!(JitCtx, buflen) == CTX_BUFLEN as usize);
     assert!(offset_of!(JitCtx, wirelen) == CTX_WIRELEN as usize);
+    assert!(offset_of!(JitCtx, start) == CTX_START as usize);
     assert!(offset_of!(JitCtx, meta) == CTX_META as usize);
     assert!(size_of::<Meta>() == 32);
     assert!(size_of::<JitCtx>() == JitCtx::SIZE);
@@ -95,9 +114,15 @@ impl JitCtx {
             data: data.as_ptr() as u64,
             buflen: data.len() as u64,
             wirelen,
-            pad: 0,
+            start: 0,
             meta: Meta::ZERO,
         }
+    }
+
+    /// Sets the chain member to start at (see [`translate_chain`]).
+    #[inline]
+    pub fn set_start(&mut self, start: u32) {
+        self.start = start;
     }
 
     /// Sets the metadata ancillary loads read.
@@ -116,6 +141,7 @@ impl JitCtx {
         put(CTX_DATA, &self.data.to_ne_bytes());
         put(CTX_BUFLEN, &self.buflen.to_ne_bytes());
         put(CTX_WIRELEN, &self.wirelen.to_ne_bytes());
+        put(CTX_START, &self.start.to_ne_bytes());
         let m = &self.meta;
         let fields = [
             m.protocol,
@@ -188,6 +214,8 @@ pub struct Translated {
     code: Box<[u8]>,
     ancillary: u32,
     uses_metadata: bool,
+    /// Members of a chain ([`translate_chain`]); 0 for a single program.
+    chain: u32,
 }
 
 impl Translated {
@@ -216,6 +244,11 @@ impl Translated {
         self.ancillary & (1 << (a as u32)) != 0
     }
 
+    /// For a chain ([`translate_chain`]): its number of members; `None` for a single program.
+    pub fn chain_len(&self) -> Option<usize> {
+        (self.chain != 0).then_some(self.chain as usize)
+    }
+
     /// Takes the bytecode out.
     pub fn into_code(self) -> Box<[u8]> {
         self.code
@@ -227,6 +260,7 @@ impl fmt::Debug for Translated {
         f.debug_struct("Translated")
             .field("insns", &self.len())
             .field("uses_metadata", &self.uses_metadata)
+            .field("chain", &self.chain)
             .finish()
     }
 }
@@ -240,19 +274,22 @@ const RT: u8 = 4;
 const RX: u8 = 6;
 const RFP: u8 = 10;
 
-/// Where a jump goes.
-#[derive(Clone, Copy)]
-enum Target {
-    /// The first eBPF instruction of this cBPF instruction.
-    Cbpf(usize),
-    /// The shared `return 0` block.
-    Ret0,
-}
+/// A jump target: an index into [`Emitter::labels`], bound to an instruction later.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Label(usize);
 
 struct Emitter {
     out: Vec<e::Insn>,
+    /// Where each label is bound (an index into `out`).
+    labels: Vec<Option<usize>>,
     /// (index of the jump in `out`, target).
-    fixups: Vec<(usize, Target)>,
+    fixups: Vec<(usize, Label)>,
+    /// Where a load past the end of the frame (or a division by `X == 0`) of the program being
+    /// emitted goes: "the program returns 0".
+    zero: Label,
+    /// Absolute loads ending at or below this offset need no check of their own: the code
+    /// checked `buflen` against it once at entry (a fast chain; 0 otherwise).
+    checked_end: u64,
 }
 
 fn ins(opc: u8, dst: u8, src: u8, off: i16, imm: i32) -> e::Insn {
@@ -266,13 +303,55 @@ fn ins(opc: u8, dst: u8, src: u8, off: i16, imm: i32) -> e::Insn {
 }
 
 impl Emitter {
+    fn new(capacity: usize) -> Emitter {
+        Emitter {
+            out: Vec::with_capacity(capacity),
+            labels: vec![None],
+            fixups: Vec::new(),
+            zero: Label(0),
+            checked_end: 0,
+        }
+    }
+
+    fn label(&mut self) -> Label {
+        self.labels.push(None);
+        Label(self.labels.len() - 1)
+    }
+
+    /// Binds `l` to the next instruction emitted.
+    fn bind(&mut self, l: Label) {
+        self.labels[l.0] = Some(self.out.len());
+    }
+
+    /// Whether some jump goes to `l`.
+    fn used(&self, l: Label) -> bool {
+        self.fixups.iter().any(|&(_, t)| t == l)
+    }
+
     fn put(&mut self, opc: u8, dst: u8, src: u8, off: i16, imm: i32) {
         self.out.push(ins(opc, dst, src, off, imm));
     }
 
-    fn jump(&mut self, opc: u8, dst: u8, src: u8, imm: i32, to: Target) {
+    fn jump(&mut self, opc: u8, dst: u8, src: u8, imm: i32, to: Label) {
         self.fixups.push((self.out.len(), to));
         self.put(opc, dst, src, 0, imm);
+    }
+
+    /// Resolves the jumps (all forward) into offsets.
+    fn finish(mut self) -> Result<Vec<e::Insn>, TranslateError> {
+        let len = self.out.len();
+        if len > MAX_EBPF_INSNS {
+            return Err(TranslateError::TooLong { insns: len });
+        }
+        for &(at, to) in &self.fixups {
+            let target = self.labels[to.0]
+                .filter(|&t| t > at)
+                .ok_or_else(|| TranslateError::Rejected(format!("jump at {at}: bad target")))?;
+            // Forward only and inside a program of at most i16::MAX slots: always fits.
+            self.out[at].off = i16::try_from(target - (at + 1))
+                .map_err(|_| TranslateError::TooLong { insns: len })?;
+        }
+        Ok(self.out)
     }
 
     /// `dst = v` for any 64-bit constant (`mov32` zero-extends; `lddw` above `u32::MAX`).
@@ -286,15 +365,17 @@ impl Emitter {
         }
     }
 
-    /// Jumps to `return 0` unless `end <= buflen` (a constant end offset).
+    /// Jumps to [`Emitter::zero`] unless `end <= buflen` (a constant end offset).
     fn check_end(&mut self, end: u64) {
-        if end <= i32::MAX as u64 {
+        if end <= self.checked_end {
+            // Dominated by the entry check `checked_end <= buflen`.
+        } else if end <= i32::MAX as u64 {
             // A non-negative immediate reads the same in rbpf's interpreter (zero-extended)
             // and JIT (sign-extended).
-            self.jump(e::JLT_IMM, RLEN, 0, end as i32, Target::Ret0);
+            self.jump(e::JLT_IMM, RLEN, 0, end as i32, self.zero);
         } else {
             self.const64(RT, end);
-            self.jump(e::JGT_REG, RT, RLEN, 0, Target::Ret0);
+            self.jump(e::JGT_REG, RT, RLEN, 0, self.zero);
         }
     }
 
@@ -318,7 +399,7 @@ impl Emitter {
         // RT = X + k + n, at most 2^33 + 2: no overflow in 64 bits.
         self.const64(RT, u64::from(k) + u64::from(n));
         self.put(e::ADD64_REG, RT, RX, 0, 0);
-        self.jump(e::JGT_REG, RT, RLEN, 0, Target::Ret0);
+        self.jump(e::JGT_REG, RT, RLEN, 0, self.zero);
         self.put(e::ADD64_REG, RT, RDATA, 0, 0);
         self.put(ldx_op(n), RA, RT, -i16::from(n), 0);
         self.swap(RA, n);
@@ -389,34 +470,164 @@ fn jmp32(code: u16, reg: bool) -> (u8, Option<u8>) {
     (t | x, f.map(|f| f | x))
 }
 
-/// Translates a loaded program; see the module documentation.
-pub fn translate(prog: &Program) -> Result<Translated, TranslateError> {
+/// What a `ret` of the program being emitted does.
+#[derive(Clone, Copy)]
+enum Ret {
+    /// Exit with the result (a single program).
+    Exit,
+    /// A chain member: exit with `(index << 32) | result` when the result decides in `mode`
+    /// ([`Mode::decides`]), else go on at `next` (the next member's entry).
+    Member { index: u32, mode: Mode, next: Label },
+}
+
+/// Whether `prog` reads frame bytes (and so needs `data`/`buflen` in registers).
+fn reads_packet(prog: &Program) -> bool {
     use op::*;
-    let insns = prog.insns();
-    let n = insns.len();
-    let mut em = Emitter {
-        out: Vec::with_capacity(n * 3 + 8),
-        fixups: Vec::new(),
-    };
     let is_ancillary = |i: &Insn| class(i.code) == LD && i.code & 0xe0 == ABS && i.k >= SKF_AD_OFF;
-    let reads_packet = insns.iter().any(|i| {
+    prog.insns().iter().any(|i| {
         (class(i.code) == LD && matches!(i.code & 0xe0, ABS | IND) && !is_ancillary(i))
             || i.code == LDX | B | MSH
-    });
+    })
+}
 
-    // Prologue: A = X = 0 (cBPF's initial state; the JIT leaves registers undefined).
-    em.put(e::MOV32_IMM, RA, 0, 0, 0);
-    em.put(e::MOV32_IMM, RX, 0, 0, 0);
-    if reads_packet {
-        em.put(e::LD_DW_REG, RDATA, RCTX, CTX_DATA, 0);
-        em.put(e::LD_DW_REG, RLEN, RCTX, CTX_BUFLEN, 0);
-    }
-
-    let mut starts = Vec::with_capacity(n);
+/// Which of `A` and `X` some path of `prog` reads before writing: only those need cBPF's
+/// initial 0 at the program's start (the others may hold anything there, as nothing reads it).
+/// A forward pass suffices: every jump goes forward.
+fn reads_before_write(prog: &Program) -> (bool, bool) {
+    use op::*;
+    const RA_BIT: u8 = 1;
+    const RX_BIT: u8 = 2;
+    let insns = prog.insns();
+    // Registers written on every path into each instruction.
+    let mut written = vec![RA_BIT | RX_BIT; insns.len() + 1];
+    written[0] = 0;
+    let mut early = 0u8;
     for (pc, i) in insns.iter().enumerate() {
-        starts.push(em.out.len());
+        let x_src = i.code & X_SRC != 0;
+        let (reads, writes) = match class(i.code) {
+            LD => match i.code & 0xe0 {
+                ABS if i.k >= SKF_AD_OFF => match Ancillary::from_offset(i.k - SKF_AD_OFF) {
+                    Some(Ancillary::AluXorX) => (RA_BIT | RX_BIT, RA_BIT),
+                    _ => (0, RA_BIT),
+                },
+                IND => (RX_BIT, RA_BIT),
+                _ => (0, RA_BIT),
+            },
+            LDX => (0, RX_BIT),
+            ST => (RA_BIT, 0),
+            STX => (RX_BIT, 0),
+            ALU if x_src && i.code != ALU | NEG => (RA_BIT | RX_BIT, RA_BIT),
+            ALU => (RA_BIT, RA_BIT),
+            JMP if i.code == JMP | JA => (0, 0),
+            JMP if x_src => (RA_BIT | RX_BIT, 0),
+            JMP => (RA_BIT, 0),
+            RET if i.code & 0x18 == op::A => (RA_BIT, 0),
+            RET => (0, 0),
+            _ if i.code == MISC | TAX => (RA_BIT, RX_BIT),
+            _ => (RX_BIT, RA_BIT),
+        };
+        early |= reads & !written[pc];
+        let out = written[pc] | writes;
+        let mut flow = |to: usize| {
+            if let Some(w) = written.get_mut(to) {
+                *w &= out;
+            }
+        };
+        match class(i.code) {
+            RET => {}
+            JMP if i.code == JMP | JA => flow((pc + 1).saturating_add(i.k as usize)),
+            JMP => {
+                flow(pc + 1 + usize::from(i.jt));
+                flow(pc + 1 + usize::from(i.jf));
+            }
+            _ => flow(pc + 1),
+        }
+    }
+    (early & RA_BIT != 0, early & RX_BIT != 0)
+}
+
+/// cBPF's initial `A = X = 0`, for the registers `prog` may read before writing.
+fn reset_registers(em: &mut Emitter, prog: &Program) {
+    let (a, x) = reads_before_write(prog);
+    if a {
+        em.put(e::MOV32_IMM, RA, 0, 0, 0);
+    }
+    if x {
+        em.put(e::MOV32_IMM, RX, 0, 0, 0);
+    }
+}
+
+/// `r0 |= index << 32`: the member tag of a chain's result (nothing for member 0).
+fn tag(em: &mut Emitter, index: u32) {
+    if index != 0 {
+        em.const64(RT, u64::from(index) << 32);
+        em.put(e::OR64_REG, RA, RT, 0, 0);
+    }
+}
+
+/// The return of the constant `k` as `ret` says.
+fn ret_const(em: &mut Emitter, ret: Ret, k: u32) {
+    match ret {
+        Ret::Exit => em.put(e::MOV32_IMM, RA, 0, 0, k as i32),
+        Ret::Member { index, mode, next } => {
+            if !mode.decides(k) {
+                em.jump(e::JA, 0, 0, 0, next);
+                return;
+            }
+            em.const64(RA, u64::from(index) << 32 | u64::from(k));
+        }
+    }
+    em.put(e::EXIT, 0, 0, 0, 0);
+}
+
+/// The return of `A` as `ret` says.
+fn ret_a(em: &mut Emitter, ret: Ret) {
+    if let Ret::Member { index, mode, next } = ret {
+        match mode {
+            Mode::Classid { .. } => em.jump(e::JEQ_IMM32, RA, 0, 0, next),
+            Mode::DirectAction { .. } => {
+                let decide = em.label();
+                for v in DECIDING_VERDICTS {
+                    em.jump(e::JEQ_IMM32, RA, 0, v, decide);
+                }
+                em.jump(e::JA, 0, 0, 0, next);
+                em.bind(decide);
+            }
+        }
+        tag(em, index);
+    }
+    em.put(e::EXIT, 0, 0, 0, 0);
+}
+
+/// The direct-action results that decide (`cls_bpf_exec_opcode`'s set).
+const DECIDING_VERDICTS: [i32; 5] = [
+    tc_act::OK,
+    tc_act::SHOT,
+    tc_act::STOLEN,
+    tc_act::REDIRECT,
+    tc_act::TRAP,
+];
+
+/// Emits the body of `prog` (without the prologue); its returns do what `ret` says, and its
+/// "return 0" block (when some load or division needs it) follows the body.
+fn emit_program(em: &mut Emitter, prog: &Program, ret: Ret) {
+    use op::*;
+    let insns = prog.insns();
+    let starts: Vec<Label> = (0..insns.len()).map(|_| em.label()).collect();
+    // In classid mode 0 does not decide: a chain member's "return 0" is the next member.
+    let (zero, own_zero) = match ret {
+        Ret::Member {
+            mode: Mode::Classid { .. },
+            next,
+            ..
+        } => (next, false),
+        _ => (em.label(), true),
+    };
+    em.zero = zero;
+    for (pc, i) in insns.iter().enumerate() {
+        em.bind(starts[pc]);
         let k = i.k;
-        let next = |off: u32| Target::Cbpf(pc + 1 + off as usize);
+        let next = |off: u32| starts[pc + 1 + off as usize];
         match class(i.code) {
             LD => match i.code & 0xe0 {
                 ABS if k >= SKF_AD_OFF => match Ancillary::from_offset(k - SKF_AD_OFF) {
@@ -427,7 +638,7 @@ pub fn translate(prog: &Program) -> Result<Translated, TranslateError> {
                         em.put(e::LD_W_REG, RA, RCTX, CTX_META + off, 0);
                     }
                     // The loader rejects every other ancillary offset.
-                    None => em.jump(e::JA, 0, 0, 0, Target::Ret0),
+                    None => em.jump(e::JA, 0, 0, 0, em.zero),
                 },
                 ABS => em.load_abs(RA, k, size_of_load(i.code)),
                 IND => em.load_ind(k, size_of_load(i.code)),
@@ -453,7 +664,7 @@ pub fn translate(prog: &Program) -> Result<Translated, TranslateError> {
                 let opc = alu32(i.code, true);
                 match i.code & 0xf0 {
                     DIV | MOD => {
-                        em.jump(e::JEQ_IMM, RX, 0, 0, Target::Ret0);
+                        em.jump(e::JEQ_IMM, RX, 0, 0, em.zero);
                         em.put(opc, RA, RX, 0, 0);
                     }
                     LSH | RSH => {
@@ -489,48 +700,168 @@ pub fn translate(prog: &Program) -> Result<Translated, TranslateError> {
                     em.jump(e::JA, 0, 0, 0, next(jf));
                 }
             }
-            RET => {
-                if i.code & 0x18 != op::A {
-                    em.put(e::MOV32_IMM, RA, 0, 0, k as i32);
-                }
-                em.put(e::EXIT, 0, 0, 0, 0);
-            }
+            RET if i.code & 0x18 == op::A => ret_a(em, ret),
+            RET => ret_const(em, ret, k),
             _ if i.code == MISC | TAX => em.put(e::MOV32_REG, RX, RA, 0, 0),
             _ => em.put(e::MOV32_REG, RA, RX, 0, 0),
         }
     }
-    let ret0 = em.out.len();
-    if em.fixups.iter().any(|&(_, t)| matches!(t, Target::Ret0)) {
-        em.put(e::MOV32_IMM, RA, 0, 0, 0);
-        em.put(e::EXIT, 0, 0, 0, 0);
+    if own_zero && em.used(zero) {
+        em.bind(zero);
+        ret_const(em, ret, 0);
     }
-    if em.out.len() > MAX_EBPF_INSNS {
-        return Err(TranslateError::TooLong {
-            insns: em.out.len(),
-        });
-    }
-    for &(at, to) in &em.fixups {
-        let target = match to {
-            Target::Cbpf(pc) => starts[pc],
-            Target::Ret0 => ret0,
-        };
-        // Forward only and inside a program of at most i16::MAX slots: always fits.
-        em.out[at].off = i16::try_from(target - (at + 1)).map_err(|_| TranslateError::TooLong {
-            insns: em.out.len(),
-        })?;
-    }
-    let code: Box<[u8]> = em.out.iter().flat_map(|i| i.to_array()).collect();
-    // rbpf's own load-time checks (known opcodes, registers, jumps inside the program).
-    rbpf::EbpfVmMbuff::new(Some(&code)).map_err(|e| TranslateError::Rejected(e.to_string()))?;
-    let ancillary = Ancillary::ALL
+}
+
+/// Bit set of the ancillary loads `prog` uses.
+fn ancillary_set(prog: &Program) -> u32 {
+    Ancillary::ALL
         .iter()
         .filter(|&&a| prog.uses(a))
-        .fold(0, |m, &a| m | 1 << (a as u32));
+        .fold(0, |m, &a| m | 1 << (a as u32))
+}
+
+/// Resolves `em`'s jumps, checks the bytecode with rbpf's own load-time checks (known opcodes,
+/// registers, jumps inside the program) and wraps it.
+fn seal(
+    em: Emitter,
+    ancillary: u32,
+    uses_metadata: bool,
+    chain: u32,
+) -> Result<Translated, TranslateError> {
+    let out = em.finish()?;
+    let code: Box<[u8]> = out.iter().flat_map(|i| i.to_array()).collect();
+    rbpf::EbpfVmMbuff::new(Some(&code)).map_err(|e| TranslateError::Rejected(e.to_string()))?;
     Ok(Translated {
         code,
         ancillary,
-        uses_metadata: prog.uses_metadata(),
+        uses_metadata,
+        chain,
     })
+}
+
+/// Translates a loaded program; see the module documentation.
+pub fn translate(prog: &Program) -> Result<Translated, TranslateError> {
+    let mut em = Emitter::new(prog.len() * 3 + 8);
+    // Prologue: A = X = 0 where read (cBPF's initial state; the JIT leaves registers undefined).
+    reset_registers(&mut em, prog);
+    if reads_packet(prog) {
+        em.put(e::LD_DW_REG, RDATA, RCTX, CTX_DATA, 0);
+        em.put(e::LD_DW_REG, RLEN, RCTX, CTX_BUFLEN, 0);
+    }
+    emit_program(&mut em, prog, Ret::Exit);
+    seal(em, ancillary_set(prog), prog.uses_metadata(), 0)
+}
+
+/// Translates the programs of consecutive filters on a hook into one eBPF program (a
+/// *chain*), so that a packet pays one call, one context and one prologue for all of them.
+///
+/// The chain runs the members in order, starting at member `start` of the context
+/// ([`JitCtx::set_start`]; after an earlier member's actions said "continue"). A member whose
+/// result does not decide in its [`Mode`] ([`Mode::decides`]: 0 in classid mode, an unspec or
+/// unknown verdict in direct action) hands the packet to the next member, which starts with
+/// `A` and `X` at 0 as a separate program does (where it reads them before writing them). The result is `(member << 32) | result` for the
+/// first member that decided, or `members.len() << 32` when none did (see [`chain_result`]).
+/// Scratch memory is not reset between members: the loader guarantees that no program reads
+/// a slot it has not written.
+///
+/// A chain needs at least one member and at most [`u32::MAX`]; the same length limit as for
+/// single programs applies to the whole chain.
+pub fn translate_chain(members: &[(&Program, Mode)]) -> Result<Translated, TranslateError> {
+    chain(members, 0)
+}
+
+/// Frames at least this long take a fast chain ([`translate_chain_fast`]): the minimum
+/// Ethernet frame without its FCS (IEEE 802.3 `ETH_ZLEN`), so only runts and truncated
+/// frames miss it.
+pub const FAST_CHAIN_LEN: u32 = 60;
+
+/// What a fast chain ([`translate_chain_fast`]) returns for a frame shorter than its entry
+/// check: run the checked chain instead. No chain result has all bits set.
+pub const CHAIN_SHORT: u64 = u64::MAX;
+
+/// The chain of [`translate_chain`] specialised for frames of at least `L` bytes, where `L`
+/// (at most [`FAST_CHAIN_LEN`]) is the largest end of an absolute load of any member within
+/// the first [`FAST_CHAIN_LEN`] bytes: it checks `L <= buflen` once at entry and returns
+/// [`CHAIN_SHORT`] when that fails, so that the absolute loads ending within `L` bytes (the
+/// Ethernet, IP and port fields typical filters test) need no check each. Every other load
+/// keeps its own check. Same results as the checked chain for every frame it does not return
+/// [`CHAIN_SHORT`] for. `None` when no load would lose its check.
+pub fn translate_chain_fast(
+    members: &[(&Program, Mode)],
+) -> Result<Option<Translated>, TranslateError> {
+    use op::*;
+    let checked_end = members
+        .iter()
+        .flat_map(|(p, _)| p.insns())
+        .filter_map(|i| match (class(i.code), i.code & 0xe0) {
+            (LD, ABS) if i.k < SKF_AD_OFF => Some(u64::from(i.k) + u64::from(size_of_load(i.code))),
+            _ if i.code == LDX | B | MSH => Some(u64::from(i.k) + 1),
+            _ => None,
+        })
+        .filter(|&end| end <= u64::from(FAST_CHAIN_LEN))
+        .max();
+    match checked_end {
+        Some(end) => chain(members, end).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// [`translate_chain`], with absolute loads ending within `checked_end` bytes checked once at
+/// entry (0: none).
+fn chain(members: &[(&Program, Mode)], checked_end: u64) -> Result<Translated, TranslateError> {
+    let n = u32::try_from(members.len())
+        .ok()
+        .filter(|&n| n > 0)
+        .ok_or_else(|| TranslateError::Rejected(format!("a chain of {} members", members.len())))?;
+    let total: usize = members.iter().map(|(p, _)| p.len()).sum();
+    let mut em = Emitter::new(total * 3 + 8 * members.len() + 8);
+    let short = em.label();
+    if members.iter().any(|(p, _)| reads_packet(p)) {
+        em.put(e::LD_DW_REG, RDATA, RCTX, CTX_DATA, 0);
+        em.put(e::LD_DW_REG, RLEN, RCTX, CTX_BUFLEN, 0);
+        if checked_end > 0 {
+            // `checked_end` is at most FAST_CHAIN_LEN: a non-negative immediate.
+            em.jump(e::JLT_IMM, RLEN, 0, checked_end as i32, short);
+            em.checked_end = checked_end;
+        }
+    }
+    // Dispatch on the start member: forward jumps only, one compare when it is 0.
+    let entries: Vec<Label> = (0..=n).map(|_| em.label()).collect();
+    em.put(e::LD_W_REG, RT, RCTX, CTX_START, 0);
+    for (i, &entry) in entries.iter().enumerate().take(n as usize) {
+        em.jump(e::JEQ_IMM, RT, 0, i as i32, entry);
+    }
+    em.jump(e::JA, 0, 0, 0, entries[n as usize]);
+    for (i, &(prog, mode)) in members.iter().enumerate() {
+        em.bind(entries[i]);
+        reset_registers(&mut em, prog);
+        let ret = Ret::Member {
+            index: i as u32,
+            mode,
+            next: entries[i + 1],
+        };
+        emit_program(&mut em, prog, ret);
+    }
+    // No member decided.
+    em.bind(entries[n as usize]);
+    em.const64(RA, u64::from(n) << 32);
+    em.put(e::EXIT, 0, 0, 0, 0);
+    if em.used(short) {
+        em.bind(short);
+        em.const64(RA, CHAIN_SHORT);
+        em.put(e::EXIT, 0, 0, 0, 0);
+    }
+    let ancillary = members.iter().fold(0, |m, (p, _)| m | ancillary_set(p));
+    let uses_metadata = members.iter().any(|(p, _)| p.uses_metadata());
+    seal(em, ancillary, uses_metadata, n)
+}
+
+/// Splits a chain's result ([`translate_chain`]) into the deciding member and its result, or
+/// `None` when no member from the start on decided.
+#[inline]
+pub fn chain_result(r: u64, members: usize) -> Option<(usize, u32)> {
+    let at = (r >> 32) as usize;
+    (at < members).then_some((at, r as u32))
 }
 
 /// `BPF_X`: the source-is-X bit of ALU and jump opcodes.
@@ -555,6 +886,21 @@ impl RbpfInterpreter {
         })
     }
 
+    /// Translates a chain of programs ([`translate_chain`]).
+    pub fn chain(members: &[(&Program, Mode)]) -> Result<RbpfInterpreter, TranslateError> {
+        Ok(RbpfInterpreter {
+            prog: translate_chain(members)?,
+        })
+    }
+
+    /// Translates the fast variant of a chain ([`translate_chain_fast`]); `None` when it has
+    /// none.
+    pub fn chain_fast(
+        members: &[(&Program, Mode)],
+    ) -> Result<Option<RbpfInterpreter>, TranslateError> {
+        Ok(translate_chain_fast(members)?.map(|prog| RbpfInterpreter { prog }))
+    }
+
     /// The translation this engine runs.
     pub fn translated(&self) -> &Translated {
         &self.prog
@@ -563,7 +909,23 @@ impl RbpfInterpreter {
     /// Runs the program; an `Err` is an access rbpf refused or a result wider than 32 bits,
     /// that is a translator bug. Tests and fuzzing use this to fail on it.
     pub fn try_run(&self, data: &[u8], wirelen: u32, meta: &Meta) -> Result<u32, String> {
+        let r = self.try_run_from(data, wirelen, meta, 0)?;
+        u32::try_from(r).map_err(|_| format!("result {r:#x} is not a 32-bit value"))
+    }
+
+    /// Runs a chain from member `start` (for a single program `start` is not read); returns
+    /// the raw 64-bit result. An `Err` is an access rbpf refused (a translator bug), or, for a
+    /// chain, a result naming no member in range or a result whose low half does not decide
+    /// in any mode.
+    pub fn try_run_from(
+        &self,
+        data: &[u8],
+        wirelen: u32,
+        meta: &Meta,
+        start: u32,
+    ) -> Result<u64, String> {
         let mut ctx = JitCtx::new(data, wirelen);
+        ctx.set_start(start);
         if self.prog.uses_metadata() {
             ctx.set_meta(meta);
         }
@@ -572,7 +934,19 @@ impl RbpfInterpreter {
         let r = vm
             .execute_program(data, &mbuff)
             .map_err(|e| e.to_string())?;
-        u32::try_from(r).map_err(|_| format!("result {r:#x} is not a 32-bit value"))
+        if let Some(n) = self.prog.chain_len() {
+            let at = r >> 32;
+            if r == CHAIN_SHORT {
+                return Ok(r);
+            }
+            if at > n as u64 || (at == n as u64 && r as u32 != 0) {
+                return Err(format!("chain result {r:#x} of {n} members"));
+            }
+            if at < u64::from(start).min(n as u64) {
+                return Err(format!("chain result {r:#x} before the start {start}"));
+            }
+        }
+        Ok(r)
     }
 }
 
@@ -928,12 +1302,16 @@ mod tests {
         let mut p = vec![(LD | IMM, 0, 0, 1); 4095];
         p.push(RETA);
         assert!(translate(&prog(&p)).is_ok());
-        // The worst expansion (MSH at u32::MAX: lddw + 6) does not fit 32767 slots.
-        // 4 + 4095 * 8 + 2 + 2 = 32768 slots.
+        // The worst expansion (MSH at u32::MAX: lddw + 6) just fits 32767 slots, as neither A
+        // nor X needs resetting: 2 + 4095 * 8 + 2 + 2 = 32766 slots.
         let mut p = vec![(LDX | B | MSH, 0, 0, u32::MAX); 4095];
         p.push((RET | K, 0, 0, 1));
+        assert_eq!(translate(&prog(&p)).unwrap().len(), 32766);
+        // A chain of two of them does not fit.
+        let p = prog(&p);
+        let m = Mode::Classid { classid: 0 };
         assert!(matches!(
-            translate(&prog(&p)),
+            translate_chain(&[(&p, m), (&p, m)]),
             Err(TranslateError::TooLong { insns }) if insns > MAX_EBPF_INSNS
         ));
         // Indirect loads (6 slots each) still fit, including the longest jump.
@@ -948,5 +1326,139 @@ mod tests {
             assert_eq!(both(&p, &f), 1);
             assert_eq!(both(&p, &f[..4]), k);
         }
+    }
+
+    /// Chains of random members (every opcode, ancillary loads, both modes, results that mostly
+    /// do not decide) give, from every start, the first member that decides by the reference
+    /// interpreter, and rbpf's checking interpreter sees no bad access in the chain.
+    #[test]
+    fn chains_agree_with_their_members_from_every_start() {
+        use crate::cbpf::gen::{
+            chain_reference, random_chain_member, random_frame, random_meta, GenOptions,
+        };
+        let mut decided = [0usize; 2];
+        let (mut short, mut fast_runs) = (0, 0);
+        for seed in 0..400u64 {
+            let n = 1 + (seed as usize % 6);
+            let members: Vec<(Program, Mode)> = (0..n as u64)
+                .map(|k| {
+                    let (insns, mode) = random_chain_member(
+                        seed * 8 + k,
+                        1 + ((seed + k) as usize * 11) % 40,
+                        GenOptions::default(),
+                    );
+                    (Program::load(insns).unwrap(), mode)
+                })
+                .collect();
+            let refs: Vec<(&Program, Mode)> = members.iter().map(|(p, m)| (p, *m)).collect();
+            let interps: Vec<Interpreter> =
+                members.iter().map(|(p, _)| Interpreter::new(p)).collect();
+            let irefs: Vec<(&Interpreter, Mode)> = interps
+                .iter()
+                .zip(&members)
+                .map(|(i, (_, m))| (i, *m))
+                .collect();
+            let chain = RbpfInterpreter::chain(&refs).unwrap();
+            assert_eq!(chain.translated().chain_len(), Some(n));
+            let fast = RbpfInterpreter::chain_fast(&refs).unwrap();
+            for fseed in 0..6u64 {
+                let f = random_frame(seed * 64 + fseed);
+                let meta = random_meta(seed + fseed);
+                let wirelen = f.len() as u32 + (fseed as u32 % 3);
+                for start in 0..=n + 1 {
+                    let want = chain_reference(&irefs, &f, wirelen, &meta, start);
+                    let got = chain
+                        .try_run_from(&f, wirelen, &meta, start as u32)
+                        .unwrap_or_else(|e| panic!("seed {seed} start {start}: {e}"));
+                    assert_eq!(
+                        chain_result(got, n),
+                        want,
+                        "seed {seed} frame {fseed} start {start}"
+                    );
+                    decided[usize::from(want.is_some())] += 1;
+                    let Some(fast) = &fast else { continue };
+                    let got = fast
+                        .try_run_from(&f, wirelen, &meta, start as u32)
+                        .unwrap_or_else(|e| panic!("fast, seed {seed} start {start}: {e}"));
+                    if got == CHAIN_SHORT {
+                        assert!(f.len() < FAST_CHAIN_LEN as usize);
+                        short += 1;
+                    } else {
+                        assert_eq!(
+                            chain_result(got, n),
+                            want,
+                            "fast, seed {seed} start {start}"
+                        );
+                        fast_runs += 1;
+                    }
+                }
+            }
+        }
+        // Both outcomes are common: the chains run past members and also decide.
+        assert!(
+            decided[0] * 5 > decided[1] && decided[1] * 5 > decided[0],
+            "{decided:?}"
+        );
+        // Fast chains ran, and refused short frames.
+        assert!(
+            fast_runs > 1000 && short > 100,
+            "{fast_runs} fast runs, {short} short"
+        );
+    }
+
+    #[test]
+    fn chain_results_name_the_deciding_member() {
+        let p = |k: u32| Program::from_fields(&[(RET | K, 0, 0, k)]).unwrap();
+        let (zero, one, unspec, shot) = (p(0), p(1), p(u32::MAX), p(2));
+        let cid = Mode::Classid { classid: 5 };
+        let da = Mode::DirectAction { classid: 5 };
+        let chain = |m: &[(&Program, Mode)]| RbpfInterpreter::chain(m).unwrap();
+        let c = chain(&[(&zero, cid), (&unspec, da), (&shot, da), (&one, cid)]);
+        let run = |c: &RbpfInterpreter, start| c.try_run_from(&[], 0, &Meta::ZERO, start).unwrap();
+        assert_eq!(run(&c, 0), 2 << 32 | 2);
+        assert_eq!(run(&c, 3), 3 << 32 | 1);
+        assert_eq!(run(&c, 4), 4 << 32);
+        assert_eq!(run(&c, 99), 4 << 32);
+        assert_eq!(chain_result(run(&c, 0), 4), Some((2, 2)));
+        assert_eq!(chain_result(4 << 32, 4), None);
+        // Classid mode: -1 decides; direct action: 0 (ok) decides.
+        let c = chain(&[(&zero, cid), (&unspec, cid)]);
+        assert_eq!(run(&c, 0), 1 << 32 | u64::from(u32::MAX));
+        let c = chain(&[(&zero, da)]);
+        assert_eq!(run(&c, 0), 0);
+        assert!(RbpfInterpreter::chain(&[]).is_err());
+    }
+
+    #[test]
+    fn registers_read_before_written_are_found_on_every_path() {
+        let f = |insns: &[(u16, u8, u8, u32)]| reads_before_write(&prog(insns));
+        assert_eq!(f(&[(LD | H | ABS, 0, 0, 12), RETA]), (false, false));
+        assert_eq!(f(&[RETA]), (true, false));
+        assert_eq!(f(&[(RET | K, 0, 0, 1)]), (false, false));
+        assert_eq!(f(&[(MISC | TXA, 0, 0, 0), RETA]), (false, true));
+        assert_eq!(
+            f(&[(LDX | B | MSH, 0, 0, 14), (LD | H | IND, 0, 0, 2), RETA]),
+            (false, false)
+        );
+        assert_eq!(f(&[(LD | H | IND, 0, 0, 2), RETA]), (false, true));
+        // A written on one branch only.
+        assert_eq!(
+            f(&[(JMP | JA, 0, 0, 1), (LD | IMM, 0, 0, 1), RETA]),
+            (true, false)
+        );
+        assert_eq!(
+            f(&[
+                (LD | H | ABS, 0, 0, 12),
+                (JMP | JEQ | K, 0, 1, 5),
+                (LDX | IMM, 0, 0, 1),
+                (ALU | ADD | X, 0, 0, 0),
+                RETA
+            ]),
+            (false, true)
+        );
+        assert_eq!(
+            f(&[(ST, 0, 0, 0), (LD | MEM, 0, 0, 0), RETA]),
+            (true, false)
+        );
     }
 }

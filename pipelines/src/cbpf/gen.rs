@@ -10,7 +10,8 @@
 //! `i32::MAX`; returns of `A` and `k` in the middle; ancillary loads unless excluded with
 //! [`GenOptions::ancillary`] (libpcap's `bpf_filter` does not implement them).
 use super::insn::{op, Ancillary, Insn, MAX_INSNS, MEMWORDS, SKF_AD_OFF, SKF_LL_OFF};
-use super::interp::Meta;
+use super::interp::{Interpreter, Meta};
+use super::Mode;
 
 /// SplitMix64: a tiny, fast, seedable generator (not for cryptography).
 #[derive(Debug, Clone)]
@@ -236,6 +237,48 @@ pub fn random_program_with(seed: u64, len: usize, opts: GenOptions) -> Vec<Insn>
         out.push(i);
     }
     out
+}
+
+/// Results a chain member's `ret k` returns in [`random_chain_member`]: many that do not decide
+/// (0, unspec and unknown verdicts), every verdict, class ids.
+const CHAIN_RESULTS: [u32; 12] = [0, 0, 0, 1, 2, 3, 4, 7, 8, u32::MAX, 0x10010, 65535];
+
+/// A random member of a chain of filters (see [`ebpf::translate_chain`](super::ebpf::translate_chain)):
+/// a [`random_program_with`] whose constant returns mostly do not decide, so that later
+/// members run too, in classid mode or, one time in three, direct action.
+pub fn random_chain_member(seed: u64, len: usize, opts: GenOptions) -> (Vec<Insn>, Mode) {
+    let mut r = Rng::new(seed ^ 0xc4a1_0000_0000_0000);
+    let mut insns = random_program_with(seed, len, opts);
+    for i in &mut insns {
+        if i.code == op::RET | op::K {
+            i.k = r.pick(&CHAIN_RESULTS);
+        }
+    }
+    let classid = r.pick(&[0, 0x10001, u32::MAX]);
+    let mode = if r.chance(1, 3) {
+        Mode::DirectAction { classid }
+    } else {
+        Mode::Classid { classid }
+    };
+    (insns, mode)
+}
+
+/// What a chain must return, by the reference interpreter: the first member from `start` on
+/// whose result decides in its mode, with that result; `None` when none does.
+pub fn chain_reference(
+    members: &[(&Interpreter, Mode)],
+    data: &[u8],
+    wirelen: u32,
+    meta: &Meta,
+    start: usize,
+) -> Option<(usize, u32)> {
+    members
+        .iter()
+        .enumerate()
+        .skip(start)
+        .map(|(i, (p, m))| (i, p.run(data, wirelen, meta), *m))
+        .find(|&(_, r, m)| m.decides(r))
+        .map(|(i, r, _)| (i, r))
 }
 
 /// A random frame: a quarter truncated (0..=64 bytes), half of common sizes, a quarter large

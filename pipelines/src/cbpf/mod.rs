@@ -5,10 +5,13 @@
 //! - [`insn`]: instructions, tc bytecode and `tcpdump -ddd` parsing.
 //! - [`check`]: the loader; [`Program`] values are always valid.
 //! - [`interp`]: the reference interpreter (libpcap semantics).
-//! - [`ebpf`]: translation to eBPF with inline bounds checks, for rbpf, and
-//!   [`RbpfInterpreter`], the safe engine over rbpf's interpreter (the JIT is in `pmd-glue`).
+//! - [`ebpf`]: translation to eBPF with inline bounds checks, for rbpf, of one program or of a
+//!   chain of the programs of consecutive filters, and [`RbpfInterpreter`], the safe engine over
+//!   rbpf's interpreter (the JIT is in `pmd-glue`).
+//! - [`BpfChain`]: a chain as the pipeline's [`ChainClassifier`]: one call classifies for
+//!   every filter of the chain.
 //! - [`gen`]: deterministic random valid programs and frames for tests, fuzzing, benchmarks.
-use crate::pipeline::{Classifier, DirectVerdict, PacketView, Verdict};
+use crate::pipeline::{ChainClassifier, Classifier, DirectVerdict, PacketView, Verdict};
 use std::fmt;
 
 pub mod check;
@@ -18,7 +21,9 @@ pub mod insn;
 pub mod interp;
 
 pub use check::{LoadError, Program};
-pub use ebpf::{translate, RbpfInterpreter, TranslateError, Translated};
+pub use ebpf::{
+    translate, translate_chain, translate_chain_fast, RbpfInterpreter, TranslateError, Translated,
+};
 pub use insn::{parse_ddd, parse_tc_bytecode, Ancillary, Insn};
 pub use interp::{Interpreter, Meta};
 
@@ -59,6 +64,34 @@ pub enum Mode {
         /// The class id a decided packet carries.
         classid: u32,
     },
+}
+
+impl Mode {
+    /// Whether a program result decides in this mode (and so runs the filter's actions or
+    /// verdict) rather than handing the packet to the next filter.
+    #[inline]
+    pub fn decides(self, result: u32) -> bool {
+        match self {
+            Mode::Classid { .. } => result != 0,
+            Mode::DirectAction { .. } => direct_verdict(result).is_some(),
+        }
+    }
+
+    /// The verdict of a program result in this mode.
+    #[inline]
+    pub fn verdict(self, result: u32) -> Verdict {
+        match self {
+            Mode::Classid { classid } => match result {
+                0 => Verdict::NoMatch,
+                u32::MAX => Verdict::Match(classid),
+                c => Verdict::Match(c),
+            },
+            Mode::DirectAction { classid } => match direct_verdict(result) {
+                Some(v) => Verdict::Direct(v, classid),
+                None => Verdict::NoMatch,
+            },
+        }
+    }
 }
 
 /// tc verdict values (`linux/pkt_cls.h`).
@@ -131,30 +164,120 @@ impl Classifier for BpfClassifier {
         // Metadata is computed only for programs that read it; the others get a shared zero
         // block instead of a fresh one per packet.
         let r = if self.needs_meta {
-            // rxhash: the NIC's hash, else the kernel's software flow hash (as skb_get_hash).
-            let rxhash = match pkt.rss_hash {
-                None if self.needs_rxhash => Some(crate::flow::software_rxhash(
-                    pkt.data,
-                    crate::flow::rxhash_secret(),
-                )),
-                h => h,
-            };
-            let meta = Meta::of_frame(pkt.data, pkt.dev.0, pkt.ingress_mac, pkt.mark, rxhash);
+            let meta = meta_of(pkt, self.needs_rxhash);
             self.engine.run(pkt.data, pkt.frame_len, &meta)
         } else {
             self.engine.run(pkt.data, pkt.frame_len, &Meta::ZERO)
         };
-        match self.mode {
-            Mode::Classid { classid } => match r {
-                0 => Verdict::NoMatch,
-                u32::MAX => Verdict::Match(classid),
-                c => Verdict::Match(c),
-            },
-            Mode::DirectAction { classid } => match direct_verdict(r) {
-                Some(v) => Verdict::Direct(v, classid),
-                None => Verdict::NoMatch,
-            },
+        self.mode.verdict(r)
+    }
+}
+
+/// The metadata ancillary loads read for `pkt`. `rxhash` is the NIC's hash, else (when
+/// `needs_rxhash`) the kernel's software flow hash, as `skb_get_hash` does.
+#[inline]
+fn meta_of(pkt: &PacketView<'_>, needs_rxhash: bool) -> Meta {
+    let rxhash = match pkt.rss_hash {
+        None if needs_rxhash => Some(crate::flow::software_rxhash(
+            pkt.data,
+            crate::flow::rxhash_secret(),
+        )),
+        h => h,
+    };
+    Meta::of_frame(pkt.data, pkt.dev.0, pkt.ingress_mac, pkt.mark, rxhash)
+}
+
+/// Something that runs a chain of programs ([`ebpf::translate_chain`]) over a frame.
+/// Implementations are immutable, shared by every lcore, and must not allocate, lock or panic
+/// per packet.
+pub trait ChainEngine: Send + Sync + fmt::Debug {
+    /// Short name for logs ("rbpf-jit", ...).
+    fn name(&self) -> &'static str;
+
+    /// Runs the chain from member `start` on over `data` (as [`Engine::run`]); returns the
+    /// chain's result: `(member << 32) | result` of the first member that decided, or
+    /// `members << 32` (see [`ebpf::chain_result`]).
+    fn run_from(&self, data: &[u8], wirelen: u32, meta: &Meta, start: u32) -> u64;
+}
+
+impl ChainEngine for RbpfInterpreter {
+    fn name(&self) -> &'static str {
+        "rbpf-interpreter"
+    }
+
+    fn run_from(&self, data: &[u8], wirelen: u32, meta: &Meta, start: u32) -> u64 {
+        match self.try_run_from(data, wirelen, meta, start) {
+            Ok(r) => r,
+            Err(e) => {
+                debug_assert!(false, "translator bug: {e}");
+                0
+            }
         }
+    }
+}
+
+/// The programs of consecutive filters on a hook, run as one chain ([`ebpf::translate_chain`]):
+/// the [`ChainClassifier`] that the pipeline calls once for all of them instead of once per
+/// filter. Each member gives exactly the verdict its own [`BpfClassifier`] would.
+///
+/// With a fast variant ([`ebpf::translate_chain_fast`]) frames run that one first, and only the
+/// frames it refuses as short run the checked chain.
+#[derive(Debug)]
+pub struct BpfChain<E> {
+    checked: E,
+    fast: Option<E>,
+    modes: Box<[Mode]>,
+    needs_meta: bool,
+    needs_rxhash: bool,
+}
+
+impl<E: ChainEngine> BpfChain<E> {
+    /// A chain of `members` (program and mode, in filter order) run by `checked`, built from
+    /// [`ebpf::translate_chain`] of exactly these members, and `fast`, built from
+    /// [`ebpf::translate_chain_fast`] of them.
+    pub fn new(members: &[(&Program, Mode)], checked: E, fast: Option<E>) -> BpfChain<E> {
+        BpfChain {
+            checked,
+            fast,
+            modes: members.iter().map(|&(_, m)| m).collect(),
+            needs_meta: members.iter().any(|(p, _)| p.uses_metadata()),
+            needs_rxhash: members.iter().any(|(p, _)| p.uses(Ancillary::RxHash)),
+        }
+    }
+
+    /// The engine's name.
+    pub fn engine_name(&self) -> &'static str {
+        self.checked.name()
+    }
+
+    #[inline]
+    fn run_from(&self, data: &[u8], wirelen: u32, meta: &Meta, start: u32) -> u64 {
+        if let Some(fast) = &self.fast {
+            let r = fast.run_from(data, wirelen, meta, start);
+            if r != ebpf::CHAIN_SHORT {
+                return r;
+            }
+        }
+        self.checked.run_from(data, wirelen, meta, start)
+    }
+}
+
+impl<E: ChainEngine> ChainClassifier for BpfChain<E> {
+    fn len(&self) -> usize {
+        self.modes.len()
+    }
+
+    #[inline]
+    fn classify_from(&self, pkt: &PacketView<'_>, first: usize) -> Option<(usize, Verdict)> {
+        let start = u32::try_from(first).unwrap_or(u32::MAX);
+        let r = if self.needs_meta {
+            let meta = meta_of(pkt, self.needs_rxhash);
+            self.run_from(pkt.data, pkt.frame_len, &meta, start)
+        } else {
+            self.run_from(pkt.data, pkt.frame_len, &Meta::ZERO, start)
+        };
+        let (at, r) = ebpf::chain_result(r, self.modes.len())?;
+        Some((at, self.modes.get(at)?.verdict(r)))
     }
 }
 
@@ -310,5 +433,157 @@ mod tests {
         let sw = crate::flow::software_rxhash(&frame, crate::flow::rxhash_secret());
         assert_ne!(sw, 0);
         assert_eq!(c.classify(&view), Verdict::Match(sw));
+    }
+
+    /// Runs `frames` received on port 0 through a generation whose port 0 ingress hook is
+    /// `filters`; returns what was sent (port and bytes, in order), the port, filter and action
+    /// totals.
+    #[allow(clippy::type_complexity)]
+    fn run_hook(
+        filters: Vec<Filter>,
+        frames: &[Vec<u8>],
+    ) -> (
+        Vec<(PortIndex, Vec<u8>)>,
+        Vec<crate::stats::PortTotals>,
+        Vec<crate::stats::FilterTotals>,
+        Vec<crate::stats::ActionTotals>,
+    ) {
+        let mut ports: Vec<PortPipeline> = (0..3)
+            .map(|i| PortPipeline {
+                name: format!("p{i}"),
+                forward: Forward::To(PortIndex(1)),
+                ..Default::default()
+            })
+            .collect();
+        ports[0].ingress = filters;
+        let mut gen = Generation {
+            ports,
+            ..Default::default()
+        };
+        let n = gen.assign_filter_ids();
+        gen.validate().unwrap();
+        let (mut w, r) = StatsWriter::new(0, 3, n, gen.action_count());
+        w.set_now_ms(5);
+        let mut sink = VecSink::default();
+        for (k, f) in frames.iter().enumerate() {
+            let mut p = VecPacket::new(f.clone());
+            p.rss = (k % 3 == 0).then_some((k as u32).wrapping_mul(0x9e37_79b9));
+            gen.process(p, PortIndex(0), &mut w, &mut sink);
+        }
+        let sent = sink.sent.into_iter().map(|(p, k)| (p, k.bytes)).collect();
+        let lc = std::slice::from_ref(&r);
+        (
+            sent,
+            port_totals(lc, 3),
+            filter_totals(lc, n),
+            crate::stats::action_totals(lc, gen.action_count()),
+        )
+    }
+
+    /// Hooks of random programs (both modes, metadata loads, results that mostly do not
+    /// decide) with actions that continue, set the mark later programs read, mirror, redirect,
+    /// drop and pass: fused into chains (split at random points, some filters left alone) they
+    /// forward, drop and count exactly as the same filters run one by one.
+    #[test]
+    fn fused_chains_decide_and_count_exactly_as_separate_filters() {
+        use crate::cbpf::gen::{random_chain_member, GenOptions, Rng};
+        use crate::pipeline::{ChainClassifier, Fused};
+        use std::sync::Arc;
+        let lists: [&[Action]; 8] = [
+            &[],
+            &[Action::Continue],
+            &[Action::SetMark(0x10001), Action::Continue],
+            &[Action::Drop],
+            &[Action::Pass],
+            &[Action::redirect(PortIndex(2))],
+            &[Action::SetClassid(9), Action::SetMark(7), Action::Continue],
+            &[Action::mirror(PortIndex(2)), Action::Continue],
+        ];
+        let mut outcomes = std::collections::BTreeSet::new();
+        for seed in 0..150u64 {
+            let mut r = Rng::new(seed);
+            let n = 2 + (seed as usize % 7);
+            let members: Vec<(Program, Mode, Vec<Action>, bool)> = (0..n as u64)
+                .map(|k| {
+                    let (insns, mode) = random_chain_member(
+                        seed * 16 + k,
+                        1 + r.below(30) as usize,
+                        GenOptions::default(),
+                    );
+                    let actions = match mode {
+                        Mode::Classid { .. } => r.pick(&lists).to_vec(),
+                        Mode::DirectAction { .. } => Vec::new(),
+                    };
+                    (Program::load(insns).unwrap(), mode, actions, r.chance(1, 2))
+                })
+                .collect();
+            let build = |fused: bool| {
+                let mut filters: Vec<Filter> = members
+                    .iter()
+                    .enumerate()
+                    .map(|(k, (p, mode, actions, redirect))| {
+                        let c = BpfClassifier::new(p, Box::new(Interpreter::new(p)), *mode);
+                        let mut f = Filter::new(format!("f{k}"), Box::new(c), actions.clone());
+                        f.redirect = redirect.then_some(PortIndex(2));
+                        f
+                    })
+                    .collect();
+                if fused {
+                    // Consecutive chains of random lengths; one in five filters stays alone.
+                    let mut r = Rng::new(seed ^ 0xf05e);
+                    let mut at = 0;
+                    while at < n {
+                        if r.chance(1, 5) {
+                            at += 1;
+                            continue;
+                        }
+                        let len = 1 + r.below((n - at) as u64) as usize;
+                        let m: Vec<(&Program, Mode)> = members[at..at + len]
+                            .iter()
+                            .map(|(p, m, _, _)| (p, *m))
+                            .collect();
+                        let fast = RbpfInterpreter::chain_fast(&m).unwrap();
+                        let chain: Arc<dyn ChainClassifier> =
+                            Arc::new(BpfChain::new(&m, RbpfInterpreter::chain(&m).unwrap(), fast));
+                        for (index, f) in filters[at..at + len].iter_mut().enumerate() {
+                            f.fused = Some(Fused {
+                                chain: chain.clone(),
+                                index,
+                            });
+                        }
+                        at += len;
+                    }
+                }
+                filters
+            };
+            let frames: Vec<Vec<u8>> = (0..24)
+                .map(|k| crate::flow::gen::random_flow_frame(seed * 32 + k))
+                .collect();
+            let want = run_hook(build(false), &frames);
+            let got = run_hook(build(true), &frames);
+            assert_eq!(got, want, "seed {seed}");
+            outcomes.extend(
+                want.1[0]
+                    .drops
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, &d)| d > 0)
+                    .map(|(i, _)| i),
+            );
+            outcomes.extend(want.0.iter().map(|(p, _)| 100 + usize::from(p.0)));
+        }
+        // Drops (action, stolen, redirect without target), forwarding and redirects all occur.
+        for o in [
+            DropReason::ActionDrop.index(),
+            DropReason::Stolen.index(),
+            DropReason::RedirectNoTarget.index(),
+            101,
+            102,
+        ] {
+            assert!(
+                outcomes.contains(&o),
+                "outcome {o} never seen: {outcomes:?}"
+            );
+        }
     }
 }
