@@ -304,9 +304,15 @@ mod tests {
         VecPacket::new(f)
     }
 
-    /// Runs one packet received on port 0 through `filters`; returns where it went, the drop
-    /// reason if dropped, and the filter counters.
-    fn one(filters: Vec<Filter>) -> (Vec<PortIndex>, Option<DropReason>, Vec<u64>) {
+    /// Three ports forwarding to port 1, with `filters` on port 0's ingress (validated), and a
+    /// stats writer for it at time 5 ms.
+    fn hook_generation(
+        filters: Vec<Filter>,
+    ) -> (
+        Generation,
+        StatsWriter,
+        std::sync::Arc<crate::stats::LcoreStats>,
+    ) {
         let mut ports: Vec<PortPipeline> = (0..3)
             .map(|i| PortPipeline {
                 name: format!("p{i}"),
@@ -323,6 +329,14 @@ mod tests {
         gen.validate().unwrap();
         let (mut w, r) = StatsWriter::new(0, 3, n, gen.action_count());
         w.set_now_ms(5);
+        (gen, w, r)
+    }
+
+    /// Runs one packet received on port 0 through `filters`; returns where it went, the drop
+    /// reason if dropped, and the filter counters.
+    fn one(filters: Vec<Filter>) -> (Vec<PortIndex>, Option<DropReason>, Vec<u64>) {
+        let (gen, mut w, r) = hook_generation(filters);
+        let n = gen.filter_count();
         let mut sink = VecSink::default();
         gen.process(udp_frame(), PortIndex(0), &mut w, &mut sink);
         let t = port_totals(std::slice::from_ref(&r), 3);
@@ -448,22 +462,8 @@ mod tests {
         Vec<crate::stats::FilterTotals>,
         Vec<crate::stats::ActionTotals>,
     ) {
-        let mut ports: Vec<PortPipeline> = (0..3)
-            .map(|i| PortPipeline {
-                name: format!("p{i}"),
-                forward: Forward::To(PortIndex(1)),
-                ..Default::default()
-            })
-            .collect();
-        ports[0].ingress = filters;
-        let mut gen = Generation {
-            ports,
-            ..Default::default()
-        };
-        let n = gen.assign_filter_ids();
-        gen.validate().unwrap();
-        let (mut w, r) = StatsWriter::new(0, 3, n, gen.action_count());
-        w.set_now_ms(5);
+        let (gen, mut w, r) = hook_generation(filters);
+        let n = gen.filter_count();
         let mut sink = VecSink::default();
         for (k, f) in frames.iter().enumerate() {
             let mut p = VecPacket::new(f.clone());
