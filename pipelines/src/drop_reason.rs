@@ -52,6 +52,25 @@ drop_reasons! {
     MirredTargetDown => "mirred_target_down", "A redirect action's target port is down (link or administratively); the packet is dropped (a mirror to a down port counts an overlimit instead).";
     MirredNoTarget => "mirred_no_target", "A redirect to a port group found no member other than the port the packet is on.";
     TxQueueFull => "tx_queue_full", "The egress port's transmit queue did not accept the packet.";
+    TunnelNotIp => "tunnel_not_ip", "A packet sent into a tunnel is neither IPv4 nor IPv6 (a VTI carries IP only).";
+    TunnelNoSa => "tunnel_no_sa", "A tunnel has no usable outbound SA (none with its okey as mark and its endpoints in tunnel mode; Linux's tx_carrier_errors).";
+    TunnelTooBig => "tunnel_too_big", "A packet is larger than the tunnel's MTU (path MTU minus ESP overhead); an ICMP fragmentation-needed / packet-too-big went back to its sender unless RFC 1122 forbids one.";
+    TunnelNoRoom => "tunnel_no_room", "No headroom or tailroom for the ESP headers and trailer, or a multi-segment packet (the crypto device works on one segment).";
+    NeighbourUnresolved => "neighbour_unresolved", "The tunnel's next hop MAC is not known yet (an ARP request was sent); the packet is dropped rather than queued.";
+    SaExpired => "sa_expired", "The SA reached a hard lifetime limit (packets or bytes) and is no longer used.";
+    EspSeqExhausted => "esp_seq_exhausted", "The outbound SA used up its sequence numbers (2^32 - 1 without ESN) and must not cycle (RFC 4303 3.3.3).";
+    EspUnknownSpi => "esp_unknown_spi", "An ESP packet to a local endpoint carries an SPI no inbound SA has.";
+    EspMalformed => "esp_malformed", "An ESP packet is truncated, fragmented, or its ciphertext is not a whole number of blocks.";
+    EspReplay => "esp_replay", "An ESP packet's sequence number was already received (anti-replay, RFC 4303 3.4.3).";
+    EspTooOld => "esp_too_old", "An ESP packet's sequence number is older than the anti-replay window (or zero).";
+    EspBadIcv => "esp_bad_icv", "An ESP packet's integrity check value did not verify (wrong key, corruption or forgery).";
+    EspBadPadding => "esp_bad_padding", "A decrypted ESP trailer's padding is not 1, 2, 3, ... or its pad length exceeds the payload (RFC 4303 2.4).";
+    EspPolicyMismatch => "esp_policy_mismatch", "A decrypted packet fails the inbound policy: not IPv4/IPv6 as its next header says, or no tunnel has the SA's endpoints and its mark as ikey.";
+    EspDummy => "esp_dummy", "A decrypted ESP packet is a dummy (next header 59), discarded as RFC 4303 2.6 requires.";
+    EcnDrop => "ecn_drop", "The outer header says congestion experienced but the inner packet is not ECN-capable: dropped as RFC 6040 4.2 requires.";
+    CryptoQueueFull => "crypto_queue_full", "The crypto device's queue or operation pool was full: the packet could not be enqueued.";
+    CryptoError => "crypto_error", "The crypto device failed the operation (other than an ICV mismatch).";
+    LocalUnsupported => "local_unsupported", "A packet to a local tunnel endpoint address that the appliance does not answer (not ARP, ESP, ICMP echo or an ICMP error about our ESP).";
 }
 
 impl DropReason {

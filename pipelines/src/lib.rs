@@ -8,6 +8,7 @@ pub mod cbpf;
 pub mod drop_reason;
 pub mod flow;
 pub mod flowlabel;
+pub mod ipsec;
 pub mod jhash;
 pub mod packet;
 pub mod pipeline;

@@ -16,6 +16,28 @@ pub trait Packet {
     fn rss_hash(&self) -> Option<u32>;
     /// True when the NIC already verified the IPv4 header checksum as good.
     fn ipv4_checksum_verified(&self) -> bool;
+
+    /// Grows the packet by `len` bytes in front (headroom) and returns false, changing
+    /// nothing, when there is no room or the bytes are shared. Tunnels use these four.
+    fn prepend(&mut self, len: usize) -> bool {
+        let _ = len;
+        false
+    }
+    /// Grows the packet by `len` bytes at its end (tailroom of a single-segment packet).
+    fn append(&mut self, len: usize) -> bool {
+        let _ = len;
+        false
+    }
+    /// Removes `len` bytes from the front.
+    fn adj(&mut self, len: usize) -> bool {
+        let _ = len;
+        false
+    }
+    /// Removes `len` bytes from the end.
+    fn trim(&mut self, len: usize) -> bool {
+        let _ = len;
+        false
+    }
 }
 
 /// A packet held in an ordinary heap buffer: for tests, fuzzing and benchmarks without DPDK.
@@ -52,5 +74,27 @@ impl Packet for VecPacket {
     }
     fn ipv4_checksum_verified(&self) -> bool {
         false
+    }
+    fn prepend(&mut self, len: usize) -> bool {
+        self.bytes.splice(0..0, std::iter::repeat_n(0u8, len));
+        true
+    }
+    fn append(&mut self, len: usize) -> bool {
+        self.bytes.resize(self.bytes.len() + len, 0);
+        true
+    }
+    fn adj(&mut self, len: usize) -> bool {
+        if len > self.bytes.len() {
+            return false;
+        }
+        self.bytes.drain(..len);
+        true
+    }
+    fn trim(&mut self, len: usize) -> bool {
+        if len > self.bytes.len() {
+            return false;
+        }
+        self.bytes.truncate(self.bytes.len() - len);
+        true
     }
 }

@@ -317,7 +317,7 @@ impl StatsWriter {
 }
 
 /// Totals over lcores for one port.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PortTotals {
     /// Sum of `rx_packets`.
     pub rx_packets: u64,
@@ -329,6 +329,18 @@ pub struct PortTotals {
     pub tx_bytes: u64,
     /// Sum of drops, by [`DropReason::index`].
     pub drops: [u64; DropReason::COUNT],
+}
+
+impl Default for PortTotals {
+    fn default() -> Self {
+        PortTotals {
+            rx_packets: 0,
+            rx_bytes: 0,
+            tx_packets: 0,
+            tx_bytes: 0,
+            drops: [0; DropReason::COUNT],
+        }
+    }
 }
 
 impl PortTotals {

@@ -258,6 +258,22 @@ impl pipelines::Packet for Mbuf {
     fn ipv4_checksum_verified(&self) -> bool {
         self.ipv4_checksum_good()
     }
+    #[inline]
+    fn prepend(&mut self, len: usize) -> bool {
+        u16::try_from(len).is_ok_and(|l| Mbuf::prepend(self, l).is_some())
+    }
+    #[inline]
+    fn append(&mut self, len: usize) -> bool {
+        u16::try_from(len).is_ok_and(|l| self.nb_segs() == 1 && Mbuf::append(self, l).is_some())
+    }
+    #[inline]
+    fn adj(&mut self, len: usize) -> bool {
+        u16::try_from(len).is_ok_and(|l| Mbuf::adj(self, l))
+    }
+    #[inline]
+    fn trim(&mut self, len: usize) -> bool {
+        u16::try_from(len).is_ok_and(|l| Mbuf::trim(self, l))
+    }
 }
 
 /// Up to [`BURST_SIZE`] received packets, held on the stack. Packets are taken out one by one

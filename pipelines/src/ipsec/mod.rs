@@ -1,0 +1,617 @@
+//! Route-based IPsec (Linux `ip_vti` + xfrm, ESP tunnel mode over IPv4): tunnels are virtual
+//! ports of the pipeline; what is sent to one leaves encrypted out of its underlay port, and ESP
+//! for it arrives decrypted on its ingress hook.
+//!
+//! This module is the packet logic and the shared state: security associations (sequence
+//! numbers, replay windows, lifetimes), tunnels (endpoints, keys, MTU, next hop), ESP framing
+//! ([`esp`]), ICMP errors for path MTU ([`icmp`]) and ARP ([`arp`]). The ciphers run on a DPDK
+//! crypto device driven by the worker; nothing here sees a key except [`SaKeys`], which is
+//! handed to the device once per SA and never printed.
+pub mod arp;
+pub mod esp;
+pub mod icmp;
+pub mod replay;
+
+use crate::pipeline::PortIndex;
+use replay::ReplayWindow;
+use std::fmt;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
+
+/// ICV length of every supported algorithm (GCM's 16-byte tag, RFC 4106; HMAC-SHA-256
+/// truncated to 128 bits, RFC 4868).
+pub const ICV_LEN: usize = 16;
+
+/// Sequence numbers a worker reserves from an outbound SA at a time: one shared atomic add per
+/// this many packets, never per packet.
+pub const SEQ_BLOCK: u64 = 32;
+
+/// An ESP transform.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Algorithm {
+    /// AES-GCM with a 128-bit key and 16-byte ICV (RFC 4106).
+    AesGcm128,
+    /// AES-GCM with a 256-bit key and 16-byte ICV (RFC 4106).
+    AesGcm256,
+    /// AES-CBC-128 (RFC 3602) with HMAC-SHA-256-128 (RFC 4868).
+    AesCbc128HmacSha256,
+    /// AES-CBC-256 (RFC 3602) with HMAC-SHA-256-128 (RFC 4868).
+    AesCbc256HmacSha256,
+}
+
+impl Algorithm {
+    /// Every algorithm, for errors and help.
+    pub const ALL: [Algorithm; 4] = [
+        Algorithm::AesGcm128,
+        Algorithm::AesGcm256,
+        Algorithm::AesCbc128HmacSha256,
+        Algorithm::AesCbc256HmacSha256,
+    ];
+
+    /// Configuration name.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Algorithm::AesGcm128 => "aes-gcm-128",
+            Algorithm::AesGcm256 => "aes-gcm-256",
+            Algorithm::AesCbc128HmacSha256 => "aes-cbc-128-hmac-sha256",
+            Algorithm::AesCbc256HmacSha256 => "aes-cbc-256-hmac-sha256",
+        }
+    }
+
+    /// The algorithm named `s`.
+    pub fn parse(s: &str) -> Option<Algorithm> {
+        Self::ALL.into_iter().find(|a| a.name() == s)
+    }
+
+    /// AEAD (GCM) rather than cipher + HMAC.
+    pub const fn is_aead(self) -> bool {
+        matches!(self, Algorithm::AesGcm128 | Algorithm::AesGcm256)
+    }
+
+    /// AES key length in bytes.
+    pub const fn key_len(self) -> usize {
+        match self {
+            Algorithm::AesGcm128 | Algorithm::AesCbc128HmacSha256 => 16,
+            Algorithm::AesGcm256 | Algorithm::AesCbc256HmacSha256 => 32,
+        }
+    }
+
+    /// Length of the `key` the configuration gives: GCM's key with its 4-byte salt appended
+    /// (RFC 4106 §8.1, as Linux's rfc4106 keys), or the AES key.
+    pub const fn key_material_len(self) -> usize {
+        if self.is_aead() {
+            self.key_len() + 4
+        } else {
+            self.key_len()
+        }
+    }
+
+    /// Length of the HMAC key (chained algorithms; 0 for AEAD). RFC 4868 §2.1.1: the key
+    /// length equals the hash output, 32 bytes.
+    pub const fn auth_key_len(self) -> usize {
+        if self.is_aead() {
+            0
+        } else {
+            32
+        }
+    }
+
+    /// Explicit IV carried in each packet.
+    pub const fn iv_len(self) -> usize {
+        if self.is_aead() {
+            8
+        } else {
+            16
+        }
+    }
+
+    /// Alignment of the padded payload: 4 (GCM is a stream mode; RFC 4303 §2.4 aligns the ICV
+    /// to 4 bytes) or the AES block.
+    pub const fn block(self) -> usize {
+        if self.is_aead() {
+            4
+        } else {
+            16
+        }
+    }
+}
+
+impl fmt::Display for Algorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Key material of an SA. Never printed (Debug shows lengths only) and wiped on drop.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct SaKeys {
+    /// AES key.
+    pub cipher: Vec<u8>,
+    /// GCM salt (RFC 4106 §4); zeros for CBC.
+    pub salt: [u8; 4],
+    /// HMAC key (chained algorithms).
+    pub auth: Vec<u8>,
+}
+
+impl fmt::Debug for SaKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "SaKeys {{ cipher: <{} bytes>, auth: <{} bytes> }}",
+            self.cipher.len(),
+            self.auth.len()
+        )
+    }
+}
+
+impl Drop for SaKeys {
+    fn drop(&mut self) {
+        for b in self.cipher.iter_mut().chain(self.auth.iter_mut()) {
+            // A volatile-free wipe is still a best effort; the allocations are freed next.
+            *b = 0;
+        }
+        self.salt = [0; 4];
+        std::hint::black_box(&self.cipher);
+        std::hint::black_box(&self.auth);
+    }
+}
+
+/// Which way an SA protects traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SaDirection {
+    /// Decrypts what arrives.
+    In,
+    /// Encrypts what leaves.
+    Out,
+}
+
+/// Hard lifetime limits of an SA (RFC 4301 §4.4.2.1); `None` = unlimited. When one is reached
+/// the SA stops being used and its packets are dropped as `sa_expired` (no IKE here to rekey).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Lifetime {
+    /// Packets.
+    pub packets: Option<u64>,
+    /// Bytes (of inner packets).
+    pub bytes: Option<u64>,
+}
+
+/// A security association as configured.
+#[derive(Debug, Clone)]
+pub struct SaConfig {
+    /// Name for operators (metrics, listings); defaults to the SPI in hex.
+    pub name: String,
+    /// Security parameter index.
+    pub spi: u32,
+    /// Direction.
+    pub direction: SaDirection,
+    /// Outer source (tunnel mode).
+    pub src: [u8; 4],
+    /// Outer destination.
+    pub dst: [u8; 4],
+    /// xfrm mark: a tunnel's okey selects its outbound SA, its ikey must equal an inbound
+    /// SA's mark for the policy check.
+    pub mark: u32,
+    /// Transform.
+    pub algorithm: Algorithm,
+    /// Keys.
+    pub keys: SaKeys,
+    /// Anti-replay window (inbound), packets.
+    pub replay_window: u32,
+    /// Extended sequence numbers.
+    pub esn: bool,
+    /// Hard limits.
+    pub lifetime: Lifetime,
+}
+
+/// An SA with its live state, shared by the workers.
+#[derive(Debug)]
+pub struct Sa {
+    /// Configuration.
+    pub cfg: SaConfig,
+    /// Outbound: the next sequence number not yet reserved by a worker (starts at 1).
+    next_seq: AtomicU64,
+    /// Inbound: the replay window.
+    pub replay: Option<ReplayWindow>,
+    /// 0 while usable; [`DEAD_EXPIRED`] once a hard lifetime is reached (by the control
+    /// thread for bytes and inbound packets, by the worker that reserves past the packet limit
+    /// for outbound); [`DEAD_EXHAUSTED`] once the sequence numbers ran out.
+    dead: AtomicU8,
+}
+
+const DEAD_EXPIRED: u8 = 1;
+const DEAD_EXHAUSTED: u8 = 2;
+
+/// A worker's reserved run of sequence numbers of one outbound SA: `next..end`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SeqBlock {
+    next: u64,
+    end: u64,
+}
+
+/// Why an outbound SA gave no sequence number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeqError {
+    /// The 32-bit space (or 64-bit with ESN) is used up: the SA must not be used again (RFC
+    /// 4303 §3.3.3: never cycle).
+    Exhausted,
+    /// The SA's hard lifetime is reached.
+    Expired,
+}
+
+impl Sa {
+    /// An SA in its initial state. `None` when an inbound SA's replay window size is invalid.
+    pub fn new(cfg: SaConfig) -> Option<Sa> {
+        let replay = match cfg.direction {
+            SaDirection::In => Some(ReplayWindow::new(cfg.replay_window, cfg.esn)?),
+            SaDirection::Out => None,
+        };
+        Some(Sa {
+            cfg,
+            next_seq: AtomicU64::new(1),
+            replay,
+            dead: AtomicU8::new(0),
+        })
+    }
+
+    /// The next sequence number for a packet, from the worker's block (refilled with one
+    /// atomic add per [`SEQ_BLOCK`] packets).
+    #[inline]
+    pub fn next_seq(&self, block: &mut SeqBlock) -> Result<u64, SeqError> {
+        if block.next < block.end {
+            let s = block.next;
+            block.next += 1;
+            return Ok(s);
+        }
+        match self.dead.load(Ordering::Relaxed) {
+            DEAD_EXPIRED => return Err(SeqError::Expired),
+            DEAD_EXHAUSTED => return Err(SeqError::Exhausted),
+            _ => {}
+        }
+        let start = self.next_seq.fetch_add(SEQ_BLOCK, Ordering::Relaxed);
+        let space = if self.cfg.esn {
+            u64::MAX - SEQ_BLOCK
+        } else {
+            u64::from(u32::MAX)
+        };
+        let limit = self.cfg.lifetime.packets.filter(|&p| p < space);
+        let max = limit.unwrap_or(space);
+        if start > max {
+            // Never cycle (RFC 4303 §3.3.3): the SA is done; later packets stop here.
+            let (state, err) = if limit.is_some() {
+                (DEAD_EXPIRED, SeqError::Expired)
+            } else {
+                (DEAD_EXHAUSTED, SeqError::Exhausted)
+            };
+            self.dead.store(state, Ordering::Relaxed);
+            return Err(err);
+        }
+        *block = SeqBlock {
+            next: start + 1,
+            end: (start + SEQ_BLOCK).min(max + 1),
+        };
+        Ok(start)
+    }
+
+    /// Sequence numbers handed out so far (outbound), i.e. the highest reserved.
+    pub fn seq_reserved(&self) -> u64 {
+        self.next_seq.load(Ordering::Relaxed).saturating_sub(1)
+    }
+
+    /// Whether a hard lifetime was reached.
+    pub fn expired(&self) -> bool {
+        self.dead.load(Ordering::Relaxed) == DEAD_EXPIRED
+    }
+
+    /// Whether the sequence number space is used up.
+    pub fn exhausted(&self) -> bool {
+        self.dead.load(Ordering::Relaxed) == DEAD_EXHAUSTED
+    }
+
+    /// Marks the SA expired (control thread: byte or inbound packet limits).
+    pub fn expire(&self) {
+        self.dead.store(DEAD_EXPIRED, Ordering::Relaxed);
+    }
+
+    /// Sets the next outbound sequence number (tests of exhaustion).
+    pub fn set_next_seq(&self, seq: u64) {
+        self.next_seq.store(seq, Ordering::Relaxed);
+    }
+}
+
+/// A VTI: a virtual port whose traffic is carried by ESP between two IPv4 endpoints.
+#[derive(Debug)]
+pub struct Tunnel {
+    /// Name (also the port's name).
+    pub name: String,
+    /// The tunnel's own pipeline port.
+    pub port: PortIndex,
+    /// The port its ESP packets leave by and arrive on.
+    pub underlay: PortIndex,
+    /// Local endpoint (outer source).
+    pub local: [u8; 4],
+    /// Remote endpoint (outer destination).
+    pub remote: [u8; 4],
+    /// Inbound key: the mark an inbound SA must carry to deliver here.
+    pub ikey: u32,
+    /// Outbound key: the mark of the SA that encrypts for this tunnel.
+    pub okey: u32,
+    /// The tunnel's MTU (largest inner packet), as configured.
+    pub mtu: u32,
+    /// The underlay's IP MTU toward the remote endpoint, as configured.
+    pub underlay_mtu: u32,
+    /// Path MTU learnt from ICMP "fragmentation needed" about our ESP packets (0: none).
+    pmtu: AtomicU32,
+    /// When `pmtu` was learnt (Unix ms); it expires after [`PMTU_EXPIRY_MS`].
+    pmtu_at_ms: AtomicU64,
+    /// Next hop toward the remote endpoint (the remote itself when on-link).
+    pub next_hop: [u8; 4],
+    /// The next hop's MAC: bit 48 set when known (static or learnt from ARP), else 0.
+    next_hop_mac: AtomicU64,
+    /// The outbound SA (an index into [`Ipsec::sas`]) that passed the state check.
+    pub out_sa: Option<u16>,
+    /// Outer DF policy.
+    pub df: esp::DfPolicy,
+    /// Outer TTL.
+    pub ttl: u8,
+    /// Source of ICMPv6 packet-too-big errors the tunnel sends.
+    pub icmp_src6: [u8; 16],
+    /// Ethernet addresses put on decapsulated packets (destination, source).
+    pub decap_macs: ([u8; 6], [u8; 6]),
+}
+
+/// How long a learnt path MTU holds (Linux's `mtu_expires`, 10 minutes).
+pub const PMTU_EXPIRY_MS: u64 = 600_000;
+
+/// A minimum path MTU honoured from ICMP (RFC 1191 §3's 68 is too low to carry ESP; Linux's
+/// `min_pmtu` is 552).
+pub const MIN_PMTU: u32 = 552;
+
+impl Tunnel {
+    /// Everything but the learnt state, which starts empty.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        name: String,
+        port: PortIndex,
+        underlay: PortIndex,
+        local: [u8; 4],
+        remote: [u8; 4],
+        keys: (u32, u32),
+        mtus: (u32, u32),
+        next_hop: [u8; 4],
+        static_mac: Option<[u8; 6]>,
+    ) -> Tunnel {
+        let t = Tunnel {
+            name,
+            port,
+            underlay,
+            local,
+            remote,
+            ikey: keys.0,
+            okey: keys.1,
+            mtu: mtus.0,
+            underlay_mtu: mtus.1,
+            pmtu: AtomicU32::new(0),
+            pmtu_at_ms: AtomicU64::new(0),
+            next_hop,
+            next_hop_mac: AtomicU64::new(0),
+            out_sa: None,
+            df: esp::DfPolicy::Inherit,
+            ttl: 64,
+            icmp_src6: [0; 16],
+            decap_macs: ([0; 6], [0; 6]),
+        };
+        if let Some(m) = static_mac {
+            t.set_next_hop_mac(m);
+        }
+        t
+    }
+
+    /// The next hop's MAC, if known.
+    #[inline]
+    pub fn next_hop_mac(&self) -> Option<[u8; 6]> {
+        let v = self.next_hop_mac.load(Ordering::Relaxed);
+        (v >> 48 == 1).then(|| {
+            let b = v.to_be_bytes();
+            [b[2], b[3], b[4], b[5], b[6], b[7]]
+        })
+    }
+
+    /// Records the next hop's MAC (a plain store; any lcore that hears the next hop's ARP).
+    pub fn set_next_hop_mac(&self, mac: [u8; 6]) {
+        let mut b = [0u8; 8];
+        b[1] = 1;
+        b[2..].copy_from_slice(&mac);
+        self.next_hop_mac
+            .store(u64::from_be_bytes(b), Ordering::Relaxed);
+    }
+
+    /// Records a path MTU from an ICMP error (ignored below [`MIN_PMTU`] or when not lower
+    /// than what is known).
+    pub fn learn_pmtu(&self, mtu: u32, now_ms: u64) -> bool {
+        let mtu = mtu.max(MIN_PMTU);
+        if mtu >= self.path_mtu(now_ms) {
+            return false;
+        }
+        self.pmtu.store(mtu, Ordering::Relaxed);
+        self.pmtu_at_ms.store(now_ms, Ordering::Relaxed);
+        true
+    }
+
+    /// The underlay path MTU now: a learnt one while it holds, else the configured one.
+    #[inline]
+    pub fn path_mtu(&self, now_ms: u64) -> u32 {
+        let p = self.pmtu.load(Ordering::Relaxed);
+        if p != 0 && now_ms.saturating_sub(self.pmtu_at_ms.load(Ordering::Relaxed)) < PMTU_EXPIRY_MS
+        {
+            p.min(self.underlay_mtu)
+        } else {
+            self.underlay_mtu
+        }
+    }
+
+    /// Largest inner packet now: the tunnel MTU, or less if the path with ESP's overhead for
+    /// `alg` carries less.
+    #[inline]
+    pub fn effective_mtu(&self, alg: Algorithm, now_ms: u64) -> u32 {
+        self.mtu.min(esp::inner_mtu(alg, self.path_mtu(now_ms)))
+    }
+}
+
+/// RFC 6040 §4.2: the inner header's ECN field after decapsulation with `outer` (TOS/traffic
+/// class bytes; only their two ECN bits matter), or `None` when the packet must be dropped
+/// (outer CE on a Not-ECT inner packet). Returns `inner` with its ECN bits replaced.
+pub fn ecn_decapsulate(inner: u8, outer: u8) -> Option<u8> {
+    const NOT_ECT: u8 = 0;
+    const ECT1: u8 = 1;
+    const ECT0: u8 = 2;
+    const CE: u8 = 3;
+    let (i, o) = (inner & 3, outer & 3);
+    let out = match (i, o) {
+        (NOT_ECT, CE) => return None,
+        (NOT_ECT, _) => NOT_ECT,
+        (_, CE) => CE,
+        (ECT0, ECT1) => ECT1,
+        _ => i,
+    };
+    Some((inner & !3) | out)
+}
+
+/// Every SA and tunnel of a configuration, with the lookups the data path needs.
+#[derive(Debug, Default)]
+pub struct Ipsec {
+    /// SAs, indexed by the `u16` the other tables use.
+    pub sas: Vec<Sa>,
+    /// Tunnels.
+    pub tunnels: Vec<Tunnel>,
+    /// Inbound SAs by (SPI, destination), sorted.
+    inbound: Vec<(u32, [u8; 4], u16)>,
+    /// Local IPv4 addresses by underlay port (sorted): the tunnels' local endpoints.
+    locals: Vec<(PortIndex, [u8; 4])>,
+    /// The tunnel of each pipeline port, if it is one.
+    tunnel_of_port: Vec<Option<u16>>,
+}
+
+/// Why an [`Ipsec`] cannot be built.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IpsecError(pub String);
+
+impl fmt::Display for IpsecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for IpsecError {}
+
+impl Ipsec {
+    /// Indexes `sas` and `tunnels` (`ports`: the number of pipeline ports) and picks each
+    /// tunnel's outbound SA: the outbound SA whose mark is the tunnel's okey and whose
+    /// endpoints are the tunnel's (Linux's `vti_state_check`). A tunnel without one is kept
+    /// (its packets are dropped as `tunnel_no_sa`, Linux's tx_carrier_errors).
+    pub fn new(sas: Vec<Sa>, mut tunnels: Vec<Tunnel>, ports: usize) -> Result<Ipsec, IpsecError> {
+        let mut inbound = Vec::new();
+        for (i, sa) in sas.iter().enumerate() {
+            let i = u16::try_from(i).map_err(|_| IpsecError("too many SAs (max 65535)".into()))?;
+            if sa.cfg.direction == SaDirection::In {
+                inbound.push((sa.cfg.spi, sa.cfg.dst, i));
+            }
+        }
+        inbound.sort_unstable();
+        if let Some(w) = inbound
+            .windows(2)
+            .find(|w| w[0].0 == w[1].0 && w[0].1 == w[1].1)
+        {
+            return Err(IpsecError(format!(
+                "sas: two inbound SAs share SPI {:#x} and destination {}",
+                w[0].0,
+                fmt_ip4(w[0].1)
+            )));
+        }
+        let mut tunnel_of_port = vec![None; ports];
+        let mut locals = Vec::new();
+        for (ti, t) in tunnels.iter_mut().enumerate() {
+            t.out_sa = sas
+                .iter()
+                .position(|s| {
+                    s.cfg.direction == SaDirection::Out
+                        && s.cfg.mark == t.okey
+                        && s.cfg.src == t.local
+                        && s.cfg.dst == t.remote
+                })
+                .map(|i| i as u16);
+            match tunnel_of_port.get_mut(usize::from(t.port.0)) {
+                Some(slot) => *slot = Some(ti as u16),
+                None => {
+                    return Err(IpsecError(format!(
+                        "tunnel {}: port index out of range",
+                        t.name
+                    )))
+                }
+            }
+            locals.push((t.underlay, t.local));
+        }
+        locals.sort_unstable();
+        locals.dedup();
+        Ok(Ipsec {
+            sas,
+            tunnels,
+            inbound,
+            locals,
+            tunnel_of_port,
+        })
+    }
+
+    /// The inbound SA for `spi` and outer destination `dst`.
+    #[inline]
+    pub fn inbound_sa(&self, spi: u32, dst: [u8; 4]) -> Option<u16> {
+        self.inbound
+            .binary_search_by(|e| (e.0, e.1).cmp(&(spi, dst)))
+            .ok()
+            .map(|i| self.inbound[i].2)
+    }
+
+    /// The tunnel an inbound SA's packets are delivered to: endpoints reversed and the
+    /// tunnel's ikey equal to the SA's mark (`vti_rcv` and the inbound policy check).
+    pub fn tunnel_for_inbound(&self, sa: u16, src: [u8; 4], dst: [u8; 4]) -> Option<u16> {
+        let s = self.sas.get(usize::from(sa))?;
+        self.tunnels
+            .iter()
+            .position(|t| t.remote == src && t.local == dst && t.ikey == s.cfg.mark)
+            .map(|i| i as u16)
+    }
+
+    /// Whether `ip` is a local address on `port`.
+    #[inline]
+    pub fn is_local(&self, port: PortIndex, ip: [u8; 4]) -> bool {
+        self.locals.binary_search(&(port, ip)).is_ok()
+    }
+
+    /// Whether `port` has local addresses (an underlay port).
+    #[inline]
+    pub fn has_locals(&self, port: PortIndex) -> bool {
+        self.locals.iter().any(|l| l.0 == port)
+    }
+
+    /// The tunnel behind pipeline port `port`, if it is one.
+    #[inline]
+    pub fn tunnel_of_port(&self, port: PortIndex) -> Option<u16> {
+        self.tunnel_of_port
+            .get(usize::from(port.0))
+            .copied()
+            .flatten()
+    }
+
+    /// Tunnels whose next hop is `ip` on underlay `port` (ARP learning).
+    pub fn tunnels_via(&self, port: PortIndex, ip: [u8; 4]) -> impl Iterator<Item = &Tunnel> {
+        self.tunnels
+            .iter()
+            .filter(move |t| t.underlay == port && t.next_hop == ip)
+    }
+}
+
+/// `a.b.c.d`.
+pub fn fmt_ip4(ip: [u8; 4]) -> String {
+    std::net::Ipv4Addr::from(ip).to_string()
+}
+
+#[cfg(test)]
+mod tests;
