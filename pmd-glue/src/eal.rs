@@ -59,6 +59,18 @@ pub struct Eal {
     _private: (),
 }
 
+/// How DPDK addresses memory for devices (`rte_eal_iova_mode`): "PA" (physical addresses), "VA"
+/// (virtual addresses through an IOMMU, or for software devices) or "DC" (don't care, before
+/// init).
+pub fn iova_mode() -> &'static str {
+    // SAFETY: reads EAL's configuration; valid at any time.
+    match unsafe { sys::rte_eal_iova_mode() } {
+        sys::RTE_IOVA_PA => "PA",
+        sys::RTE_IOVA_VA => "VA",
+        _ => "DC",
+    }
+}
+
 /// True between a successful [`Eal::init`] and [`Eal::cleanup`]: DPDK's allocator and
 /// libraries may be used.
 pub(crate) fn is_running() -> bool {

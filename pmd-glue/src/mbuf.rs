@@ -201,6 +201,19 @@ impl Mbuf {
         unsafe { sys::shim_rte_pktmbuf_trim(self.0.as_ptr(), len) == 0 }
     }
 
+    /// Appends the segments of `tail` to this packet (`rte_pktmbuf_chain`), making one
+    /// multi-segment packet; hands `tail` back when the chain would have too many segments.
+    pub fn chain(&mut self, tail: Mbuf) -> Result<(), Mbuf> {
+        // SAFETY: both mbufs are valid and owned by us; on success the head's chain owns the
+        // tail's segments (freed with the head), so the tail handle is given up.
+        if unsafe { sys::shim_rte_pktmbuf_chain(self.0.as_ptr(), tail.as_ptr()) } == 0 {
+            let _owned_by_head = tail.into_raw();
+            Ok(())
+        } else {
+            Err(tail)
+        }
+    }
+
     /// Writes `bytes` into an empty single-segment mbuf (a fresh one from
     /// [`Mempool::alloc`]); false if the mbuf is not empty or the bytes do not fit.
     pub fn fill(&mut self, bytes: &[u8]) -> bool {

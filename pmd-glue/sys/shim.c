@@ -50,6 +50,7 @@ char *shim_rte_pktmbuf_adj(struct rte_mbuf *m, uint16_t len) { return rte_pktmbu
 char *shim_rte_pktmbuf_prepend(struct rte_mbuf *m, uint16_t len) { return rte_pktmbuf_prepend(m, len); }
 char *shim_rte_pktmbuf_append(struct rte_mbuf *m, uint16_t len) { return rte_pktmbuf_append(m, len); }
 int shim_rte_pktmbuf_trim(struct rte_mbuf *m, uint16_t len) { return rte_pktmbuf_trim(m, len); }
+int shim_rte_pktmbuf_chain(struct rte_mbuf *head, struct rte_mbuf *tail) { return rte_pktmbuf_chain(head, tail); }
 uint16_t shim_rte_pktmbuf_headroom(const struct rte_mbuf *m) { return rte_pktmbuf_headroom(m); }
 uint16_t shim_rte_pktmbuf_tailroom(const struct rte_mbuf *m) { return rte_pktmbuf_tailroom(m); }
 uint16_t shim_rte_mbuf_refcnt_read(const struct rte_mbuf *m) { return rte_mbuf_refcnt_read(m); }
@@ -69,6 +70,28 @@ uint16_t shim_rte_cryptodev_enqueue_burst(uint8_t dev, uint16_t qp, struct rte_c
 uint16_t shim_rte_cryptodev_dequeue_burst(uint8_t dev, uint16_t qp, struct rte_crypto_op **ops, uint16_t n)
 {
 	return rte_cryptodev_dequeue_burst(dev, qp, ops, n);
+}
+
+struct rte_crypto_op *shim_rte_crypto_op_alloc(struct rte_mempool *mp, int type)
+{
+	return rte_crypto_op_alloc(mp, (enum rte_crypto_op_type)type);
+}
+
+void shim_rte_crypto_op_free(struct rte_crypto_op *op) { rte_crypto_op_free(op); }
+
+int shim_rte_crypto_op_attach_sym_session(struct rte_crypto_op *op, void *sess)
+{
+	return rte_crypto_op_attach_sym_session(op, sess);
+}
+
+void shim_rte_mempool_put_bulk(struct rte_mempool *mp, void *const *objs, unsigned n)
+{
+	rte_mempool_put_bulk(mp, objs, n);
+}
+
+uint64_t shim_rte_pktmbuf_iova_offset(const struct rte_mbuf *m, uint32_t off)
+{
+	return rte_pktmbuf_iova_offset(m, off);
 }
 
 uint32_t shim_rte_jhash(const void *key, uint32_t length, uint32_t initval)

@@ -27,6 +27,7 @@ char *shim_rte_pktmbuf_adj(struct rte_mbuf *m, uint16_t len);
 char *shim_rte_pktmbuf_prepend(struct rte_mbuf *m, uint16_t len);
 char *shim_rte_pktmbuf_append(struct rte_mbuf *m, uint16_t len);
 int shim_rte_pktmbuf_trim(struct rte_mbuf *m, uint16_t len);
+int shim_rte_pktmbuf_chain(struct rte_mbuf *head, struct rte_mbuf *tail);
 uint16_t shim_rte_pktmbuf_headroom(const struct rte_mbuf *m);
 uint16_t shim_rte_pktmbuf_tailroom(const struct rte_mbuf *m);
 uint16_t shim_rte_mbuf_refcnt_read(const struct rte_mbuf *m);
@@ -36,6 +37,12 @@ const void *shim_rte_pktmbuf_read(const struct rte_mbuf *m, uint32_t off, uint32
 
 uint16_t shim_rte_cryptodev_enqueue_burst(uint8_t dev, uint16_t qp, struct rte_crypto_op **ops, uint16_t n);
 uint16_t shim_rte_cryptodev_dequeue_burst(uint8_t dev, uint16_t qp, struct rte_crypto_op **ops, uint16_t n);
+struct rte_crypto_op *shim_rte_crypto_op_alloc(struct rte_mempool *mp, int type);
+void shim_rte_crypto_op_free(struct rte_crypto_op *op);
+int shim_rte_crypto_op_attach_sym_session(struct rte_crypto_op *op, void *sess);
+void shim_rte_mempool_put_bulk(struct rte_mempool *mp, void *const *objs, unsigned n);
+/* rte_pktmbuf_iova_offset (a macro): the IO address of byte `off` of the first segment's data. */
+uint64_t shim_rte_pktmbuf_iova_offset(const struct rte_mbuf *m, uint32_t off);
 
 uint32_t shim_rte_jhash(const void *key, uint32_t length, uint32_t initval);
 uint32_t shim_rte_jhash_32b(const uint32_t *k, uint32_t length_words, uint32_t initval);
