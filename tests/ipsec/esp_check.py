@@ -6,9 +6,12 @@ bytes laid out by hand with struct.
 
   esp_check.py gen-inner OUT.pcap          mixed IPv4/IPv6 frames (+ one ARP frame, + a 60-byte
                                            frame with Ethernet trailer padding)
-  esp_check.py compare INNER.pcap DECRYPTED.pcap REPORT.json SEQ_START
+  esp_check.py compare INNER.pcap DECRYPTED.pcap REPORT.json SEQ_START [TTL_DEC]
                                            every IP frame of INNER came back, byte for byte, in
-                                           order, status ok, consecutive sequence numbers
+                                           order, status ok, consecutive sequence numbers (with
+                                           TTL_DEC: the TTL less that, as a router forwards it)
+  esp_check.py same-inner A.pcap B.pcap [TTL_DEC]
+                                           the IP packets of B are those of A, in order
   esp_check.py statuses REPORT.json STATUS all frames of the report have STATUS
   esp_check.py kat ESP_REF                 known answers (prints one line per case, exit 1 on
                                            a mismatch)
@@ -113,8 +116,21 @@ def gen_inner(path):
     write_pcap(path, frames)
 
 
-def compare(inner_path, dec_path, report_path, seq_start):
-    want = [p for p in (inner_ip(f) for f in read_pcap(inner_path)) if p is not None]
+def ttl_minus(p, n):
+    """An IP packet as a router forwards it: TTL / hop limit less n (IPv4 checksum updated)."""
+    if n == 0:
+        return p
+    if p[0] >> 4 == 6:
+        return p[:7] + bytes([p[7] - n]) + p[8:]
+    h = bytearray(p[:(p[0] & 15) * 4])
+    h[8] -= n
+    h[10:12] = b"\x00\x00"
+    h[10:12] = struct.pack("!H", csum(bytes(h)))
+    return bytes(h) + p[len(h):]
+
+
+def compare(inner_path, dec_path, report_path, seq_start, ttl_dec=0):
+    want = [ttl_minus(p, ttl_dec) for p in (inner_ip(f) for f in read_pcap(inner_path)) if p is not None]
     got_frames = read_pcap(dec_path)
     got = [inner_ip(f) for f in got_frames]
     rep = json.load(open(report_path))
@@ -140,6 +156,20 @@ def compare(inner_path, dec_path, report_path, seq_start):
     if errs:
         print("; ".join(errs))
         return 1
+    return 0
+
+
+def same_inner(a_path, b_path, ttl_dec=0):
+    """The IP packets of B are those of A (TTL less ttl_dec), in order."""
+    want = [ttl_minus(p, ttl_dec) for p in (inner_ip(f) for f in read_pcap(a_path)) if p is not None]
+    got = [inner_ip(f) for f in read_pcap(b_path)]
+    if len(got) != len(want):
+        print(f"{len(got)} packets, {len(want)} expected")
+        return 1
+    for i, (x, y) in enumerate(zip(want, got)):
+        if x != y:
+            print(f"packet {i} differs:\n  want {x.hex()}\n  got  {y.hex() if y else None}")
+            return 1
     return 0
 
 
@@ -252,7 +282,9 @@ def main():
     if cmd == "gen-inner":
         return gen_inner(*args) or 0
     if cmd == "compare":
-        return compare(args[0], args[1], args[2], int(args[3], 0))
+        return compare(args[0], args[1], args[2], int(args[3], 0), int(args[4]) if len(args) > 4 else 0)
+    if cmd == "same-inner":
+        return same_inner(args[0], args[1], int(args[2]) if len(args) > 2 else 0)
     if cmd == "statuses":
         return statuses(*args)
     if cmd == "kat":
