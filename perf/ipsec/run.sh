@@ -22,8 +22,11 @@
 # and the reference's ESP frames come out of ipsec-secgw as the original inner packets
 # (ipsec-secgw forwards as a router: the inner TTL is one less).
 #
+# ipsec-secgw runs in both of its code paths (--modes): "legacy" (its own ESP code, the
+# default of the example) and "lib" (-l: librte_ipsec, rte_ipsec_pkt_crypto_prepare/process).
+#
 # Usage: perf/ipsec/run.sh [--seconds N] [--rounds R] [--warmup W] [--sizes "64 1400"]
-#                          [--no-verify] [--no-crypto-perf] [--no-appliance]
+#                          [--modes "legacy lib"] [--no-verify] [--no-crypto-perf] [--no-appliance]
 # Environment: APPLIANCE=path to the appliance binary (default target/release/appliance; this
 # script never builds it), PYTHON (default /usr/bin/python3: Debian's scapy).
 set -euo pipefail
@@ -33,6 +36,7 @@ SECS=6
 ROUNDS=3
 WARMUP=2
 SIZES="64 1400"
+MODES="legacy lib"
 VERIFY=1
 CRYPTO_PERF=1
 APPLIANCE_HOOK=1
@@ -42,10 +46,11 @@ while [ $# -gt 0 ]; do
     --rounds) ROUNDS=$2; shift 2 ;;
     --warmup) WARMUP=$2; shift 2 ;;
     --sizes) SIZES=$2; shift 2 ;;
+    --modes) MODES=$2; shift 2 ;;
     --no-verify) VERIFY=0; shift ;;
     --no-crypto-perf) CRYPTO_PERF=0; shift ;;
     --no-appliance) APPLIANCE_HOOK=0; shift ;;
-    *) echo "usage: $0 [--seconds N] [--rounds R] [--warmup W] [--sizes LIST] [--no-verify] [--no-crypto-perf] [--no-appliance]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--seconds N] [--rounds R] [--warmup W] [--sizes LIST] [--modes \"legacy lib\"] [--no-verify] [--no-crypto-perf] [--no-appliance]" >&2; exit 2 ;;
   esac
 done
 PY=${PYTHON:-/usr/bin/python3}
@@ -64,6 +69,8 @@ trap cleanup EXIT
 MBUFS=16383
 EAL="--no-huge -m 1024 --no-pci --no-shconf --log-level=error -l 0-1"
 SECGW_APP_ARGS=(-p 0x3 -u 0x2 -f "$CFG" --config "(0,0,1),(1,0,1)" -s "$MBUFS")
+mode_args() { [ "$1" = lib ] && echo "-l" || true; }
+mode_name() { [ "$1" = lib ] && echo "secgw-lib" || echo "secgw"; }
 
 # The SAs (as in secgw.cfg): key || 4-byte salt.
 SPI_OUT=0x1000
@@ -91,8 +98,10 @@ gen_inputs() { # $1 size, $2 count
 "$PY" -c "import struct,sys; open(sys.argv[1],'wb').write(struct.pack('<IHHiIII',0xA1B2C3D4,2,4,0,0,65535,1))" "$WORK/empty.pcap"
 
 # --- correctness check -----------------------------------------------------------------------
-verify() { # $1 size
-  local d="$WORK/verify-$1" p
+# The legacy path forwards the inner packet as a router (TTL one less); librte_ipsec does not.
+verify() { # $1 size, $2 mode
+  local d="$WORK/verify-$1-$2" p ttl_dec=1
+  [ "$2" = lib ] && ttl_dec=0
   mkdir -p "$d"
   "$PY" "$HERE/gen_frames.py" --out "$d/inner-out.pcap" --size "$1" --count 256 --dir out
   "$PY" "$HERE/gen_frames.py" --out "$d/inner-in.pcap" --size "$1" --count 256 --dir in
@@ -102,25 +111,25 @@ verify() { # $1 size
   p=$(new_prefix)
   timeout -s INT 4 "$SECGW" $EAL --file-prefix "$p" --vdev "net_pcap0,rx_pcap=$d/inner-out.pcap" \
     --vdev "net_pcap1,rx_pcap=$WORK/empty.pcap,tx_pcap=$d/esp-out.pcap" --vdev crypto_aesni_mb0 -- \
-    "${SECGW_APP_ARGS[@]}" >"$d/enc.log" 2>&1 || true
+    "${SECGW_APP_ARGS[@]}" $(mode_args "$2") >"$d/enc.log" 2>&1 || true
   "$PY" "$ESP_REF" decrypt --in "$d/esp-out.pcap" --out "$d/dec.pcap" --spi "$SPI_OUT" --src "$LOCAL" \
     --dst "$REMOTE" --alg aes-gcm-128 --key "$KEY_OUT" --json "$d/dec.json" 2>/dev/null
-  if ! msg=$("$PY" "$ESP_CHECK" compare "$d/inner-out.pcap" "$d/dec.pcap" "$d/dec.json" 1 1); then
-    echo "verify: ipsec-secgw encrypt, $1 B: $msg (log: $(tail -3 "$d/enc.log"))" >&2; return 1
+  if ! msg=$("$PY" "$ESP_CHECK" compare "$d/inner-out.pcap" "$d/dec.pcap" "$d/dec.json" 1 "$ttl_dec"); then
+    echo "verify: $(mode_name "$2") encrypt, $1 B: $msg (log: $(tail -3 "$d/enc.log"))" >&2; return 1
   fi
   p=$(new_prefix)
   timeout -s INT 4 "$SECGW" $EAL --file-prefix "$p" --vdev "net_pcap0,rx_pcap=$WORK/empty.pcap,tx_pcap=$d/lan-out.pcap" \
     --vdev "net_pcap1,rx_pcap=$d/esp-in.pcap" --vdev crypto_aesni_mb0 -- \
-    "${SECGW_APP_ARGS[@]}" >"$d/dec.log" 2>&1 || true
-  if ! msg=$("$PY" "$ESP_CHECK" same-inner "$d/inner-in.pcap" "$d/lan-out.pcap" 1); then
-    echo "verify: ipsec-secgw decrypt, $1 B: $msg (log: $(tail -3 "$d/dec.log"))" >&2; return 1
+    "${SECGW_APP_ARGS[@]}" $(mode_args "$2") >"$d/dec.log" 2>&1 || true
+  if ! msg=$("$PY" "$ESP_CHECK" same-inner "$d/inner-in.pcap" "$d/lan-out.pcap" "$ttl_dec"); then
+    echo "verify: $(mode_name "$2") decrypt, $1 B: $msg (log: $(tail -3 "$d/dec.log"))" >&2; return 1
   fi
-  echo "# verify $1 B: ipsec-secgw ESP (256 frames) decrypts under esp_ref (scapy) to the inner packets; esp_ref ESP decrypts in ipsec-secgw to the inner packets"
+  echo "# verify $(mode_name "$2") $1 B: its ESP (256 frames) decrypts under esp_ref (scapy) to the inner packets, esp_ref's ESP decrypts in it to the inner packets"
 }
 
 # --- ipsec-secgw -----------------------------------------------------------------------------
 # Prints "<out Mpps> <in Mpps>": medians of per-second rates.
-secgw_mpps() { # $1 encrypt|decrypt, $2 size
+secgw_mpps() { # $1 encrypt|decrypt, $2 size, $3 mode
   local p log="$WORK/secgw.log" pid out_port in_port vdevs r
   p=$(new_prefix)
   if [ "$1" = encrypt ]; then
@@ -131,7 +140,7 @@ secgw_mpps() { # $1 encrypt|decrypt, $2 size
     in_port=1 out_port=0
   fi
   timeout -s INT "$((WARMUP + SECS + 30))" "$SECGW" $EAL --file-prefix "$p" "${vdevs[@]}" \
-    --vdev crypto_aesni_mb0 -- "${SECGW_APP_ARGS[@]}" >"$log" 2>&1 &
+    --vdev crypto_aesni_mb0 -- "${SECGW_APP_ARGS[@]}" $(mode_args "$3") >"$log" 2>&1 &
   pid=$!
   r=$("$PY" "$HERE/ethdev_rate.py" --prefix "$p" --out-port "$out_port" --in-port "$in_port" \
         --warmup "$WARMUP" --seconds "$SECS" | tee "$WORK/secgw-samples.txt" | awk '/^median/ {print $3, $5}') || true
@@ -222,10 +231,10 @@ appliance_mpps() { # $1 encrypt|decrypt, $2 size
 # ======================================================================================
 
 # --- main ------------------------------------------------------------------------------------
-echo "# perf/ipsec/run.sh $(date -u +%Y-%m-%dT%H:%M:%SZ) $(nproc) cores, DPDK $(pkg-config --modversion libdpdk), $SECS s x $ROUNDS rounds after $WARMUP s warm-up"
+echo "# perf/ipsec/run.sh $(date -u +%Y-%m-%dT%H:%M:%SZ) $(nproc) cores, DPDK $(pkg-config --modversion libdpdk), $SECS s x $ROUNDS rounds after $WARMUP s warm-up, load average $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "# ipsec-secgw: $SECGW (patched: perf/ipsec/secgw-vdev.patch), config perf/ipsec/secgw.cfg"
 if [ "$VERIFY" = 1 ]; then
-  for size in $SIZES; do verify "$size"; done
+  for size in $SIZES; do for mode in $MODES; do verify "$size" "$mode"; done; done
 fi
 for size in $SIZES; do gen_inputs "$size" 4096; done
 
@@ -234,10 +243,13 @@ printf '%-18s %5s %6s %8s %8s %9s\n' scenario size round Mpps Gbps rx_Mpps
 for r in $(seq 1 "$ROUNDS"); do
   for size in $SIZES; do
     for dir in encrypt decrypt; do
-      read -r m rx < <(secgw_mpps "$dir" "$size") || true
-      [ -n "${m:-}" ] || exit 1
-      RES["secgw-$dir $size"]+="$m "
-      printf '%-18s %5s %6s %8s %8s %9s\n' "secgw-$dir" "$size" "$r" "$m" "$(gbps "$m" "$size")" "$rx"
+      for mode in $MODES; do
+        m="" rx=""
+        read -r m rx < <(secgw_mpps "$dir" "$size" "$mode") || true
+        [ -n "$m" ] || exit 1
+        RES["$(mode_name "$mode")-$dir $size"]+="$m "
+        printf '%-18s %5s %6s %8s %8s %9s\n' "$(mode_name "$mode")-$dir" "$size" "$r" "$m" "$(gbps "$m" "$size")" "$rx"
+      done
       if [ "$APPLIANCE_HOOK" = 1 ]; then
         m=$(appliance_mpps "$dir" "$size")
         if [[ "$m" =~ ^[0-9.]+$ ]]; then
@@ -251,8 +263,9 @@ for r in $(seq 1 "$ROUNDS"); do
   done
   if [ "$CRYPTO_PERF" = 1 ]; then
     for op in encrypt decrypt; do
+      a="" b=""
       read -r a b < <(crypto_perf "$op") || true
-      [ -n "${b:-}" ] || exit 1
+      [ -n "$b" ] || exit 1
       RES["cryptoperf-$op 64"]+="$a "
       RES["cryptoperf-$op 1400"]+="$b "
       printf '%-18s %5s %6s %8s %8s   (%s B buffers)\n' "cryptoperf-$op" 64 "$r" "$a" "$(gbps "$a" 64)" "$(esp_plain 64)"
@@ -263,11 +276,15 @@ done
 
 echo
 echo "# medians over $ROUNDS rounds (Gbps = Mpps x inner frame bytes x 8)"
-printf '%-18s %5s %8s %8s %s\n' scenario size Mpps Gbps "vs secgw"
+printf '%-18s %5s %8s %8s %s\n' scenario size Mpps Gbps "vs $(mode_name "${MODES%% *}")"
 for size in $SIZES; do
   for dir in encrypt decrypt; do
-    s=$(printf '%s\n' ${RES["secgw-$dir $size"]} | median)
-    printf '%-18s %5s %8.3f %8s\n' "secgw-$dir" "$size" "$s" "$(gbps "$s" "$size")"
+    s=""
+    for mode in $MODES; do
+      m=$(printf '%s\n' ${RES["$(mode_name "$mode")-$dir $size"]} | median)
+      [ -n "$s" ] || s=$m
+      printf '%-18s %5s %8.3f %8s\n' "$(mode_name "$mode")-$dir" "$size" "$m" "$(gbps "$m" "$size")"
+    done
     if [ -n "${RES["appliance-$dir $size"]:-}" ]; then
       a=$(printf '%s\n' ${RES["appliance-$dir $size"]} | median)
       printf '%-18s %5s %8.3f %8s %s\n' "appliance-$dir" "$size" "$a" "$(gbps "$a" "$size")" \
@@ -280,4 +297,5 @@ for size in $SIZES; do
   done
 done
 [ -n "${NOTE_APP:-}" ] && echo "$NOTE_APP"
+echo "# load average at the end: $(cut -d" " -f1-3 /proc/loadavg)"
 exit 0
