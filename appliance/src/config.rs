@@ -70,6 +70,16 @@ pub struct Config {
     /// The IPv6 flow-label table used by ports with `flowlabel: fill` or `override`.
     #[serde(default)]
     pub flowlabels: FlowLabelsConfig,
+    /// The crypto device of the tunnel stage (used when tunnels or SAs are configured).
+    #[serde(default)]
+    pub crypto: crate::tunnels::CryptoConfig,
+    /// IPsec security associations (see `ports[].tunnel`).
+    #[serde(default)]
+    pub sas: Vec<crate::tunnels::SaYaml>,
+    /// A YAML file mapping SA names to `{key, auth_key}`, so keys can live apart from the
+    /// configuration (relative to the configuration's directory).
+    #[serde(default)]
+    pub sa_keys_file: Option<String>,
     /// Directory of the configuration file: relative paths in it (`ddd_file`) start here.
     #[serde(skip)]
     pub base_dir: std::path::PathBuf,
@@ -154,8 +164,12 @@ pub struct PortConfig {
     /// Name used everywhere else in the configuration, in metrics and in logs.
     pub name: String,
     /// The DPDK device: a PCI address ("0000:3b:00.0") or a virtual device name ("net_pcap0",
-    /// "net_null0", "net_ring0", "net_tap0", "net_af_packet0").
+    /// "net_null0", "net_ring0", "net_tap0", "net_af_packet0"). Absent for a tunnel.
+    #[serde(default)]
     pub device: String,
+    /// Makes the port a VTI (route-based IPsec tunnel) instead of an Ethernet device.
+    #[serde(default)]
+    pub tunnel: Option<crate::tunnels::TunnelConfig>,
     /// Device arguments, e.g. "rx_pcap=in.pcap,tx_pcap=out.pcap" for net_pcap.
     #[serde(default)]
     pub args: Option<String>,
@@ -632,6 +646,21 @@ impl Config {
         for (i, p) in self.ports.iter().enumerate() {
             let at = |k: &str| format!("ports[{i}].{k}");
             unique_name(&mut names, &p.name, "port", &at("name"))?;
+            if p.tunnel.is_some() {
+                if !p.device.is_empty() || p.args.is_some() {
+                    return Err(ConfigError::at(
+                        at("device"),
+                        "a tunnel port has no device or args (it is virtual: its packets leave by tunnel.underlay)",
+                    ));
+                }
+                continue;
+            }
+            if p.device.is_empty() {
+                return Err(ConfigError::at(
+                    at("device"),
+                    "required (a PCI address or a virtual device name), or give the port a `tunnel`",
+                ));
+            }
             if !devices.insert(p.device.as_str()) {
                 return Err(ConfigError::at(
                     at("device"),
@@ -939,7 +968,7 @@ impl Config {
         for d in &e.driver_paths {
             a.extend(["-d".to_owned(), d.clone()]);
         }
-        for p in &self.ports {
+        for p in self.ports.iter().filter(|p| p.tunnel.is_none()) {
             let dev = match &p.args {
                 Some(args) if !args.is_empty() => format!("{},{}", p.device, args),
                 _ => p.device.clone(),
@@ -952,6 +981,23 @@ impl Config {
         }
         for v in &e.vdevs {
             a.extend(["--vdev".to_owned(), v.clone()]);
+        }
+        // The tunnels' crypto device, when it is a virtual one not listed already.
+        let c = &self.crypto;
+        if self.has_ipsec()
+            && ["crypto_aesni_mb", "crypto_openssl", "crypto_null"]
+                .iter()
+                .any(|d| c.device.starts_with(d))
+            && !e
+                .vdevs
+                .iter()
+                .any(|v| v.split(',').next() == Some(c.device.as_str()))
+        {
+            let dev = match &c.args {
+                Some(args) if !args.is_empty() => format!("{},{}", c.device, args),
+                _ => c.device.clone(),
+            };
+            a.extend(["--vdev".to_owned(), dev]);
         }
         a.extend(e.extra_args.iter().cloned());
         a

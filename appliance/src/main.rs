@@ -7,6 +7,8 @@ mod gen;
 mod metrics;
 mod run;
 mod summary;
+mod tunnel_stage;
+mod tunnels;
 mod txgen;
 mod worker;
 

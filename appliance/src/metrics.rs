@@ -23,8 +23,9 @@ use std::time::Instant;
 pub struct Telemetry {
     /// Port names, indexed like the pipeline's ports.
     pub port_names: Vec<String>,
-    /// DPDK counter readers, one per port (same order).
-    pub readers: Vec<StatsReader>,
+    /// DPDK counter readers, one per port (same order; `None` for tunnels, which have no
+    /// device).
+    pub readers: Vec<Option<StatsReader>>,
     /// Every worker's counters.
     pub lcores: Vec<Arc<LcoreStats>>,
     /// Labels of every filter, indexed by filter id.
@@ -384,6 +385,7 @@ impl prometheus_client::collector::Collector for Telemetry {
         let mut link_speed = Vec::new();
         let mut xstats_owned = Vec::new();
         for (n, r) in self.port_names.iter().zip(&self.readers) {
+            let Some(r) = r else { continue };
             if let Ok(s) = r.stats() {
                 let vals = [
                     s.ipackets,

@@ -119,10 +119,20 @@ pub fn build_generation(cfg: &Config) -> Result<Generation, ConfigError> {
         )),
         None => None,
     };
+    let ipsec = crate::tunnels::build_ipsec(cfg)?.map(Arc::new);
+    if let Some(ip) = &ipsec {
+        for t in &ip.tunnels {
+            ports[usize::from(t.underlay.0)].local = true;
+        }
+        for (i, t) in ip.tunnels.iter().enumerate() {
+            ports[usize::from(t.port.0)].tunnel = Some(i as u16);
+        }
+    }
     Ok(Generation {
         ports,
         groups,
         flowlabels,
+        ipsec,
     })
 }
 
@@ -130,6 +140,13 @@ pub fn build_generation(cfg: &Config) -> Result<Generation, ConfigError> {
 /// entries, direct-action redirect ports and the targets of every mirred action.
 fn tx_targets(gen: &Generation) -> Vec<bool> {
     let mut t = vec![false; gen.ports.len()];
+    // Tunnels send ESP, ARP and ICMP out of their underlay (and ICMP back where a packet came
+    // from: any port with a receive queue may need one, so underlay setups transmit everywhere).
+    if let Some(ip) = &gen.ipsec {
+        if !ip.tunnels.is_empty() {
+            t.iter_mut().for_each(|x| *x = true);
+        }
+    }
     let mut mark = |i: PortIndex| {
         if let Some(x) = t.get_mut(usize::from(i.0)) {
             *x = true;
@@ -279,7 +296,12 @@ fn bring_up_and_run(
         .map(|_| (0..cfg.ports.len()).map(|_| None).collect())
         .collect();
     let mut rr = 0usize;
+    let mut dev_index: Vec<Option<usize>> = vec![None; cfg.ports.len()];
     for (i, pc) in cfg.ports.iter().enumerate() {
+        if pc.tunnel.is_some() {
+            continue; // virtual: no device
+        }
+        dev_index[i] = Some(ports.len());
         let at = |m: String| startup(format!("ports[{i}] ({}): {m}", pc.name));
         let mut port = Port::by_name(&dpdk_device_name(&pc.device)).map_err(|e| {
             at(format!(
@@ -316,6 +338,15 @@ fn bring_up_and_run(
         ports.push(port);
     }
 
+    // The tunnels' crypto device: one queue pair per worker, one session per SA.
+    let mut crypto_queues: Vec<Option<crate::tunnel_stage::TunnelStage>> =
+        (0..nworkers).map(|_| None).collect();
+    let mut crypto_dev = None;
+    if let Some(ip) = gen.ipsec.clone() {
+        let (dev, stages) = open_crypto(cfg, &ip, &gen, nworkers, &pool, socket)?;
+        crypto_dev = Some(dev);
+        crypto_queues = stages.into_iter().map(Some).collect();
+    }
     let filter_info = crate::metrics::FilterInfo::of(&gen);
     let links = Arc::new(Links::new(cfg.ports.len()));
     gen.assign_filter_ids();
@@ -327,9 +358,20 @@ fn bring_up_and_run(
     let mut lcore_stats: Vec<Arc<LcoreStats>> = Vec::new();
     let mut jobs = Vec::new();
     let drain_ticks = pmd_glue::tsc_hz().max(1) * u64::from(cfg.workers.tx_drain_us) / 1_000_000;
-    for ((lc, rx), tx) in workers.iter().zip(rx_assign).zip(tx_assign) {
-        let (writer, reader) =
-            StatsWriter::new(lc.0, cfg.ports.len(), filter_info.len(), action_info.len());
+    let nsas = cfg.sas.len();
+    for (((lc, rx), tx), tunnel) in workers
+        .iter()
+        .zip(rx_assign)
+        .zip(tx_assign)
+        .zip(crypto_queues)
+    {
+        let (writer, reader) = StatsWriter::with_sas(
+            lc.0,
+            cfg.ports.len(),
+            filter_info.len(),
+            action_info.len(),
+            nsas,
+        );
         lcore_stats.push(reader);
         jobs.push((
             *lc,
@@ -342,20 +384,37 @@ fn bring_up_and_run(
                 drain_ticks: drain_ticks.max(1),
                 clone_pool: clone_pool.clone(),
                 links: links.clone(),
+                tunnel,
             },
         ));
     }
 
-    let readers = ports
+    let readers = dev_index
         .iter()
-        .map(|p| p.stats_reader())
+        .map(|d| d.map(|d| ports[d].stats_reader()).transpose())
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| startup(e.to_string()))?;
     // Link states for mirred: administratively down ports stay down; the others follow their
-    // link, refreshed by the control loop.
+    // link, refreshed by the control loop. A tunnel is up when its underlay is.
+    let underlay_of: Vec<usize> = cfg
+        .ports
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            p.tunnel
+                .as_ref()
+                .and_then(|t| cfg.port_index(&t.underlay))
+                .unwrap_or(i)
+        })
+        .collect();
     let refresh_links = |links: &Links| {
-        for (i, (r, pc)) in readers.iter().zip(&cfg.ports).enumerate() {
-            let up = pc.state == PortState::Up && r.link().is_ok_and(|(up, _)| up);
+        for (i, pc) in cfg.ports.iter().enumerate() {
+            let u = underlay_of[i];
+            let up = pc.state == PortState::Up
+                && cfg.ports[u].state == PortState::Up
+                && readers[u]
+                    .as_ref()
+                    .is_some_and(|r| r.link().is_ok_and(|(up, _)| up));
             links.set(i, up);
         }
     };
@@ -452,12 +511,13 @@ fn bring_up_and_run(
     }
     let dev_stats: Vec<_> = readers
         .iter()
-        .map(|r| r.stats().unwrap_or_default())
+        .map(|r| r.as_ref().and_then(|r| r.stats().ok()).unwrap_or_default())
         .collect();
     if let Some(m) = metrics {
         m.stop();
     }
     drop(readers);
+    drop(crypto_dev);
     let mut port_errors = Vec::new();
     for p in ports {
         if let Err(e) = p.close() {
@@ -556,4 +616,83 @@ fn dpdk_device_name(device: &str) -> String {
     } else {
         device.to_owned()
     }
+}
+
+/// Opens the crypto device (`crypto`), creates one session per SA and one tunnel stage per
+/// worker (each with its own queue pair).
+fn open_crypto(
+    cfg: &Config,
+    ip: &Arc<pipelines::ipsec::Ipsec>,
+    gen: &Generation,
+    nworkers: usize,
+    pool: &Mempool,
+    socket: SocketId,
+) -> Result<
+    (
+        pmd_glue::cryptodev::CryptoDev,
+        Vec<crate::tunnel_stage::TunnelStage>,
+    ),
+    StartupError,
+> {
+    use pipelines::ipsec::SaDirection;
+    use pmd_glue::cryptodev::{CipherDir, CryptoDev, CryptoDevConfig, SessionSpec};
+    let c = &cfg.crypto;
+    let at = |m: String| startup(format!("crypto ({}): {m}", c.device));
+    let mut dev = CryptoDev::open(
+        &c.device,
+        c.args.as_deref().unwrap_or(""),
+        &CryptoDevConfig {
+            queue_pairs: nworkers as u16,
+            descriptors: c.descriptors,
+            ops_per_queue: c.ops,
+            sessions: (ip.sas.len() as u32 + 1).max(16),
+            socket,
+        },
+    )
+    .map_err(|e| at(e.to_string()))?;
+    let mut sessions = Vec::with_capacity(ip.sas.len());
+    for (i, sa) in ip.sas.iter().enumerate() {
+        let dir = match sa.cfg.direction {
+            SaDirection::Out => CipherDir::Encrypt,
+            SaDirection::In => CipherDir::Decrypt,
+        };
+        let k = &sa.cfg.keys;
+        let spec = if sa.cfg.algorithm.is_aead() {
+            SessionSpec::AesGcm {
+                key: &k.cipher,
+                dir,
+                aad_len: if sa.cfg.esn { 12 } else { 8 },
+                digest_len: pipelines::ipsec::ICV_LEN as u16,
+            }
+        } else {
+            SessionSpec::AesCbcHmacSha256 {
+                cipher_key: &k.cipher,
+                auth_key: &k.auth,
+                dir,
+                digest_len: pipelines::ipsec::ICV_LEN as u16,
+            }
+        };
+        sessions.push(dev.session(&spec).map_err(|e| {
+            at(format!(
+                "sas[{i}] ({}, {}): {e}",
+                sa.cfg.name, sa.cfg.algorithm
+            ))
+        })?);
+    }
+    let sessions = Arc::new(sessions);
+    let macs: Vec<[u8; 6]> = gen.ports.iter().map(|p| p.mac).collect();
+    let queues = dev.take_queues().map_err(|e| at(e.to_string()))?;
+    let stages = queues
+        .into_iter()
+        .map(|q| {
+            crate::tunnel_stage::TunnelStage::new(
+                ip.clone(),
+                sessions.clone(),
+                q,
+                pool.clone(),
+                macs.clone(),
+            )
+        })
+        .collect();
+    Ok((dev, stages))
 }

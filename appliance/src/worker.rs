@@ -4,6 +4,7 @@
 //! (`workers.tx_drain_us`), as DPDK's l3fwd does.
 use pipelines::pipeline::{BurstTarget, Generation, GenerationReader, PortIndex, Sink};
 use pipelines::stats::StatsWriter;
+use pipelines::wire::Parsed;
 use pipelines::DropReason;
 use pmd_glue::{Burst, Mbuf, Mempool, RxQueue, TxBuffer, TxQueue};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -56,6 +57,8 @@ pub struct Worker {
     pub clone_pool: Mempool,
     /// Port link states.
     pub links: Arc<Links>,
+    /// The tunnel stage, when tunnels are configured.
+    pub tunnel: Option<crate::tunnel_stage::TunnelStage>,
 }
 
 /// This worker's transmit side of one port: a buffer and the worker's own queue.
@@ -78,21 +81,46 @@ impl TxPort {
     }
 }
 
-/// Transmit side of one worker: per port (indexed by pipeline port index; `None`: nothing is
-/// sent there), plus what mirror copies need.
+/// A worker's transmit buffers and queues, per port (indexed by pipeline port index; `None`:
+/// nothing is sent there).
+pub struct TxPorts(Vec<Option<TxPort>>);
+
+impl TxPorts {
+    /// Buffers `pkt` for `port` (sending the buffer once full); counts a drop when the worker
+    /// has no queue there.
+    #[inline(always)]
+    pub fn send(&mut self, port: PortIndex, pkt: Mbuf, stats: &mut StatsWriter) {
+        let Some(Some(t)) = self.0.get_mut(usize::from(port.0)) else {
+            stats.drop(port, DropReason::NoRoute, 1);
+            return; // `pkt` drops here: back to its pool
+        };
+        if let Err(pkt) = t.buf.push(pkt) {
+            // Cannot happen (a buffer is flushed as soon as it fills), but never lose a packet
+            // silently.
+            stats.drop(port, DropReason::TxQueueFull, 1);
+            drop(pkt);
+        }
+        if t.buf.is_full() {
+            t.flush(stats);
+        }
+    }
+}
+
+/// Transmit side of one worker: its ports, plus what mirror copies and tunnels need.
 struct TxSide {
-    ports: Vec<Option<TxPort>>,
+    ports: TxPorts,
     clone_pool: Mempool,
     links: Arc<Links>,
+    tunnel: Option<crate::tunnel_stage::TunnelStage>,
 }
 
 impl TxSide {
     fn pending(&self) -> bool {
-        self.ports.iter().flatten().any(|t| !t.buf.is_empty())
+        self.ports.0.iter().flatten().any(|t| !t.buf.is_empty())
     }
 
     fn flush_all(&mut self, stats: &mut StatsWriter) {
-        for t in self.ports.iter_mut().flatten() {
+        for t in self.ports.0.iter_mut().flatten() {
             if !t.buf.is_empty() {
                 t.flush(stats);
             }
@@ -134,7 +162,7 @@ impl TxSide {
             }
         });
         stats.rx(ingress, received, rx_bytes);
-        let Some(Some(t)) = self.ports.get_mut(usize::from(out.0)) else {
+        let Some(Some(t)) = self.ports.0.get_mut(usize::from(out.0)) else {
             stats.drop(out, DropReason::NoRoute, burst.remaining() as u64);
             return; // the burst frees them at its next fill
         };
@@ -154,18 +182,33 @@ impl TxSide {
 impl Sink<Mbuf> for TxSide {
     #[inline(always)]
     fn send(&mut self, port: PortIndex, pkt: Mbuf, stats: &mut StatsWriter) {
-        let Some(Some(t)) = self.ports.get_mut(usize::from(port.0)) else {
-            stats.drop(port, DropReason::NoRoute, 1);
-            return; // `pkt` drops here: back to its pool
-        };
-        if let Err(pkt) = t.buf.push(pkt) {
-            // Cannot happen (a buffer is flushed as soon as it fills), but never lose a packet
-            // silently.
-            stats.drop(port, DropReason::TxQueueFull, 1);
-            drop(pkt);
+        self.ports.send(port, pkt, stats);
+    }
+
+    fn send_tunnel(
+        &mut self,
+        port: PortIndex,
+        pkt: Mbuf,
+        parsed: &Parsed,
+        iif: PortIndex,
+        stats: &mut StatsWriter,
+    ) {
+        match &mut self.tunnel {
+            Some(t) => t.encap(port, pkt, parsed, iif, &mut self.ports, stats),
+            None => stats.drop(port, DropReason::NoRoute, 1),
         }
-        if t.buf.is_full() {
-            t.flush(stats);
+    }
+
+    fn local(
+        &mut self,
+        port: PortIndex,
+        pkt: Mbuf,
+        parsed: &Parsed,
+        stats: &mut StatsWriter,
+    ) -> Option<Mbuf> {
+        match &mut self.tunnel {
+            Some(t) => t.local(port, pkt, parsed, &mut self.ports, stats),
+            None => Some(pkt),
         }
     }
 
@@ -217,21 +260,29 @@ impl Worker {
             drain_ticks,
             clone_pool,
             links,
+            tunnel,
         } = self;
+        let tunnel_ctx = tunnel
+            .as_ref()
+            .map(|t| (t.ipsec.clone(), t.port_macs.clone()));
+        let mut done: Vec<crate::tunnel_stage::Completion> = Vec::with_capacity(1024);
+        let mut delivered: Vec<(PortIndex, Mbuf)> = Vec::with_capacity(1024);
         let mut txs = TxSide {
             clone_pool,
             links,
-            ports: tx
-                .into_iter()
-                .enumerate()
-                .map(|(i, q)| {
-                    q.map(|queue| TxPort {
-                        port: PortIndex(i as u16),
-                        buf: TxBuffer::new(),
-                        queue,
+            tunnel,
+            ports: TxPorts(
+                tx.into_iter()
+                    .enumerate()
+                    .map(|(i, q)| {
+                        q.map(|queue| TxPort {
+                            port: PortIndex(i as u16),
+                            buf: TxBuffer::new(),
+                            queue,
+                        })
                     })
-                })
-                .collect(),
+                    .collect(),
+            ),
         };
         let mut burst = Burst::new();
         let clock = Clock::new();
@@ -250,6 +301,17 @@ impl Worker {
                     }
                 }
             }
+            if let Some((ipsec, macs)) = &tunnel_ctx {
+                round += tunnel_round(
+                    gen,
+                    ipsec,
+                    macs,
+                    &mut txs,
+                    &mut done,
+                    &mut delivered,
+                    &mut stats,
+                );
+            }
             stats.poll(round);
             if round == 0 {
                 txs.flush_all(&mut stats);
@@ -267,7 +329,63 @@ impl Worker {
                 last_drain = pmd_glue::tsc();
             }
         }
+        // Stop: what is still in the crypto device comes back and goes on its way (or is
+        // counted), so every mbuf returns to its pool.
+        if let Some((ipsec, macs)) = &tunnel_ctx {
+            let gen = generation.current();
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+            while txs.tunnel.as_ref().is_some_and(|t| t.in_flight() > 0)
+                && std::time::Instant::now() < deadline
+            {
+                tunnel_round(
+                    gen,
+                    ipsec,
+                    macs,
+                    &mut txs,
+                    &mut done,
+                    &mut delivered,
+                    &mut stats,
+                );
+            }
+            tunnel_round(
+                gen,
+                ipsec,
+                macs,
+                &mut txs,
+                &mut done,
+                &mut delivered,
+                &mut stats,
+            );
+        }
         txs.flush_all(&mut stats);
         0
     }
+}
+
+/// One poll of the crypto device: completed operations leave (outbound) or enter their
+/// tunnel's ingress (inbound). Returns how many completed.
+#[inline(never)]
+fn tunnel_round(
+    gen: &Generation,
+    ipsec: &pipelines::ipsec::Ipsec,
+    macs: &[[u8; 6]],
+    txs: &mut TxSide,
+    done: &mut Vec<crate::tunnel_stage::Completion>,
+    delivered: &mut Vec<(PortIndex, Mbuf)>,
+    stats: &mut StatsWriter,
+) -> u64 {
+    let Some(t) = txs.tunnel.as_mut() else {
+        return 0;
+    };
+    t.poll(done);
+    let n = done.len() as u64;
+    if n == 0 {
+        return 0;
+    }
+    crate::tunnel_stage::complete(ipsec, macs, done, delivered, &mut txs.ports, stats);
+    for (port, m) in delivered.drain(..) {
+        stats.rx(port, 1, u64::from(m.pkt_len()));
+        gen.process_tunnel_rx(m, port, stats, txs);
+    }
+    n
 }

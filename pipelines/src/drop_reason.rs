@@ -70,6 +70,7 @@ drop_reasons! {
     EcnDrop => "ecn_drop", "The outer header says congestion experienced but the inner packet is not ECN-capable: dropped as RFC 6040 4.2 requires.";
     CryptoQueueFull => "crypto_queue_full", "The crypto device's queue or operation pool was full: the packet could not be enqueued.";
     CryptoError => "crypto_error", "The crypto device failed the operation (other than an ICV mismatch).";
+    LocalConsumed => "local_consumed", "A packet for a local endpoint consumed by the appliance itself: an ARP reply to it, or an ICMP error about its ESP that updated a path MTU.";
     LocalUnsupported => "local_unsupported", "A packet to a local tunnel endpoint address that the appliance does not answer (not ARP, ESP, ICMP echo or an ICMP error about our ESP).";
 }
 

@@ -9,6 +9,7 @@
 //! Stages plug in as [`Classifier`]s (they choose; they do not move packets) whose [`Filter`]
 //! carries the [`Action`]s to run on a match, as Linux tc filters carry actions.
 use crate::flowlabel::{self, FlowKey, FlowLabelTable, LabelMode};
+use crate::ipsec::Ipsec;
 use crate::packet::Packet;
 use crate::stats::StatsWriter;
 use crate::wire::{self, Parsed, L3};
@@ -407,6 +408,12 @@ pub struct PortPipeline {
     pub forward: Forward,
     /// What the port does to the flow label of IPv6 packets it sends.
     pub flowlabel: LabelMode,
+    /// The port carries tunnel endpoint addresses (an underlay): packets to them (ARP, ESP,
+    /// ICMP) are handed to [`Sink::local`] instead of the forwarding entry.
+    pub local: bool,
+    /// The port is a tunnel (an index into the generation's [`Ipsec::tunnels`]): what is
+    /// sent to it goes to [`Sink::send_tunnel`].
+    pub tunnel: Option<u16>,
 }
 
 /// One immutable version of the whole pipeline configuration.
@@ -419,6 +426,9 @@ pub struct Generation {
     /// The appliance's flow-label table, when any port labels (shared by every generation:
     /// live flows keep their labels across reloads).
     pub flowlabels: Option<Arc<FlowLabelTable>>,
+    /// Tunnels and security associations, when any are configured (their live state, sequence
+    /// numbers and replay windows, is shared with the worker's tunnel stage).
+    pub ipsec: Option<Arc<Ipsec>>,
 }
 
 /// Where the pipeline puts packets it decided to send. The worker implements it with per-port
@@ -435,6 +445,35 @@ pub trait Sink<P> {
     /// Whether `port` can take packets now (link up and port started). Mirrors to a port that
     /// cannot count an overlimit; redirects to it drop the packet.
     fn link_up(&self, port: PortIndex) -> bool;
+
+    /// Queue `pkt` (parsed as `parsed`, come from `iif`) into tunnel port `port`: the worker's
+    /// tunnel stage encrypts it. Sinks without one drop it as `no_route`.
+    fn send_tunnel(
+        &mut self,
+        port: PortIndex,
+        pkt: P,
+        parsed: &Parsed,
+        iif: PortIndex,
+        stats: &mut StatsWriter,
+    ) {
+        let _ = (pkt, parsed, iif);
+        stats.drop(port, DropReason::NoRoute, 1);
+    }
+
+    /// A packet received on `port`, an underlay with local endpoint addresses, that its
+    /// ingress hook passed: the sink consumes it when it is for a local address (ARP, ESP, ICMP)
+    /// and returns `None`, or hands it back to be forwarded. Sinks without a tunnel stage hand
+    /// everything back.
+    fn local(
+        &mut self,
+        port: PortIndex,
+        pkt: P,
+        parsed: &Parsed,
+        stats: &mut StatsWriter,
+    ) -> Option<P> {
+        let _ = (port, parsed, stats);
+        Some(pkt)
+    }
 }
 
 /// A [`Sink`] that keeps what it is sent in a vector: for tests and benchmarks without DPDK.
@@ -1008,6 +1047,25 @@ impl Generation {
                 self.redirect(m, id, pkt, w.hop(), stats, sink);
                 return;
             }
+            ChainResult::Pass if in_port.local => {
+                let Some(pkt) = sink.local(port, pkt, &w.parsed, stats) else {
+                    return;
+                };
+                match in_port.forward {
+                    Forward::To(p) => {
+                        self.run_egress(pkt, p, w, stats, sink);
+                        return;
+                    }
+                    Forward::Drop => {
+                        stats.drop(port, DropReason::ActionDrop, 1);
+                        return;
+                    }
+                    Forward::None => {
+                        stats.drop(port, DropReason::NoRoute, 1);
+                        return;
+                    }
+                }
+            }
             ChainResult::Pass => match in_port.forward {
                 Forward::To(p) => p,
                 Forward::Drop => {
@@ -1066,7 +1124,11 @@ impl Generation {
         if out_port.flowlabel != LabelMode::Off && w.parsed.l3 == L3::Ipv6 {
             self.set_flow_label(&mut pkt, out_port.flowlabel, &w.parsed, w.flowlabel, stats);
         }
-        sink.send(out, pkt, stats);
+        if out_port.tunnel.is_some() {
+            sink.send_tunnel(out, pkt, &w.parsed, w.iif, stats);
+        } else {
+            sink.send(out, pkt, stats);
+        }
     }
 
     /// Writes the flow label of an IPv6 packet leaving a labelling port: `pinned` (a label an
@@ -1125,11 +1187,12 @@ impl Generation {
     pub fn burst_target(&self, ingress: PortIndex) -> Option<BurstTarget> {
         let p = self.ports.get(usize::from(ingress.0))?;
         match p.forward {
-            Forward::To(out) if p.ingress.is_empty() => self
+            Forward::To(out) if p.ingress.is_empty() && !p.local => self
                 .ports
                 .get(usize::from(out.0))
                 .filter(|o| {
                     o.egress.is_empty()
+                        && o.tunnel.is_none()
                         && (o.flowlabel == LabelMode::Off || p.validation == Validation::Full)
                 })
                 .map(|o| BurstTarget {
@@ -1222,6 +1285,19 @@ impl Generation {
             self.set_flow_label(pkt, t.flowlabel, &parsed, 0, stats);
         }
         Ok(())
+    }
+
+    /// A packet that a tunnel decapsulated, entering the tunnel's port `ingress` (its synthetic
+    /// Ethernet header in front): the full path, as for a packet received there. Does not count
+    /// it as received.
+    pub fn process_tunnel_rx<P: Packet, S: Sink<P>>(
+        &self,
+        pkt: P,
+        ingress: PortIndex,
+        stats: &mut StatsWriter,
+        sink: &mut S,
+    ) {
+        self.process_validated(pkt, ingress, stats, sink);
     }
 
     /// The full path: parse and validate every header, run the hooks.

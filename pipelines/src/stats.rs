@@ -18,9 +18,10 @@ impl Counter {
         self.0.load(Relaxed)
     }
 
-    /// Only the owning [`StatsWriter`] calls this: plain load + store, no atomic RMW.
+    /// Only the owning lcore calls this (through its [`StatsWriter`]): plain load + store, no
+    /// atomic read-modify-write.
     #[inline]
-    fn add(&self, n: u64) {
+    pub fn add(&self, n: u64) {
         self.0.store(self.0.load(Relaxed).wrapping_add(n), Relaxed);
     }
 }
@@ -109,6 +110,46 @@ pub struct FlowLabelCounters {
     pub shared_unlabelled: Counter,
 }
 
+/// One SA's counters on one lcore.
+#[derive(Debug, Default)]
+#[repr(align(64))]
+pub struct SaCounters {
+    /// Packets protected (outbound) or accepted (inbound).
+    pub packets: Counter,
+    /// Inner bytes of those packets.
+    pub bytes: Counter,
+    /// Inbound packets refused as replays.
+    pub replay: Counter,
+    /// Inbound packets older than the window.
+    pub too_old: Counter,
+    /// Inbound packets whose ICV did not verify.
+    pub bad_icv: Counter,
+    /// Other failures (crypto device errors, bad padding, policy, sequence exhaustion, expiry).
+    pub errors: Counter,
+}
+
+/// What the tunnel stage did besides moving packets, on one lcore.
+#[derive(Debug, Default)]
+#[repr(align(64))]
+pub struct TunnelCounters {
+    /// ICMP errors (fragmentation needed / packet too big) sent toward senders.
+    pub icmp_sent: Counter,
+    /// ICMP echo replies sent for local endpoint addresses.
+    pub echo_replies: Counter,
+    /// ARP replies sent for local endpoint addresses.
+    pub arp_replies: Counter,
+    /// ARP requests sent for unresolved next hops.
+    pub arp_requests: Counter,
+    /// Next-hop MACs learnt from ARP.
+    pub arp_learnt: Counter,
+    /// Path MTUs lowered by ICMP errors about our ESP packets.
+    pub pmtu_updates: Counter,
+    /// Operations handed to the crypto device.
+    pub crypto_enqueued: Counter,
+    /// Operations the crypto device returned.
+    pub crypto_dequeued: Counter,
+}
+
 impl Counter {
     /// Overwrites the value (single writer only).
     #[inline]
@@ -140,6 +181,10 @@ pub struct LcoreStats {
     pub mirror_copies: Counter,
     /// The flow-label stage.
     pub flowlabel: FlowLabelCounters,
+    /// Per SA (index of the configuration's `sas`).
+    pub sas: Box<[SaCounters]>,
+    /// The tunnel stage.
+    pub tunnel: TunnelCounters,
 }
 
 /// The write side of one lcore's counters. Not `Clone`: exactly one writer exists.
@@ -158,6 +203,17 @@ impl StatsWriter {
         filters: usize,
         actions: usize,
     ) -> (StatsWriter, Arc<LcoreStats>) {
+        Self::with_sas(lcore, ports, filters, actions, 0)
+    }
+
+    /// [`StatsWriter::new`] with counters for `sas` security associations.
+    pub fn with_sas(
+        lcore: u32,
+        ports: usize,
+        filters: usize,
+        actions: usize,
+        sas: usize,
+    ) -> (StatsWriter, Arc<LcoreStats>) {
         let stats = Arc::new(LcoreStats {
             lcore,
             polls: Counter::default(),
@@ -168,6 +224,8 @@ impl StatsWriter {
             actions: (0..actions).map(|_| ActionCounters::default()).collect(),
             mirror_copies: Counter::default(),
             flowlabel: FlowLabelCounters::default(),
+            sas: (0..sas).map(|_| SaCounters::default()).collect(),
+            tunnel: TunnelCounters::default(),
         });
         (
             StatsWriter {
@@ -299,6 +357,18 @@ impl StatsWriter {
     #[inline]
     pub fn flowlabel_kept(&mut self) {
         self.stats.flowlabel.kept.add(1);
+    }
+
+    /// Counters of SA `sa` (writer side; `None` for an unknown index).
+    #[inline]
+    pub fn sa(&mut self, sa: u16) -> Option<&SaCounters> {
+        self.stats.sas.get(usize::from(sa))
+    }
+
+    /// The tunnel stage's counters (writer side).
+    #[inline]
+    pub fn tunnel(&mut self) -> &TunnelCounters {
+        &self.stats.tunnel
     }
 
     /// Records one mirror copy.

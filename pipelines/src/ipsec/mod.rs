@@ -346,16 +346,20 @@ pub struct Tunnel {
     pub next_hop: [u8; 4],
     /// The next hop's MAC: bit 48 set when known (static or learnt from ARP), else 0.
     next_hop_mac: AtomicU64,
+    /// The next hop's MAC is configured (ARP does not change it).
+    pub static_next_hop: bool,
     /// The outbound SA (an index into [`Ipsec::sas`]) that passed the state check.
     pub out_sa: Option<u16>,
     /// Outer DF policy.
     pub df: esp::DfPolicy,
     /// Outer TTL.
     pub ttl: u8,
-    /// Source of ICMPv6 packet-too-big errors the tunnel sends.
+    /// Source of ICMPv6 packet-too-big errors the tunnel sends (all zeros: the link-local
+    /// address derived from the underlay port's MAC).
     pub icmp_src6: [u8; 16],
-    /// Ethernet addresses put on decapsulated packets (destination, source).
-    pub decap_macs: ([u8; 6], [u8; 6]),
+    /// Ethernet addresses put on decapsulated packets (destination, source); `None`: the
+    /// underlay port's MAC for both.
+    pub decap_macs: Option<([u8; 6], [u8; 6])>,
 }
 
 /// How long a learnt path MTU holds (Linux's `mtu_expires`, 10 minutes).
@@ -393,11 +397,12 @@ impl Tunnel {
             pmtu_at_ms: AtomicU64::new(0),
             next_hop,
             next_hop_mac: AtomicU64::new(0),
+            static_next_hop: static_mac.is_some(),
             out_sa: None,
             df: esp::DfPolicy::Inherit,
             ttl: 64,
             icmp_src6: [0; 16],
-            decap_macs: ([0; 6], [0; 6]),
+            decap_macs: None,
         };
         if let Some(m) = static_mac {
             t.set_next_hop_mac(m);

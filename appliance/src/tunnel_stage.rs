@@ -1,0 +1,554 @@
+//! The worker's tunnel stage: ESP encapsulation into VTIs and decapsulation out of them, with the
+//! cipher on a DPDK crypto device (lookaside, asynchronous). Packets go to the device in bursts
+//! and come back in the same run-to-completion loop; the lcore never waits for it.
+//!
+//! Per worker: one crypto queue pair, a block of sequence numbers per outbound SA, a CSPRNG for
+//! CBC IVs, ARP rate limits. Shared (through the generation): SAs, replay windows, tunnels.
+use crate::worker::TxPorts;
+use pipelines::ipsec::esp::{self, EncapParams, EspJob};
+use pipelines::ipsec::replay::{ReplayError, ReplayLock};
+use pipelines::ipsec::{arp, icmp, Ipsec, SeqBlock, SeqError};
+use pipelines::pipeline::PortIndex;
+use pipelines::stats::StatsWriter;
+use pipelines::wire::{ipproto, Parsed, L3};
+use pipelines::DropReason;
+use pmd_glue::cryptodev::{CryptoJob, CryptoQueue, CryptoStatus, Session};
+use pmd_glue::{Mbuf, Mempool};
+use rand_chacha::rand_core::{RngCore, SeedableRng};
+use std::sync::Arc;
+
+/// A completed crypto operation: the packet, its status and the stage's tag.
+pub type Completion = (Mbuf, CryptoStatus, u64);
+
+/// ARP requests for an unresolved next hop: at most one per tunnel per this many ms per lcore.
+const ARP_INTERVAL_MS: u64 = 1000;
+
+/// Tag of an operation: direction, tunnel, SA and (outbound) inner length / (inbound) the high
+/// half of the sequence number.
+#[inline]
+fn tag(inbound: bool, tunnel: u16, sa: u16, low: u32) -> u64 {
+    (u64::from(inbound) << 63)
+        | (u64::from(tunnel & 0x7fff) << 48)
+        | (u64::from(sa) << 32)
+        | u64::from(low)
+}
+
+#[inline]
+fn untag(t: u64) -> (bool, u16, u16, u32) {
+    (
+        t >> 63 == 1,
+        ((t >> 48) & 0x7fff) as u16,
+        (t >> 32) as u16,
+        t as u32,
+    )
+}
+
+fn job(j: &EspJob, user: u64) -> CryptoJob {
+    CryptoJob {
+        cipher_offset: j.cipher_offset,
+        cipher_len: j.cipher_len,
+        auth_offset: j.auth_offset,
+        auth_len: j.auth_len,
+        digest_offset: j.digest_offset,
+        iv: j.iv,
+        aad: j.aad,
+        user,
+    }
+}
+
+/// The IPv6 link-local address of a MAC (modified EUI-64, RFC 4291 Appendix A).
+pub fn link_local(mac: [u8; 6]) -> [u8; 16] {
+    let mut a = [0u8; 16];
+    a[0] = 0xfe;
+    a[1] = 0x80;
+    a[8] = mac[0] ^ 2;
+    a[9] = mac[1];
+    a[10] = mac[2];
+    a[11] = 0xff;
+    a[12] = 0xfe;
+    a[13] = mac[3];
+    a[14] = mac[4];
+    a[15] = mac[5];
+    a
+}
+
+/// One worker's tunnel stage.
+pub struct TunnelStage {
+    /// Tunnels and SAs.
+    pub ipsec: Arc<Ipsec>,
+    /// The device session of each SA (by SA index).
+    pub sessions: Arc<Vec<Session>>,
+    /// This worker's queue pair.
+    pub crypto: CryptoQueue,
+    /// For ARP requests.
+    pub pool: Mempool,
+    /// MAC of every port (by pipeline index; zeros for tunnels).
+    pub port_macs: Vec<[u8; 6]>,
+    seq: Vec<SeqBlock>,
+    rng: rand_chacha::ChaCha12Rng,
+    ip_id: u16,
+    arp_sent_ms: Vec<u64>,
+}
+
+impl std::fmt::Debug for TunnelStage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TunnelStage")
+            .field("tunnels", &self.ipsec.tunnels.len())
+            .field("sas", &self.ipsec.sas.len())
+            .field("in_flight", &self.crypto.in_flight())
+            .finish()
+    }
+}
+
+impl TunnelStage {
+    /// A stage for one worker.
+    pub fn new(
+        ipsec: Arc<Ipsec>,
+        sessions: Arc<Vec<Session>>,
+        crypto: CryptoQueue,
+        pool: Mempool,
+        port_macs: Vec<[u8; 6]>,
+    ) -> TunnelStage {
+        let (sas, tunnels) = (ipsec.sas.len(), ipsec.tunnels.len());
+        TunnelStage {
+            ipsec,
+            sessions,
+            crypto,
+            pool,
+            port_macs,
+            seq: vec![SeqBlock::default(); sas],
+            rng: rand_chacha::ChaCha12Rng::from_os_rng(),
+            ip_id: 0,
+            arp_sent_ms: vec![0; tunnels],
+        }
+    }
+
+    fn mac(&self, p: PortIndex) -> [u8; 6] {
+        self.port_macs
+            .get(usize::from(p.0))
+            .copied()
+            .unwrap_or([0; 6])
+    }
+
+    /// A packet sent into tunnel port `port`: checks, ESP framing, then to the device.
+    pub fn encap(
+        &mut self,
+        port: PortIndex,
+        mut pkt: Mbuf,
+        parsed: &Parsed,
+        iif: PortIndex,
+        tx: &mut TxPorts,
+        stats: &mut StatsWriter,
+    ) {
+        let ipsec = &*self.ipsec;
+        let Some(ti) = ipsec.tunnel_of_port(port) else {
+            stats.drop(port, DropReason::NoRoute, 1);
+            return;
+        };
+        let t = &ipsec.tunnels[usize::from(ti)];
+        let Some(si) = t.out_sa else {
+            stats.drop(port, DropReason::TunnelNoSa, 1);
+            return;
+        };
+        let sa = &ipsec.sas[usize::from(si)];
+        let alg = sa.cfg.algorithm;
+        if parsed.l3 == L3::Other {
+            stats.drop(port, DropReason::TunnelNotIp, 1);
+            return;
+        }
+        let now = stats.now_ms();
+        let mtu = t.effective_mtu(alg, now);
+        if u32::from(parsed.ip_len) > mtu {
+            // Linux vti_xmit: an ICMP error back to the sender, and the packet is dropped.
+            stats.drop(port, DropReason::TunnelTooBig, 1);
+            let sent = match parsed.l3 {
+                L3::Ipv4 => icmp::frag_needed(&mut pkt, parsed, mtu, t.local),
+                _ => {
+                    let src = if t.icmp_src6 == [0; 16] {
+                        link_local(self.mac(t.underlay))
+                    } else {
+                        t.icmp_src6
+                    };
+                    icmp::packet_too_big(&mut pkt, parsed, mtu, src)
+                }
+            };
+            if sent.is_ok() {
+                stats.tunnel().icmp_sent.add(1);
+                tx.send(iif, pkt, stats);
+            }
+            return;
+        }
+        let Some(dst_mac) = t.next_hop_mac() else {
+            stats.drop(port, DropReason::NeighbourUnresolved, 1);
+            self.request_next_hop(ti, now, tx, stats);
+            return;
+        };
+        let seq = match sa.next_seq(&mut self.seq[usize::from(si)]) {
+            Ok(s) => s,
+            Err(e) => {
+                if let Some(c) = stats.sa(si) {
+                    c.errors.add(1);
+                }
+                let r = match e {
+                    SeqError::Exhausted => DropReason::EspSeqExhausted,
+                    SeqError::Expired => DropReason::SaExpired,
+                };
+                stats.drop(port, r, 1);
+                return;
+            }
+        };
+        let mut cbc_iv = [0u8; 16];
+        if !alg.is_aead() {
+            self.rng.fill_bytes(&mut cbc_iv);
+        }
+        self.ip_id = self.ip_id.wrapping_add(1);
+        let params = EncapParams {
+            alg,
+            spi: sa.cfg.spi,
+            seq,
+            esn: sa.cfg.esn,
+            salt: sa.cfg.keys.salt,
+            cbc_iv,
+            src: t.local,
+            dst: t.remote,
+            df: t.df,
+            ttl: t.ttl,
+            ip_id: self.ip_id,
+            src_mac: self.mac(t.underlay),
+            dst_mac,
+        };
+        let inner_len = u32::from(parsed.ip_len);
+        let j = match esp::encap(&mut pkt, parsed, &params) {
+            Ok(j) => j,
+            Err(r) => {
+                stats.drop(port, r, 1);
+                return;
+            }
+        };
+        let user = tag(false, ti, si, inner_len);
+        match self
+            .crypto
+            .push(pkt, &self.sessions[usize::from(si)], &job(&j, user))
+        {
+            Ok(()) => stats.tunnel().crypto_enqueued.add(1),
+            Err(_m) => stats.drop(port, DropReason::CryptoQueueFull, 1),
+        }
+    }
+
+    fn request_next_hop(&mut self, ti: u16, now: u64, tx: &mut TxPorts, stats: &mut StatsWriter) {
+        let t = &self.ipsec.tunnels[usize::from(ti)];
+        let last = &mut self.arp_sent_ms[usize::from(ti)];
+        if *last != 0 && now.saturating_sub(*last) < ARP_INTERVAL_MS {
+            return;
+        }
+        *last = now.max(1);
+        let frame = arp::request(self.mac(t.underlay), t.local, t.next_hop);
+        if let Some(mut m) = self.pool.alloc() {
+            if m.fill(&frame) {
+                stats.tunnel().arp_requests.add(1);
+                tx.send(t.underlay, m, stats);
+            }
+        }
+    }
+
+    /// A packet received on underlay `port` that its ingress hook passed: consumed (`None`)
+    /// when it is for a local endpoint address, else handed back.
+    pub fn local(
+        &mut self,
+        port: PortIndex,
+        mut pkt: Mbuf,
+        parsed: &Parsed,
+        tx: &mut TxPorts,
+        stats: &mut StatsWriter,
+    ) -> Option<Mbuf> {
+        let ipsec = self.ipsec.clone();
+        if let Some(a) = arp::read(pkt.data(), parsed) {
+            for t in ipsec.tunnels_via(port, a.spa) {
+                if !t.static_next_hop && t.next_hop_mac() != Some(a.sha) {
+                    t.set_next_hop_mac(a.sha);
+                    stats.tunnel().arp_learnt.add(1);
+                }
+            }
+            if !ipsec.is_local(port, a.tpa) {
+                return Some(pkt);
+            }
+            if a.op == 1 && arp::reply_in_place(&mut pkt, parsed, &a, self.mac(port)) {
+                stats.tunnel().arp_replies.add(1);
+                tx.send(port, pkt, stats);
+            } else {
+                stats.drop(port, DropReason::LocalConsumed, 1);
+            }
+            return None;
+        }
+        if parsed.l3 != L3::Ipv4 {
+            return Some(pkt);
+        }
+        let l3 = usize::from(parsed.l3_offset);
+        let d = pkt.data();
+        let dst: [u8; 4] = d.get(l3 + 16..l3 + 20)?.try_into().ok()?;
+        if !ipsec.is_local(port, dst) {
+            return Some(pkt);
+        }
+        match parsed.l4_proto {
+            esp::IPPROTO_ESP => self.decap(port, pkt, parsed, stats),
+            ipproto::ICMP => {
+                if let Some(e) = icmp::esp_frag_needed(d, parsed) {
+                    // vti4_err: the SA by SPI, its tunnel's path MTU.
+                    let hit = ipsec.tunnels.iter().find(|t| {
+                        t.underlay == port
+                            && t.local == e.src
+                            && t.remote == e.dst
+                            && t.out_sa
+                                .is_some_and(|s| ipsec.sas[usize::from(s)].cfg.spi == e.spi)
+                    });
+                    if let Some(t) = hit {
+                        if t.learn_pmtu(e.mtu, stats.now_ms()) {
+                            stats.tunnel().pmtu_updates.add(1);
+                        }
+                    }
+                    stats.drop(port, DropReason::LocalConsumed, 1);
+                } else if parsed.src_port == 8 && parsed.dst_port == 0 && !parsed.fragment {
+                    if echo_reply(&mut pkt, parsed) {
+                        stats.tunnel().echo_replies.add(1);
+                        tx.send(port, pkt, stats);
+                    } else {
+                        stats.drop(port, DropReason::LocalUnsupported, 1);
+                    }
+                } else {
+                    stats.drop(port, DropReason::LocalUnsupported, 1);
+                }
+            }
+            _ => stats.drop(port, DropReason::LocalUnsupported, 1),
+        }
+        None
+    }
+
+    /// ESP to a local endpoint: SA, policy, early replay check, then to the device.
+    fn decap(&mut self, port: PortIndex, mut pkt: Mbuf, parsed: &Parsed, stats: &mut StatsWriter) {
+        let ipsec = &*self.ipsec;
+        let h = match esp::esp_header(pkt.data(), parsed) {
+            Ok(h) => h,
+            Err(r) => {
+                stats.drop(port, r, 1);
+                return;
+            }
+        };
+        let Some(si) = ipsec.inbound_sa(h.spi, h.dst) else {
+            stats.drop(port, DropReason::EspUnknownSpi, 1);
+            return;
+        };
+        let sa = &ipsec.sas[usize::from(si)];
+        if sa.expired() {
+            stats.drop(port, DropReason::SaExpired, 1);
+            return;
+        }
+        let Some(ti) = ipsec.tunnel_for_inbound(si, h.src, h.dst) else {
+            if let Some(c) = stats.sa(si) {
+                c.errors.add(1);
+            }
+            stats.drop(port, DropReason::EspPolicyMismatch, 1);
+            return;
+        };
+        let Some(w) = &sa.replay else {
+            stats.drop(port, DropReason::EspUnknownSpi, 1);
+            return;
+        };
+        let seq = match w.check(h.seq_lo) {
+            Ok(s) => s,
+            Err(e) => {
+                replay_drop(stats, port, si, e);
+                return;
+            }
+        };
+        let alg = sa.cfg.algorithm;
+        let j = match esp::decap_prepare(&mut pkt, &h, alg, sa.cfg.esn, sa.cfg.keys.salt, seq) {
+            Ok(j) => j,
+            Err(r) => {
+                stats.drop(port, r, 1);
+                return;
+            }
+        };
+        let user = tag(true, ti, si, (seq >> 32) as u32);
+        match self
+            .crypto
+            .push(pkt, &self.sessions[usize::from(si)], &job(&j, user))
+        {
+            Ok(()) => stats.tunnel().crypto_enqueued.add(1),
+            Err(_m) => stats.drop(port, DropReason::CryptoQueueFull, 1),
+        }
+    }
+
+    /// Hands pending operations to the device and collects finished ones into `done`.
+    pub fn poll(&mut self, done: &mut Vec<Completion>) {
+        self.crypto.flush(|m, s, u| done.push((m, s, u)));
+        self.crypto.poll(|m, s, u| done.push((m, s, u)));
+    }
+
+    /// Operations in the device.
+    pub fn in_flight(&self) -> u32 {
+        self.crypto.in_flight()
+    }
+}
+
+fn replay_drop(stats: &mut StatsWriter, port: PortIndex, si: u16, e: ReplayError) {
+    let r = match e {
+        ReplayError::Replayed => {
+            if let Some(c) = stats.sa(si) {
+                c.replay.add(1);
+            }
+            DropReason::EspReplay
+        }
+        ReplayError::TooOld => {
+            if let Some(c) = stats.sa(si) {
+                c.too_old.add(1);
+            }
+            DropReason::EspTooOld
+        }
+    };
+    stats.drop(port, r, 1);
+}
+
+/// Turns an ICMP echo request to us into its reply, in place (RFC 792): addresses and MACs
+/// swapped, type 0, checksum updated (RFC 1624).
+fn echo_reply(pkt: &mut Mbuf, parsed: &Parsed) -> bool {
+    let l3 = usize::from(parsed.l3_offset);
+    let l4 = usize::from(parsed.l4_offset);
+    let Some(d) = pkt.data_mut() else {
+        return false;
+    };
+    if d.len() < l4 + 4 {
+        return false;
+    }
+    let mut mac = [0u8; 6];
+    mac.copy_from_slice(&d[0..6]);
+    d.copy_within(6..12, 0);
+    d[6..12].copy_from_slice(&mac);
+    let mut ip = [0u8; 4];
+    ip.copy_from_slice(&d[l3 + 12..l3 + 16]);
+    d.copy_within(l3 + 16..l3 + 20, l3 + 12);
+    d[l3 + 16..l3 + 20].copy_from_slice(&ip);
+    d[l3 + 8] = 64;
+    d[l3 + 10..l3 + 12].fill(0);
+    let ihl = l4 - l3;
+    let c = pipelines::wire::ipv4_header_checksum(&d[l3..l3 + ihl]);
+    d[l3 + 10..l3 + 12].copy_from_slice(&c.to_be_bytes());
+    // Type 8 -> 0: the checksum rises by 0x0800 (ones' complement arithmetic).
+    d[l4] = 0;
+    let old = u16::from_be_bytes([d[l4 + 2], d[l4 + 3]]);
+    let mut sum = u32::from(old) + 0x0800;
+    sum = (sum & 0xffff) + (sum >> 16);
+    d[l4 + 2..l4 + 4].copy_from_slice(&(sum as u16).to_be_bytes());
+    true
+}
+
+/// What the worker does with completed operations: outbound ones leave by their underlay,
+/// inbound ones are checked (replay window under its lock, padding, policy) and come back as
+/// `(tunnel port, inner packet)` in `delivered`, for the pipeline to run the tunnel's ingress.
+pub fn complete(
+    ipsec: &Ipsec,
+    port_macs: &[[u8; 6]],
+    done: &mut Vec<Completion>,
+    delivered: &mut Vec<(PortIndex, Mbuf)>,
+    tx: &mut TxPorts,
+    stats: &mut StatsWriter,
+) {
+    // The replay lock of the SA of the previous completion, kept across a run of them.
+    let mut held: Option<(u16, ReplayLock<'_>)> = None;
+    for (mut m, st, user) in done.drain(..) {
+        stats.tunnel().crypto_dequeued.add(1);
+        let (inbound, ti, si, low) = untag(user);
+        let (Some(t), Some(sa)) = (
+            ipsec.tunnels.get(usize::from(ti)),
+            ipsec.sas.get(usize::from(si)),
+        ) else {
+            continue; // cannot happen: tags are ours; the mbuf is freed here
+        };
+        let alg = sa.cfg.algorithm;
+        let at = if inbound { t.underlay } else { t.port };
+        match st {
+            CryptoStatus::Success => {}
+            CryptoStatus::AuthFailed if inbound => {
+                if let Some(c) = stats.sa(si) {
+                    c.bad_icv.add(1);
+                }
+                stats.drop(at, DropReason::EspBadIcv, 1);
+                continue;
+            }
+            CryptoStatus::QueueFull => {
+                stats.drop(at, DropReason::CryptoQueueFull, 1);
+                continue;
+            }
+            _ => {
+                if let Some(c) = stats.sa(si) {
+                    c.errors.add(1);
+                }
+                stats.drop(at, DropReason::CryptoError, 1);
+                continue;
+            }
+        }
+        if !inbound {
+            if let Err(r) = esp::encap_complete(&mut m, alg, sa.cfg.esn) {
+                stats.drop(at, r, 1);
+                continue;
+            }
+            if let Some(c) = stats.sa(si) {
+                c.packets.add(1);
+                c.bytes.add(u64::from(low));
+            }
+            stats.tx(t.port, 1, u64::from(low));
+            tx.send(t.underlay, m, stats);
+            continue;
+        }
+        // Inbound: the full sequence number, then the window under its lock.
+        let (j, tos) = match esp::decap_job_of(m.data(), alg, sa.cfg.esn) {
+            Ok(x) => x,
+            Err(r) => {
+                stats.drop(at, r, 1);
+                continue;
+            }
+        };
+        let so = j.cipher_offset as usize - alg.iv_len() - 4;
+        let Some(seq_lo) = m
+            .data()
+            .get(so..so + 4)
+            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+        else {
+            stats.drop(at, DropReason::EspMalformed, 1);
+            continue;
+        };
+        let seq = (u64::from(low) << 32) | u64::from(seq_lo);
+        let Some(w) = &sa.replay else { continue };
+        if held.as_ref().is_none_or(|(s, _)| *s != si) {
+            drop(held.take());
+            held = Some((si, w.lock()));
+        }
+        let Some((_, lock)) = &held else { continue };
+        if let Err(e) = w.update(lock, seq) {
+            replay_drop(stats, at, si, e);
+            continue;
+        }
+        let (dmac, smac) = t.decap_macs.unwrap_or_else(|| {
+            let u = port_macs
+                .get(usize::from(t.underlay.0))
+                .copied()
+                .unwrap_or([0; 6]);
+            (u, u)
+        });
+        match esp::decap_finish(&mut m, &j, tos, dmac, smac) {
+            Ok(_) => {
+                let len = u64::from(m.pkt_len()).saturating_sub(14);
+                if let Some(c) = stats.sa(si) {
+                    c.packets.add(1);
+                    c.bytes.add(len);
+                }
+                delivered.push((t.port, m));
+            }
+            Err(r) => {
+                if let Some(c) = stats.sa(si) {
+                    c.errors.add(1);
+                }
+                stats.drop(at, r, 1);
+            }
+        }
+    }
+}

@@ -1,0 +1,489 @@
+//! Configuration of the tunnel stage: `ports[].tunnel` (a VTI is a port without a device),
+//! `sas`, `crypto`, and the build of [`pipelines::ipsec::Ipsec`] from them. Keys are parsed
+//! here, checked against their algorithm, and never printed ([`Secret`]).
+use crate::config::{Config, ConfigError};
+use pipelines::ipsec::esp::DfPolicy;
+use pipelines::ipsec::{
+    replay, Algorithm, Ipsec, Lifetime, Sa, SaConfig, SaDirection, SaKeys, Tunnel,
+};
+use pipelines::pipeline::PortIndex;
+use serde::Deserialize;
+use std::fmt;
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+/// A string that is never printed: key material.
+#[derive(Clone, PartialEq, Eq, Deserialize, Default)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// An integer written as a number or as a string (`0x1000`, `4096`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum IntOrString {
+    /// A YAML number.
+    Int(u64),
+    /// A string in decimal or `0x` hex.
+    Str(String),
+}
+
+impl IntOrString {
+    fn value(&self) -> Option<u64> {
+        match self {
+            IntOrString::Int(v) => Some(*v),
+            IntOrString::Str(s) => {
+                let s = s.trim();
+                match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+                    Some(h) => u64::from_str_radix(h, 16).ok(),
+                    None => s.parse().ok(),
+                }
+            }
+        }
+    }
+}
+
+/// `ports[].tunnel`: the port is a VTI (Linux `ip link add NAME type vti local L remote R ikey
+/// I okey O`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TunnelConfig {
+    /// Local endpoint (outer source); answered by ARP on the underlay port.
+    pub local: Ipv4Addr,
+    /// Remote endpoint (outer destination).
+    pub remote: Ipv4Addr,
+    /// Inbound key: inbound SAs delivering here carry it as their mark.
+    #[serde(default)]
+    pub ikey: u32,
+    /// Outbound key: the mark of the outbound SA that encrypts for this tunnel.
+    #[serde(default)]
+    pub okey: u32,
+    /// The Ethernet port ESP leaves by and arrives on.
+    pub underlay: String,
+    /// Largest inner packet (Linux's vti default 1480); the path MTU minus ESP's overhead
+    /// lowers it further.
+    #[serde(default = "default_mtu")]
+    pub mtu: u32,
+    /// The underlay's IP MTU toward the remote (default 1500, or the underlay port's `mtu`).
+    #[serde(default)]
+    pub underlay_mtu: Option<u32>,
+    /// Next hop toward the remote (default: the remote, on-link).
+    #[serde(default)]
+    pub next_hop: Option<Ipv4Addr>,
+    /// The next hop's MAC, if static (otherwise resolved by ARP).
+    #[serde(default)]
+    pub next_hop_mac: Option<String>,
+    /// Outer DF bit: `inherit` (the default: from inner IPv4, set for IPv6), `set` or `clear`.
+    #[serde(default)]
+    pub df: DfConfig,
+    /// Outer TTL.
+    #[serde(default = "default_ttl")]
+    pub ttl: u8,
+    /// Source address of ICMPv6 packet-too-big errors (default: the link-local address derived
+    /// from the underlay MAC).
+    #[serde(default)]
+    pub icmp_source6: Option<Ipv6Addr>,
+    /// Ethernet destination and source put on decapsulated packets (default: the underlay
+    /// port's MAC for both).
+    #[serde(default)]
+    pub decap_dst_mac: Option<String>,
+    /// See `decap_dst_mac`.
+    #[serde(default)]
+    pub decap_src_mac: Option<String>,
+}
+
+fn default_mtu() -> u32 {
+    1480
+}
+fn default_ttl() -> u8 {
+    64
+}
+
+/// The outer DF policy.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum DfConfig {
+    /// From the inner packet.
+    #[default]
+    Inherit,
+    /// Always.
+    Set,
+    /// Never.
+    Clear,
+}
+
+/// `crypto`: the DPDK crypto device the tunnels use.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CryptoConfig {
+    /// A device name: a virtual device to create (`crypto_aesni_mb0`, `crypto_openssl0`) or
+    /// any device DPDK probed (QAT, mlx5 crypto) by name.
+    pub device: String,
+    /// Virtual device arguments.
+    pub args: Option<String>,
+    /// Descriptors per queue pair (one queue pair per worker).
+    pub descriptors: u32,
+    /// Crypto operations per worker: bounds the packets in flight in the device.
+    pub ops: u32,
+}
+
+impl Default for CryptoConfig {
+    fn default() -> Self {
+        CryptoConfig {
+            device: "crypto_aesni_mb0".into(),
+            args: None,
+            descriptors: 2048,
+            ops: 8191,
+        }
+    }
+}
+
+/// `sas[]`: one security association (Linux `ip xfrm state add ... mode tunnel`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SaYaml {
+    /// Name (default: the SPI in hex).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// SPI: 256..=2^32-1 (1..255 are reserved, RFC 4303 §2.1).
+    pub spi: IntOrString,
+    /// `in` or `out`.
+    pub direction: SaDirectionConfig,
+    /// Only `tunnel` (VTIs carry tunnel-mode SAs).
+    #[serde(default = "default_mode")]
+    pub mode: String,
+    /// Outer source.
+    pub src: Ipv4Addr,
+    /// Outer destination.
+    pub dst: Ipv4Addr,
+    /// Mark (a tunnel's okey for outbound, its ikey for inbound).
+    #[serde(default)]
+    pub mark: u32,
+    /// One of aes-gcm-128, aes-gcm-256, aes-cbc-128-hmac-sha256, aes-cbc-256-hmac-sha256.
+    pub algorithm: String,
+    /// Hex key (GCM: key then 4-byte salt). May instead come from `sa_keys_file`.
+    #[serde(default)]
+    pub key: Option<Secret>,
+    /// Hex HMAC key (CBC algorithms: 32 bytes).
+    #[serde(default)]
+    pub auth_key: Option<Secret>,
+    /// Anti-replay window in packets, 64..=4096 (inbound).
+    #[serde(default = "default_window")]
+    pub replay_window: u32,
+    /// Extended (64-bit) sequence numbers.
+    #[serde(default)]
+    pub esn: bool,
+    /// Hard lifetime.
+    #[serde(default)]
+    pub lifetime: LifetimeConfig,
+}
+
+fn default_mode() -> String {
+    "tunnel".into()
+}
+fn default_window() -> u32 {
+    64
+}
+
+/// `in` / `out`.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum SaDirectionConfig {
+    /// Inbound.
+    In,
+    /// Outbound.
+    Out,
+}
+
+/// `sas[].lifetime`.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct LifetimeConfig {
+    /// Hard packet limit.
+    #[serde(default)]
+    pub packets: Option<u64>,
+    /// Hard byte limit (inner bytes).
+    #[serde(default)]
+    pub bytes: Option<u64>,
+}
+
+/// An entry of `sa_keys_file`: keys by SA name.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+struct KeyFileEntry {
+    key: Secret,
+    #[serde(default)]
+    auth_key: Option<Secret>,
+}
+
+/// A MAC address `aa:bb:cc:dd:ee:ff`.
+pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let mut m = [0u8; 6];
+    let mut parts = s.split([':', '-']);
+    for b in &mut m {
+        *b = u8::from_str_radix(parts.next()?, 16).ok()?;
+    }
+    parts.next().is_none().then_some(m)
+}
+
+fn hex_key(s: &Secret) -> Option<Vec<u8>> {
+    let h = s.0.trim();
+    let h = h
+        .strip_prefix("0x")
+        .or_else(|| h.strip_prefix("0X"))
+        .unwrap_or(h);
+    if !h.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..h.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(h.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+impl Config {
+    /// Whether any tunnel or SA is configured (the crypto device is then opened).
+    pub fn has_ipsec(&self) -> bool {
+        !self.sas.is_empty() || self.ports.iter().any(|p| p.tunnel.is_some())
+    }
+}
+
+/// Builds the tunnel stage's tables, with every check; `None` without tunnels and SAs.
+pub fn build_ipsec(cfg: &Config) -> Result<Option<Ipsec>, ConfigError> {
+    if !cfg.has_ipsec() {
+        return Ok(None);
+    }
+    let file_keys: std::collections::BTreeMap<String, KeyFileEntry> = match &cfg.sa_keys_file {
+        None => Default::default(),
+        Some(f) => {
+            let path = cfg.base_dir.join(f);
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| ConfigError::at("sa_keys_file", format!("{}: {e}", path.display())))?;
+            serde_saphyr::from_str(&text).map_err(|_| {
+                // The parser's message could quote a key: say where, not what.
+                ConfigError::at(
+                    "sa_keys_file",
+                    format!(
+                        "{}: not a map of SA name -> {{key, auth_key}} (contents not shown: they are keys)",
+                        path.display()
+                    ),
+                )
+            })?
+        }
+    };
+    let mut sas = Vec::new();
+    let mut names = std::collections::BTreeSet::new();
+    for (i, s) in cfg.sas.iter().enumerate() {
+        let at = |k: &str| format!("sas[{i}].{k}");
+        let spi = s
+            .spi
+            .value()
+            .filter(|v| (256..=u64::from(u32::MAX)).contains(v))
+            .ok_or_else(|| {
+                ConfigError::at(
+                    at("spi"),
+                    format!("{:?}: allowed 256..=4294967295 (0x100..=0xffffffff; 1..255 are reserved, RFC 4303 2.1)", s.spi),
+                )
+            })? as u32;
+        let name = s.name.clone().unwrap_or_else(|| format!("{spi:#x}"));
+        if name.is_empty() || !names.insert(name.clone()) {
+            return Err(ConfigError::at(
+                at("name"),
+                format!("{name:?}: empty or already the name of another SA"),
+            ));
+        }
+        if s.mode != "tunnel" {
+            return Err(ConfigError::at(
+                at("mode"),
+                format!("{:?}: only tunnel (a VTI carries tunnel-mode SAs)", s.mode),
+            ));
+        }
+        let alg = Algorithm::parse(&s.algorithm).ok_or_else(|| {
+            ConfigError::at(
+                at("algorithm"),
+                format!(
+                    "{:?}: allowed {}",
+                    s.algorithm,
+                    Algorithm::ALL.map(|a| a.name()).join(", ")
+                ),
+            )
+        })?;
+        let from_file = file_keys.get(&name);
+        let key = s
+            .key
+            .as_ref()
+            .or(from_file.map(|k| &k.key))
+            .ok_or_else(|| {
+                ConfigError::at(
+                    at("key"),
+                    format!("missing (here or under {name:?} in sa_keys_file)"),
+                )
+            })?;
+        let key = hex_key(key)
+            .filter(|k| k.len() == alg.key_material_len())
+            .ok_or_else(|| {
+                ConfigError::at(
+                    at("key"),
+                    format!(
+                        "must be {} hex bytes for {alg}{} (value not shown)",
+                        alg.key_material_len(),
+                        if alg.is_aead() {
+                            " (AES key then 4-byte salt, RFC 4106)"
+                        } else {
+                            ""
+                        }
+                    ),
+                )
+            })?;
+        let auth = match (
+            alg.is_aead(),
+            s.auth_key
+                .as_ref()
+                .or(from_file.and_then(|k| k.auth_key.as_ref())),
+        ) {
+            (true, None) => Vec::new(),
+            (true, Some(_)) => {
+                return Err(ConfigError::at(
+                    at("auth_key"),
+                    format!("not used by {alg} (AEAD)"),
+                ))
+            }
+            (false, None) => {
+                return Err(ConfigError::at(
+                    at("auth_key"),
+                    format!("required for {alg}: 32 hex bytes (HMAC-SHA-256, RFC 4868)"),
+                ))
+            }
+            (false, Some(k)) => hex_key(k)
+                .filter(|k| k.len() == alg.auth_key_len())
+                .ok_or_else(|| {
+                    ConfigError::at(
+                        at("auth_key"),
+                        format!("must be {} hex bytes (value not shown)", alg.auth_key_len()),
+                    )
+                })?,
+        };
+        let (cipher, salt) = if alg.is_aead() {
+            let (k, s) = key.split_at(alg.key_len());
+            (k.to_vec(), [s[0], s[1], s[2], s[3]])
+        } else {
+            (key, [0; 4])
+        };
+        if !(replay::MIN_WINDOW..=replay::MAX_WINDOW).contains(&s.replay_window) {
+            return Err(ConfigError::at(
+                at("replay_window"),
+                format!("{}: allowed 64..=4096", s.replay_window),
+            ));
+        }
+        if s.lifetime.packets == Some(0) || s.lifetime.bytes == Some(0) {
+            return Err(ConfigError::at(at("lifetime"), "limits must be at least 1"));
+        }
+        let sa = Sa::new(SaConfig {
+            name,
+            spi,
+            direction: match s.direction {
+                SaDirectionConfig::In => SaDirection::In,
+                SaDirectionConfig::Out => SaDirection::Out,
+            },
+            src: s.src.octets(),
+            dst: s.dst.octets(),
+            mark: s.mark,
+            algorithm: alg,
+            keys: SaKeys { cipher, salt, auth },
+            replay_window: s.replay_window,
+            esn: s.esn,
+            lifetime: Lifetime {
+                packets: s.lifetime.packets,
+                bytes: s.lifetime.bytes,
+            },
+        })
+        .ok_or_else(|| ConfigError::at(at("replay_window"), "invalid"))?;
+        sas.push(sa);
+    }
+    let mut tunnels = Vec::new();
+    for (i, p) in cfg.ports.iter().enumerate() {
+        let Some(t) = &p.tunnel else { continue };
+        let at = |k: &str| format!("ports[{i}].tunnel.{k}");
+        let underlay = cfg
+            .port_index(&t.underlay)
+            .filter(|&u| cfg.ports[u].tunnel.is_none())
+            .ok_or_else(|| {
+                ConfigError::at(
+                    at("underlay"),
+                    format!(
+                        "{:?} is not an Ethernet port of this configuration",
+                        t.underlay
+                    ),
+                )
+            })?;
+        if !(68..=9000).contains(&t.mtu) {
+            return Err(ConfigError::at(
+                at("mtu"),
+                format!("{}: allowed 68..=9000", t.mtu),
+            ));
+        }
+        let underlay_mtu = t
+            .underlay_mtu
+            .or(cfg.ports[underlay].mtu.map(u32::from))
+            .unwrap_or(1500);
+        if !(576..=9600).contains(&underlay_mtu) {
+            return Err(ConfigError::at(
+                at("underlay_mtu"),
+                format!("{underlay_mtu}: allowed 576..=9600"),
+            ));
+        }
+        let mac = |k: &str, v: &Option<String>| -> Result<Option<[u8; 6]>, ConfigError> {
+            v.as_deref()
+                .map(|s| {
+                    parse_mac(s).ok_or_else(|| {
+                        ConfigError::at(
+                            at(k),
+                            format!("{s:?}: a MAC address like 02:00:00:00:00:01"),
+                        )
+                    })
+                })
+                .transpose()
+        };
+        let static_mac = mac("next_hop_mac", &t.next_hop_mac)?;
+        let dmac = mac("decap_dst_mac", &t.decap_dst_mac)?;
+        let smac = mac("decap_src_mac", &t.decap_src_mac)?;
+        if t.ttl == 0 {
+            return Err(ConfigError::at(at("ttl"), "0: allowed 1..=255"));
+        }
+        for (k, a) in [("local", t.local), ("remote", t.remote)] {
+            if a.is_unspecified() || a.is_multicast() || a.is_broadcast() || a.is_loopback() {
+                return Err(ConfigError::at(at(k), format!("{a}: a unicast address")));
+            }
+        }
+        let mut tun = Tunnel::new(
+            p.name.clone(),
+            PortIndex(i as u16),
+            PortIndex(underlay as u16),
+            t.local.octets(),
+            t.remote.octets(),
+            (t.ikey, t.okey),
+            (t.mtu, underlay_mtu),
+            t.next_hop.unwrap_or(t.remote).octets(),
+            static_mac,
+        );
+        tun.df = match t.df {
+            DfConfig::Inherit => DfPolicy::Inherit,
+            DfConfig::Set => DfPolicy::Set,
+            DfConfig::Clear => DfPolicy::Clear,
+        };
+        tun.ttl = t.ttl;
+        tun.icmp_src6 = t.icmp_source6.map(|a| a.octets()).unwrap_or([0; 16]);
+        tun.decap_macs = match (dmac, smac) {
+            (None, None) => None,
+            (d, s) => Some((d.unwrap_or([0; 6]), s.unwrap_or([0; 6]))),
+        };
+        tunnels.push(tun);
+    }
+    Ipsec::new(sas, tunnels, cfg.ports.len())
+        .map(Some)
+        .map_err(|e| ConfigError::at("sas", e.0))
+}
