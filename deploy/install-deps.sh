@@ -9,7 +9,8 @@ PACKAGES=(
   libpcap-dev tcpdump                             # net_pcap captures; tcpdump reads our outputs in tests
   prometheus                                      # promtool (exposition checks) and a real Prometheus
   valgrind curl                                   # perf/: callgrind instructions per packet; metrics scrapes
-  python3-scapy                                   # pipelines/tests/flow_oracle.py: independent flow-key oracle
+  python3-scapy                                   # pipelines/tests/flow_oracle.py: independent flow-key oracle; tests/ipsec/esp_ref.py: independent ESP
+  python3-cryptography                            # scapy's IPsec ciphers (tests/ipsec/esp_ref.py)
 )
 
 missing=()

@@ -837,6 +837,21 @@ impl Config {
         // above to hold.
         crate::filters::load(self, &self.base_dir)?;
         self.flowlabel_table_config()?;
+        let c = &self.crypto;
+        if !(64..=65536).contains(&c.descriptors) || !c.descriptors.is_power_of_two() {
+            return Err(ConfigError::at(
+                "crypto.descriptors",
+                format!("{}: a power of two in 64..=65536", c.descriptors),
+            ));
+        }
+        if !(64..=1 << 20).contains(&c.ops) {
+            return Err(ConfigError::at(
+                "crypto.ops",
+                format!("{}: allowed 64..=1048576", c.ops),
+            ));
+        }
+        // Tunnels and SAs: every check (keys included) before anything starts.
+        crate::tunnels::build_ipsec(self)?;
         Ok(())
     }
 

@@ -354,6 +354,7 @@ fn bring_up_and_run(
     // Flow classifiers with `perturb`: the control loop re-seeds them.
     let mut perturber = pipelines::flow::Perturber::of_generation(&gen, Instant::now());
     let flowlabels = gen.flowlabels.clone();
+    let ipsec_state = gen.ipsec.clone();
     let cell = GenerationCell::new(gen).map_err(|e| startup(format!("pipeline: {e}")))?;
     let mut lcore_stats: Vec<Arc<LcoreStats>> = Vec::new();
     let mut jobs = Vec::new();
@@ -588,6 +589,25 @@ fn bring_up_and_run(
                 &pipelines::stats::flowlabel_totals(&lcore_stats),
             )
         }),
+        tunnels: ipsec_state.as_ref().map(|_| {
+            let mut t = crate::summary::TunnelSummary::default();
+            for l in &lcore_stats {
+                let c = &l.tunnel;
+                t.icmp_sent += c.icmp_sent.get();
+                t.echo_replies += c.echo_replies.get();
+                t.arp_replies += c.arp_replies.get();
+                t.arp_requests += c.arp_requests.get();
+                t.arp_learnt += c.arp_learnt.get();
+                t.pmtu_updates += c.pmtu_updates.get();
+                t.crypto_enqueued += c.crypto_enqueued.get();
+                t.crypto_dequeued += c.crypto_dequeued.get();
+            }
+            t
+        }),
+        sas: ipsec_state
+            .as_ref()
+            .map(|ip| crate::tunnels::sa_summaries(ip, &lcore_stats))
+            .unwrap_or_default(),
         mempools: pools,
         leaked_mbufs: leaked,
         worker_panics: panics.clone(),

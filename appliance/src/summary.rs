@@ -182,6 +182,56 @@ pub struct PoolSummary {
     pub in_use: u32,
 }
 
+/// The tunnel stage's totals over lcores.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TunnelSummary {
+    /// ICMP errors sent toward senders of too-big packets.
+    pub icmp_sent: u64,
+    /// ICMP echo replies for local endpoint addresses.
+    pub echo_replies: u64,
+    /// ARP replies for local endpoint addresses.
+    pub arp_replies: u64,
+    /// ARP requests for next hops.
+    pub arp_requests: u64,
+    /// Next-hop MACs learnt.
+    pub arp_learnt: u64,
+    /// Path MTUs lowered by ICMP.
+    pub pmtu_updates: u64,
+    /// Crypto operations enqueued.
+    pub crypto_enqueued: u64,
+    /// Crypto operations dequeued.
+    pub crypto_dequeued: u64,
+}
+
+/// One SA after the run.
+#[derive(Debug, Clone, Serialize)]
+pub struct SaSummary {
+    /// Name.
+    pub name: String,
+    /// SPI.
+    pub spi: u32,
+    /// "in" or "out".
+    pub direction: &'static str,
+    /// Algorithm name.
+    pub algorithm: &'static str,
+    /// Packets protected / accepted.
+    pub packets: u64,
+    /// Their inner bytes.
+    pub bytes: u64,
+    /// Replays refused.
+    pub replay: u64,
+    /// Too old for the window.
+    pub too_old: u64,
+    /// ICV failures.
+    pub bad_icv: u64,
+    /// Other errors.
+    pub errors: u64,
+    /// Outbound: highest sequence number reserved; inbound: highest authenticated.
+    pub seq: u64,
+    /// Whether a hard lifetime was reached.
+    pub expired: bool,
+}
+
 /// The whole run.
 #[derive(Debug, Clone, Serialize)]
 pub struct Summary {
@@ -199,6 +249,10 @@ pub struct Summary {
     pub mirror_copies: u64,
     /// The flow-label stage, when some port labels.
     pub flowlabels: Option<FlowLabelSummary>,
+    /// The tunnel stage, when tunnels or SAs are configured.
+    pub tunnels: Option<TunnelSummary>,
+    /// Per security association, in configuration order (no keys).
+    pub sas: Vec<SaSummary>,
     /// Pools after shutdown.
     pub mempools: Vec<PoolSummary>,
     /// Sum of `in_use` over pools.
@@ -282,6 +336,22 @@ impl Summary {
             if self.mirror_copies > 0 {
                 let _ = writeln!(s, "mirror copies: {}", self.mirror_copies);
             }
+        }
+        for a in &self.sas {
+            let _ = writeln!(
+                s,
+                "sa {} (spi {:#x}, {}, {}): {} packets, {} bytes, seq {}, replay {}, too old {}, bad icv {}, errors {}{}",
+                a.name, a.spi, a.direction, a.algorithm, a.packets, a.bytes, a.seq, a.replay,
+                a.too_old, a.bad_icv, a.errors, if a.expired { ", expired" } else { "" }
+            );
+        }
+        if let Some(t) = &self.tunnels {
+            let _ = writeln!(
+                s,
+                "tunnels: crypto {} enqueued / {} dequeued, icmp errors sent {}, arp replies {}, arp requests {}, next hops learnt {}, pmtu updates {}, echo replies {}",
+                t.crypto_enqueued, t.crypto_dequeued, t.icmp_sent, t.arp_replies, t.arp_requests,
+                t.arp_learnt, t.pmtu_updates, t.echo_replies
+            );
         }
         if let Some(f) = &self.flowlabels {
             let _ = writeln!(

@@ -286,7 +286,13 @@ pub fn build_ipsec(cfg: &Config) -> Result<Option<Ipsec>, ConfigError> {
             .ok_or_else(|| {
                 ConfigError::at(
                     at("spi"),
-                    format!("{:?}: allowed 256..=4294967295 (0x100..=0xffffffff; 1..255 are reserved, RFC 4303 2.1)", s.spi),
+                    format!(
+                        "{}: allowed 256..=4294967295 (0x100..=0xffffffff; 1..255 are reserved, RFC 4303 2.1)",
+                        match &s.spi {
+                            IntOrString::Int(v) => v.to_string(),
+                            IntOrString::Str(v) => format!("{v:?}"),
+                        }
+                    ),
                 )
             })? as u32;
         let name = s.name.clone().unwrap_or_else(|| format!("{spi:#x}"));
@@ -486,4 +492,40 @@ pub fn build_ipsec(cfg: &Config) -> Result<Option<Ipsec>, ConfigError> {
     Ipsec::new(sas, tunnels, cfg.ports.len())
         .map(Some)
         .map_err(|e| ConfigError::at("sas", e.0))
+}
+
+/// Per-SA totals over lcores, for the summary and metrics.
+pub fn sa_summaries(
+    ip: &Ipsec,
+    lcores: &[std::sync::Arc<pipelines::stats::LcoreStats>],
+) -> Vec<crate::summary::SaSummary> {
+    ip.sas
+        .iter()
+        .enumerate()
+        .map(|(i, sa)| {
+            let sum = |f: fn(&pipelines::stats::SaCounters) -> u64| -> u64 {
+                lcores.iter().filter_map(|l| l.sas.get(i)).map(f).sum()
+            };
+            crate::summary::SaSummary {
+                name: sa.cfg.name.clone(),
+                spi: sa.cfg.spi,
+                direction: match sa.cfg.direction {
+                    SaDirection::In => "in",
+                    SaDirection::Out => "out",
+                },
+                algorithm: sa.cfg.algorithm.name(),
+                packets: sum(|c| c.packets.get()),
+                bytes: sum(|c| c.bytes.get()),
+                replay: sum(|c| c.replay.get()),
+                too_old: sum(|c| c.too_old.get()),
+                bad_icv: sum(|c| c.bad_icv.get()),
+                errors: sum(|c| c.errors.get()),
+                seq: match &sa.replay {
+                    Some(w) => w.top(),
+                    None => sa.seq_reserved(),
+                },
+                expired: sa.expired(),
+            }
+        })
+        .collect()
 }

@@ -7,6 +7,7 @@
 mod cbpf;
 mod flow;
 mod flowlabel;
+mod ipsec;
 mod mirred;
 mod util;
 

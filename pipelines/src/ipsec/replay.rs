@@ -139,8 +139,10 @@ impl ReplayWindow {
                 th.checked_add(1).ok_or(ReplayError::TooOld)?
             }
         } else if seq_lo >= bottom {
-            // Case B: the window spans two subspaces; this number is in the lower one.
-            th.checked_sub(1).ok_or(ReplayError::TooOld)?
+            // Case B: the window spans two subspaces; this number is in the lower one. In the
+            // first subspace there is no lower one: the number is in subspace 0 (a fresh SA
+            // whose peer starts near 2^32, checked before the first packet's update lands).
+            th.saturating_sub(1)
         } else {
             th
         };
@@ -274,6 +276,14 @@ mod tests {
         assert_eq!(w.check(near as u32), Err(ReplayError::Replayed));
         // Number 0 of the new subspace is a valid ESN packet (full number 2^32).
         assert_eq!(w.check(0), Ok(1u64 << 32));
+    }
+
+    #[test]
+    fn fresh_esn_window_accepts_numbers_near_the_top_of_subspace_zero() {
+        let w = ReplayWindow::new(64, true).unwrap();
+        for lo in [u32::MAX - 70, u32::MAX - 10, u32::MAX, 1, 5] {
+            assert_eq!(w.check(lo), Ok(u64::from(lo)));
+        }
     }
 
     #[test]
