@@ -25,8 +25,18 @@
 # ipsec-secgw runs in both of its code paths (--modes): "legacy" (its own ESP code, the
 # default of the example) and "lib" (-l: librte_ipsec, rte_ipsec_pkt_crypto_prepare/process).
 #
+# --callgrind: also instructions per packet of ipsec-secgw's worker: valgrind --tool=callgrind
+# collecting inside ipsec_launch_one_lcore only (start-up and the main lcore not counted), over
+# --seconds + 15 s (valgrind's start-up included), divided by the packets received, counted in
+# the same profile as 32 x the calls of process_pkts (one per receive burst with packets;
+# infinite_rx always fills the burst of 32). Counter reads over telemetry are no use here:
+# under valgrind the threads are serialised and a read lands seconds late. Under valgrind,
+# intel-ipsec-mb sees no AVX-512/VAES and runs its AVX2 code (submit_job_nocheck_avx2_t1), so
+# the crypto share is that of the AVX2 path, not of the native AVX-512 one.
+#
 # Usage: perf/ipsec/run.sh [--seconds N] [--rounds R] [--warmup W] [--sizes "64 1400"]
 #                          [--modes "legacy lib"] [--no-verify] [--no-crypto-perf] [--no-appliance]
+#                          [--callgrind]
 # Environment: APPLIANCE=path to the appliance binary (default target/release/appliance; this
 # script never builds it), PYTHON (default /usr/bin/python3: Debian's scapy).
 set -euo pipefail
@@ -40,6 +50,7 @@ MODES="legacy lib"
 VERIFY=1
 CRYPTO_PERF=1
 APPLIANCE_HOOK=1
+CALLGRIND=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --seconds) SECS=$2; shift 2 ;;
@@ -50,7 +61,8 @@ while [ $# -gt 0 ]; do
     --no-verify) VERIFY=0; shift ;;
     --no-crypto-perf) CRYPTO_PERF=0; shift ;;
     --no-appliance) APPLIANCE_HOOK=0; shift ;;
-    *) echo "usage: $0 [--seconds N] [--rounds R] [--warmup W] [--sizes LIST] [--modes \"legacy lib\"] [--no-verify] [--no-crypto-perf] [--no-appliance]" >&2; exit 2 ;;
+    --callgrind) CALLGRIND=1; shift ;;
+    *) echo "usage: $0 [--seconds N] [--rounds R] [--warmup W] [--sizes LIST] [--modes \"legacy lib\"] [--no-verify] [--no-crypto-perf] [--no-appliance] [--callgrind]" >&2; exit 2 ;;
   esac
 done
 PY=${PYTHON:-/usr/bin/python3}
@@ -148,6 +160,43 @@ secgw_mpps() { # $1 encrypt|decrypt, $2 size, $3 mode
   wait "$pid" 2>/dev/null || true
   if [ -z "$r" ]; then echo "ipsec-secgw failed:" >&2; tail -20 "$log" >&2; exit 1; fi
   echo "$r" | awk '{printf "%.3f %.3f", $1/1e6, $2/1e6}'
+}
+
+# Instructions per packet of the worker lcore under callgrind (see the header).
+secgw_ipp() { # $1 encrypt|decrypt, $2 size, $3 mode
+  local p log="$WORK/cg.log" cg="$WORK/cg.out" vdevs
+  p=$(new_prefix)
+  if [ "$1" = encrypt ]; then
+    vdevs=(--vdev "net_pcap0,rx_pcap=$WORK/inner-out-$2.pcap,infinite_rx=1" --vdev "net_null0,no-rx=1")
+  else
+    vdevs=(--vdev "net_null0,no-rx=1" --vdev "net_pcap0,rx_pcap=$WORK/esp-in-$2.pcap,infinite_rx=1")
+  fi
+  rm -f "$cg"
+  timeout -s INT "$((SECS + 15))" valgrind --tool=callgrind --callgrind-out-file="$cg" \
+    --toggle-collect=ipsec_launch_one_lcore "$SECGW" $EAL --file-prefix "$p" "${vdevs[@]}" \
+    --vdev crypto_aesni_mb0 -- "${SECGW_APP_ARGS[@]}" $(mode_args "$3") >"$log" 2>&1 || true
+  "$PY" - "$cg" <<'PY'
+import re, sys
+names, calls, total = {}, {}, 0
+cfn = None
+try:
+    lines = open(sys.argv[1])
+except OSError:
+    print("n/a"); sys.exit(0)
+for line in lines:
+    m = re.match(r"(c?fn)=\((\d+)\)(?: (.*))?", line)
+    if m:
+        if m.group(3):
+            names[m.group(2)] = m.group(3).strip()
+        cfn = m.group(2) if m.group(1) == "cfn" else None
+    elif line.startswith("calls=") and cfn is not None:
+        calls[cfn] = calls.get(cfn, 0) + int(line[6:].split()[0])
+    elif line.startswith(("summary:", "totals:")) and not total:
+        total = int(line.split()[1])
+bursts = sum(n for i, n in calls.items() if names.get(i) == "process_pkts")
+# net_pcap infinite_rx fills every burst: 32 packets per process_pkts call
+print(f"{total / (32 * bursts):.0f}" if bursts and total else "n/a")
+PY
 }
 
 # --- dpdk-test-crypto-perf -------------------------------------------------------------------
@@ -297,5 +346,17 @@ for size in $SIZES; do
   done
 done
 [ -n "${NOTE_APP:-}" ] && echo "$NOTE_APP"
+if [ "$CALLGRIND" = 1 ]; then
+  echo
+  echo "# callgrind: instructions per received packet of the worker lcore (ipsec_launch_one_lcore inclusive)"
+  printf '%-18s %5s %10s\n' scenario size Ir/packet
+  for size in $SIZES; do
+    for dir in encrypt decrypt; do
+      for mode in $MODES; do
+        printf '%-18s %5s %10s\n' "$(mode_name "$mode")-$dir" "$size" "$(secgw_ipp "$dir" "$size" "$mode")"
+      done
+    done
+  done
+fi
 echo "# load average at the end: $(cut -d" " -f1-3 /proc/loadavg)"
 exit 0
