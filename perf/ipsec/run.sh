@@ -191,7 +191,7 @@ secgw_mpps() { # $1 encrypt|decrypt, $2 size, $3 mode
 
 # Instructions per packet of the worker lcore under callgrind (see the header).
 secgw_ipp() { # $1 encrypt|decrypt, $2 size, $3 mode
-  local p log="$WORK/cg.log" cg="$WORK/cg.out" vdevs
+  local p log="$WORK/cg.log" cg="$WORK/cg.out" vdevs pid sig
   p=$(new_prefix)
   if [ "$1" = encrypt ]; then
     vdevs=(--vdev "net_pcap0,rx_pcap=$WORK/inner-out-$2.pcap,infinite_rx=1" --vdev "net_null0,no-rx=1")
@@ -199,9 +199,18 @@ secgw_ipp() { # $1 encrypt|decrypt, $2 size, $3 mode
     vdevs=(--vdev "net_null0,no-rx=1" --vdev "net_pcap0,rx_pcap=$WORK/esp-in-$2.pcap,infinite_rx=1")
   fi
   rm -f "$cg"
-  timeout -s INT "$((SECS + 15))" valgrind --tool=callgrind --callgrind-out-file="$cg" \
+  valgrind --tool=callgrind --callgrind-out-file="$cg" \
     --toggle-collect=ipsec_launch_one_lcore "$SECGW" $EAL --file-prefix "$p" "${vdevs[@]}" \
-    --vdev crypto_aesni_mb0 -- "${SECGW_APP_ARGS[@]}" $(mode_args "$3") >"$log" 2>&1 || true
+    --vdev crypto_aesni_mb0 -- "${SECGW_APP_ARGS[@]}" $(mode_args "$3") >"$log" 2>&1 &
+  pid=$!
+  sleep "$((SECS + 15))"
+  # Under valgrind a SIGINT is sometimes never acted on (the worker keeps the CPU); a SIGTERM
+  # (the same handler) after it works. SIGKILL last: then there is no profile ("n/a").
+  for sig in INT TERM TERM KILL; do
+    kill -"$sig" "$pid" 2>/dev/null || break
+    for _ in $(seq 1 30); do kill -0 "$pid" 2>/dev/null || break 2; sleep 0.5; done
+  done
+  wait "$pid" 2>/dev/null || true
   "$PY" - "$cg" <<'PY'
 import re, sys
 names, calls, total = {}, {}, 0
