@@ -10,7 +10,11 @@ waits up to 20 s for the process to create it), skips W seconds of warm-up, then
 median of the per-second rates; each rate is the counter delta over the measured time between
 two reads, not over a nominal second). opackets of the output port count what the transmit
 queue accepted (net_null frees every frame, so that is everything sent); ipackets of the input
-port count what was received.
+port count what was received. With --pid (the DPDK process), the last line also gives
+"others <percent>": the CPU time all other processes (this script included) took over the
+measured seconds, in percent of one CPU (/proc/stat minus /proc/PID/stat): how disturbed the
+measurement was. (ipsec-secgw keeps both of its lcores busy: the worker polls, and the main
+lcore spins in rte_eal_mp_wait_lcore.)
 """
 
 import argparse
@@ -48,6 +52,22 @@ def counters(s, maxlen, out_port, in_port):
     return time.monotonic(), o["opackets"], (i["ipackets"] if i else 0)
 
 
+def cpu_times(pid):
+    """(all CPUs' total jiffies, their busy jiffies, the process's jiffies)"""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    own = 0
+    if pid:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                st = f.read().rsplit(")", 1)[1].split()
+            own = int(st[11]) + int(st[12])  # utime, stime (fields 14, 15)
+        except OSError:
+            pass
+    idle = v[3] + v[4]
+    return sum(v), sum(v) - idle, own
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--prefix", required=True)
@@ -55,6 +75,7 @@ def main():
     p.add_argument("--in-port", type=int)
     p.add_argument("--warmup", type=float, default=2)
     p.add_argument("--seconds", type=int, default=6)
+    p.add_argument("--pid", type=int)
     p.add_argument("--runtime-dir", default=os.environ.get("RUNTIME_DIR", "/var/run/dpdk"))
     a = p.parse_args()
     path = os.path.join(a.runtime_dir, a.prefix, "dpdk_telemetry.v2")
@@ -69,6 +90,7 @@ def main():
         time.sleep(0.1)
     time.sleep(a.warmup)
     prev = counters(s, maxlen, a.out_port, a.in_port)
+    c0 = cpu_times(a.pid)
     outs, ins = [], []
     for n in range(1, a.seconds + 1):
         time.sleep(max(0.0, prev[0] + 1.0 - time.monotonic()))
@@ -79,7 +101,11 @@ def main():
         print(f"sample {n} out_pps {outs[-1]:.0f} in_pps {ins[-1]:.0f}", flush=True)
         prev = cur
     s.close()
-    print(f"median out_pps {statistics.median(outs):.0f} in_pps {statistics.median(ins):.0f}")
+    c1 = cpu_times(a.pid)
+    ncpu = os.cpu_count() or 1
+    others = 100.0 * ncpu * ((c1[1] - c0[1]) - (c1[2] - c0[2])) / max(1, c1[0] - c0[0])
+    print(f"median out_pps {statistics.median(outs):.0f} in_pps {statistics.median(ins):.0f} "
+          f"others {max(0.0, others):.0f}")
     return 0
 
 

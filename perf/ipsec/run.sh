@@ -36,7 +36,12 @@
 #
 # Usage: perf/ipsec/run.sh [--seconds N] [--rounds R] [--warmup W] [--sizes "64 1400"]
 #                          [--modes "legacy lib"] [--no-verify] [--no-crypto-perf] [--no-appliance]
-#                          [--callgrind]
+#                          [--callgrind] [--wait-quiet S]
+# --wait-quiet S: before each measurement wait up to S seconds for both CPUs to be at least
+# 90% idle over a second (this VM is shared with builds). The others% column: CPU time that
+# processes other than ipsec-secgw took during the measured seconds, in % of one CPU (the
+# sampler itself is a few %); ipsec-secgw occupies both CPUs (its main lcore spins), so
+# anything much above that is a disturbed measurement.
 # Environment: APPLIANCE=path to the appliance binary (default target/release/appliance; this
 # script never builds it), PYTHON (default /usr/bin/python3: Debian's scapy).
 set -euo pipefail
@@ -51,6 +56,7 @@ VERIFY=1
 CRYPTO_PERF=1
 APPLIANCE_HOOK=1
 CALLGRIND=0
+WAIT_QUIET=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --seconds) SECS=$2; shift 2 ;;
@@ -62,7 +68,8 @@ while [ $# -gt 0 ]; do
     --no-crypto-perf) CRYPTO_PERF=0; shift ;;
     --no-appliance) APPLIANCE_HOOK=0; shift ;;
     --callgrind) CALLGRIND=1; shift ;;
-    *) echo "usage: $0 [--seconds N] [--rounds R] [--warmup W] [--sizes LIST] [--modes \"legacy lib\"] [--no-verify] [--no-crypto-perf] [--no-appliance] [--callgrind]" >&2; exit 2 ;;
+    --wait-quiet) WAIT_QUIET=$2; shift 2 ;;
+    *) echo "usage: $0 [--seconds N] [--rounds R] [--warmup W] [--sizes LIST] [--modes \"legacy lib\"] [--no-verify] [--no-crypto-perf] [--no-appliance] [--callgrind] [--wait-quiet S]" >&2; exit 2 ;;
   esac
 done
 PY=${PYTHON:-/usr/bin/python3}
@@ -139,10 +146,28 @@ verify() { # $1 size, $2 mode
   echo "# verify $(mode_name "$2") $1 B: its ESP (256 frames) decrypts under esp_ref (scapy) to the inner packets, esp_ref's ESP decrypts in it to the inner packets"
 }
 
+# Waits up to $WAIT_QUIET seconds for a second in which the CPUs are >= 90% idle.
+wait_quiet() {
+  [ "$WAIT_QUIET" -gt 0 ] || return 0
+  "$PY" - "$WAIT_QUIET" <<'PY'
+import sys, time
+def idle():
+    v = [int(x) for x in open("/proc/stat").readline().split()[1:]]
+    return sum(v), v[3] + v[4]
+end = time.time() + float(sys.argv[1])
+while time.time() < end:
+    a = idle(); time.sleep(1); b = idle()
+    if (b[1] - a[1]) / max(1, b[0] - a[0]) >= 0.9:
+        sys.exit(0)
+print("run.sh: the machine did not get quiet; measuring anyway", file=sys.stderr)
+PY
+}
+
 # --- ipsec-secgw -----------------------------------------------------------------------------
-# Prints "<out Mpps> <in Mpps>": medians of per-second rates.
+# Prints "<out Mpps> <in Mpps> <others %>": medians of per-second rates, other processes' CPU.
 secgw_mpps() { # $1 encrypt|decrypt, $2 size, $3 mode
   local p log="$WORK/secgw.log" pid out_port in_port vdevs r
+  wait_quiet
   p=$(new_prefix)
   if [ "$1" = encrypt ]; then
     vdevs=(--vdev "net_pcap0,rx_pcap=$WORK/inner-out-$2.pcap,infinite_rx=1" --vdev "net_null0,no-rx=1")
@@ -154,17 +179,19 @@ secgw_mpps() { # $1 encrypt|decrypt, $2 size, $3 mode
   timeout -s INT "$((WARMUP + SECS + 30))" "$SECGW" $EAL --file-prefix "$p" "${vdevs[@]}" \
     --vdev crypto_aesni_mb0 -- "${SECGW_APP_ARGS[@]}" $(mode_args "$3") >"$log" 2>&1 &
   pid=$!
+  sleep 0.2
   r=$("$PY" "$HERE/ethdev_rate.py" --prefix "$p" --out-port "$out_port" --in-port "$in_port" \
-        --warmup "$WARMUP" --seconds "$SECS" | tee "$WORK/secgw-samples.txt" | awk '/^median/ {print $3, $5}') || true
+        --pid "$(ps -o pid= --ppid "$pid" | tr -d ' ')" \
+        --warmup "$WARMUP" --seconds "$SECS" | tee "$WORK/secgw-samples.txt" | awk '/^median/ {print $3, $5, $7}') || true
   kill -INT "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
   if [ -z "$r" ]; then echo "ipsec-secgw failed:" >&2; tail -20 "$log" >&2; exit 1; fi
-  echo "$r" | awk '{printf "%.3f %.3f", $1/1e6, $2/1e6}'
+  echo "$r" | awk '{printf "%.3f %.3f %s", $1/1e6, $2/1e6, $3}'
 }
 
 # Instructions per packet of the worker lcore under callgrind (see the header).
 secgw_ipp() { # $1 encrypt|decrypt, $2 size, $3 mode
-  local p log="$WORK/cg.log" cg="$WORK/cg.out" vdevs
+  local p log="$WORK/cg.log" cg="$WORK/cg.out" vdevs pid sig
   p=$(new_prefix)
   if [ "$1" = encrypt ]; then
     vdevs=(--vdev "net_pcap0,rx_pcap=$WORK/inner-out-$2.pcap,infinite_rx=1" --vdev "net_null0,no-rx=1")
@@ -172,9 +199,18 @@ secgw_ipp() { # $1 encrypt|decrypt, $2 size, $3 mode
     vdevs=(--vdev "net_null0,no-rx=1" --vdev "net_pcap0,rx_pcap=$WORK/esp-in-$2.pcap,infinite_rx=1")
   fi
   rm -f "$cg"
-  timeout -s INT "$((SECS + 15))" valgrind --tool=callgrind --callgrind-out-file="$cg" \
+  valgrind --tool=callgrind --callgrind-out-file="$cg" \
     --toggle-collect=ipsec_launch_one_lcore "$SECGW" $EAL --file-prefix "$p" "${vdevs[@]}" \
-    --vdev crypto_aesni_mb0 -- "${SECGW_APP_ARGS[@]}" $(mode_args "$3") >"$log" 2>&1 || true
+    --vdev crypto_aesni_mb0 -- "${SECGW_APP_ARGS[@]}" $(mode_args "$3") >"$log" 2>&1 &
+  pid=$!
+  sleep "$((SECS + 15))"
+  # Under valgrind a SIGINT is sometimes never acted on (the worker keeps the CPU); a SIGTERM
+  # (the same handler) after it works. SIGKILL last: then there is no profile ("n/a").
+  for sig in INT TERM TERM KILL; do
+    kill -"$sig" "$pid" 2>/dev/null || break
+    for _ in $(seq 1 30); do kill -0 "$pid" 2>/dev/null || break 2; sleep 0.5; done
+  done
+  wait "$pid" 2>/dev/null || true
   "$PY" - "$cg" <<'PY'
 import re, sys
 names, calls, total = {}, {}, 0
@@ -203,6 +239,7 @@ PY
 # Prints "<MOps at 52 B> <MOps at 1388 B>" for one AEAD direction.
 crypto_perf() { # $1 encrypt|decrypt
   local p log="$WORK/cperf.log"
+  wait_quiet
   p=$(new_prefix)
   timeout 120 dpdk-test-crypto-perf $EAL --file-prefix "$p" --vdev crypto_aesni_mb0 -- \
     --ptest throughput --devtype crypto_aesni_mb --optype aead --aead-algo aes-gcm \
@@ -288,16 +325,16 @@ fi
 for size in $SIZES; do gen_inputs "$size" 4096; done
 
 declare -A RES=()
-printf '%-18s %5s %6s %8s %8s %9s\n' scenario size round Mpps Gbps rx_Mpps
+printf '%-18s %5s %6s %8s %8s %9s %7s\n' scenario size round Mpps Gbps rx_Mpps others%
 for r in $(seq 1 "$ROUNDS"); do
   for size in $SIZES; do
     for dir in encrypt decrypt; do
       for mode in $MODES; do
-        m="" rx=""
-        read -r m rx < <(secgw_mpps "$dir" "$size" "$mode") || true
+        m="" rx="" busy=""
+        read -r m rx busy < <(secgw_mpps "$dir" "$size" "$mode") || true
         [ -n "$m" ] || exit 1
         RES["$(mode_name "$mode")-$dir $size"]+="$m "
-        printf '%-18s %5s %6s %8s %8s %9s\n' "$(mode_name "$mode")-$dir" "$size" "$r" "$m" "$(gbps "$m" "$size")" "$rx"
+        printf '%-18s %5s %6s %8s %8s %9s %7s\n' "$(mode_name "$mode")-$dir" "$size" "$r" "$m" "$(gbps "$m" "$size")" "$rx" "$busy"
       done
       if [ "$APPLIANCE_HOOK" = 1 ]; then
         m=$(appliance_mpps "$dir" "$size")
