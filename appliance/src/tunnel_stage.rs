@@ -261,7 +261,8 @@ impl TunnelStage {
         tx: &mut TxPorts,
         stats: &mut StatsWriter,
     ) -> Option<Mbuf> {
-        let ipsec = self.ipsec.clone();
+        // A borrow, not an Arc clone: no shared atomic per packet.
+        let ipsec = &*self.ipsec;
         if let Some(a) = arp::read(pkt.data(), parsed) {
             for t in ipsec.tunnels_via(port, a.spa) {
                 if !t.static_next_hop && t.next_hop_mac() != Some(a.sha) {

@@ -262,11 +262,12 @@ impl Worker {
             links,
             tunnel,
         } = self;
-        let tunnel_ctx = tunnel
-            .as_ref()
-            .map(|t| (t.ipsec.clone(), t.port_macs.clone()));
-        let mut done: Vec<crate::tunnel_stage::Completion> = Vec::with_capacity(1024);
-        let mut delivered: Vec<(PortIndex, Mbuf)> = Vec::with_capacity(1024);
+        let mut tunnel_loop = tunnel.as_ref().map(|t| TunnelLoop {
+            ipsec: t.ipsec.clone(),
+            macs: t.port_macs.clone(),
+            done: Vec::with_capacity(1024),
+            delivered: Vec::with_capacity(1024),
+        });
         let mut txs = TxSide {
             clone_pool,
             links,
@@ -301,16 +302,8 @@ impl Worker {
                     }
                 }
             }
-            if let Some((ipsec, macs)) = &tunnel_ctx {
-                round += tunnel_round(
-                    gen,
-                    ipsec,
-                    macs,
-                    &mut txs,
-                    &mut done,
-                    &mut delivered,
-                    &mut stats,
-                );
+            if let Some(tl) = &mut tunnel_loop {
+                round += tl.round(gen, &mut txs, &mut stats);
             }
             stats.poll(round);
             if round == 0 {
@@ -331,61 +324,55 @@ impl Worker {
         }
         // Stop: what is still in the crypto device comes back and goes on its way (or is
         // counted), so every mbuf returns to its pool.
-        if let Some((ipsec, macs)) = &tunnel_ctx {
+        if let Some(tl) = &mut tunnel_loop {
             let gen = generation.current();
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
             while txs.tunnel.as_ref().is_some_and(|t| t.in_flight() > 0)
                 && std::time::Instant::now() < deadline
             {
-                tunnel_round(
-                    gen,
-                    ipsec,
-                    macs,
-                    &mut txs,
-                    &mut done,
-                    &mut delivered,
-                    &mut stats,
-                );
+                tl.round(gen, &mut txs, &mut stats);
             }
-            tunnel_round(
-                gen,
-                ipsec,
-                macs,
-                &mut txs,
-                &mut done,
-                &mut delivered,
-                &mut stats,
-            );
+            tl.round(gen, &mut txs, &mut stats);
         }
         txs.flush_all(&mut stats);
         0
     }
 }
 
-/// One poll of the crypto device: completed operations leave (outbound) or enter their
-/// tunnel's ingress (inbound). Returns how many completed.
-#[inline(never)]
-fn tunnel_round(
-    gen: &Generation,
-    ipsec: &pipelines::ipsec::Ipsec,
-    macs: &[[u8; 6]],
-    txs: &mut TxSide,
-    done: &mut Vec<crate::tunnel_stage::Completion>,
-    delivered: &mut Vec<(PortIndex, Mbuf)>,
-    stats: &mut StatsWriter,
-) -> u64 {
-    let Some(t) = txs.tunnel.as_mut() else {
-        return 0;
-    };
-    t.poll(done);
-    let n = done.len() as u64;
-    if n == 0 {
-        return 0;
+/// What a worker keeps between polls of its crypto device: the tunnel tables and port MACs
+/// (shared with its stage) and two buffers reused every round (no allocation per packet).
+struct TunnelLoop {
+    ipsec: Arc<pipelines::ipsec::Ipsec>,
+    macs: Vec<[u8; 6]>,
+    done: Vec<crate::tunnel_stage::Completion>,
+    delivered: Vec<(PortIndex, Mbuf)>,
+}
+
+impl TunnelLoop {
+    /// One poll of the crypto device: completed operations leave (outbound) or enter their
+    /// tunnel's ingress (inbound). Returns how many completed.
+    #[inline(never)]
+    fn round(&mut self, gen: &Generation, txs: &mut TxSide, stats: &mut StatsWriter) -> u64 {
+        let Some(t) = txs.tunnel.as_mut() else {
+            return 0;
+        };
+        t.poll(&mut self.done);
+        let n = self.done.len() as u64;
+        if n == 0 {
+            return 0;
+        }
+        crate::tunnel_stage::complete(
+            &self.ipsec,
+            &self.macs,
+            &mut self.done,
+            &mut self.delivered,
+            &mut txs.ports,
+            stats,
+        );
+        for (port, m) in self.delivered.drain(..) {
+            stats.rx(port, 1, u64::from(m.pkt_len()));
+            gen.process_tunnel_rx(m, port, stats, txs);
+        }
+        n
     }
-    crate::tunnel_stage::complete(ipsec, macs, done, delivered, &mut txs.ports, stats);
-    for (port, m) in delivered.drain(..) {
-        stats.rx(port, 1, u64::from(m.pkt_len()));
-        gen.process_tunnel_rx(m, port, stats, txs);
-    }
-    n
 }

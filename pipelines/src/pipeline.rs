@@ -1027,7 +1027,7 @@ impl Generation {
     /// port's forwarding entry.
     fn run_ingress<P: Packet, S: Sink<P>>(
         &self,
-        pkt: P,
+        mut pkt: P,
         mut w: Walk,
         stats: &mut StatsWriter,
         sink: &mut S,
@@ -1047,15 +1047,16 @@ impl Generation {
                 self.redirect(m, id, pkt, w.hop(), stats, sink);
                 return;
             }
-            ChainResult::Pass if in_port.local => {
-                let Some(pkt) = sink.local(port, pkt, &w.parsed, stats) else {
-                    return;
-                };
-                match in_port.forward {
-                    Forward::To(p) => {
-                        self.run_egress(pkt, p, w, stats, sink);
-                        return;
+            ChainResult::Pass => {
+                if in_port.local {
+                    // An underlay: packets for a local endpoint stop here.
+                    match sink.local(port, pkt, &w.parsed, stats) {
+                        Some(p) => pkt = p,
+                        None => return,
                     }
+                }
+                match in_port.forward {
+                    Forward::To(p) => p,
                     Forward::Drop => {
                         stats.drop(port, DropReason::ActionDrop, 1);
                         return;
@@ -1066,17 +1067,6 @@ impl Generation {
                     }
                 }
             }
-            ChainResult::Pass => match in_port.forward {
-                Forward::To(p) => p,
-                Forward::Drop => {
-                    stats.drop(port, DropReason::ActionDrop, 1);
-                    return;
-                }
-                Forward::None => {
-                    stats.drop(port, DropReason::NoRoute, 1);
-                    return;
-                }
-            },
         };
         self.run_egress(pkt, out, w, stats, sink);
     }

@@ -3,7 +3,7 @@
 //! place from the offending packet, and the reading of ICMP errors about our own ESP packets
 //! (`vti4_err`), which lower a tunnel's path MTU.
 use crate::packet::Packet;
-use crate::wire::{ethertype, ipproto, ipv4_header_checksum, Parsed, L3};
+use crate::wire::{ipproto, ipv4_header_checksum, Parsed, L3};
 use crate::DropReason;
 
 /// RFC 1812 §4.3.2.3: an ICMP error holds as much of the original as fits in 576 bytes.
@@ -187,9 +187,4 @@ pub fn esp_frag_needed(d: &[u8], parsed: &Parsed) -> Option<EspError> {
         spi: u32::from_be_bytes(spi.try_into().ok()?),
         mtu,
     })
-}
-
-/// Whether `ethertype` is IPv4 or IPv6 (helper for callers building frames).
-pub fn is_ip(et: u16) -> bool {
-    et == ethertype::IPV4 || et == ethertype::IPV6
 }

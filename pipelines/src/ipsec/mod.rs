@@ -590,12 +590,6 @@ impl Ipsec {
         self.locals.binary_search(&(port, ip)).is_ok()
     }
 
-    /// Whether `port` has local addresses (an underlay port).
-    #[inline]
-    pub fn has_locals(&self, port: PortIndex) -> bool {
-        self.locals.iter().any(|l| l.0 == port)
-    }
-
     /// The tunnel behind pipeline port `port`, if it is one.
     #[inline]
     pub fn tunnel_of_port(&self, port: PortIndex) -> Option<u16> {
