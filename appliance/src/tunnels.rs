@@ -33,6 +33,14 @@ pub enum IntOrString {
 }
 
 impl IntOrString {
+    /// The value as written, for error messages.
+    fn shown(&self) -> String {
+        match self {
+            IntOrString::Int(v) => v.to_string(),
+            IntOrString::Str(v) => format!("{v:?}"),
+        }
+    }
+
     fn value(&self) -> Option<u64> {
         match self {
             IntOrString::Int(v) => Some(*v),
@@ -180,6 +188,11 @@ pub struct SaYaml {
     /// Hard lifetime.
     #[serde(default)]
     pub lifetime: LifetimeConfig,
+    /// Sequence state to start from, for an SA moved from another gateway or a restarted
+    /// process (Linux `replay-oseq` / `replay-seq`): outbound, the last number sent; inbound,
+    /// the highest number received. Default 0 (a new SA). At most 2^32-1 without ESN.
+    #[serde(default)]
+    pub seq: Option<IntOrString>,
 }
 
 fn default_mode() -> String {
@@ -288,10 +301,7 @@ pub fn build_ipsec(cfg: &Config) -> Result<Option<Ipsec>, ConfigError> {
                     at("spi"),
                     format!(
                         "{}: allowed 256..=4294967295 (0x100..=0xffffffff; 1..255 are reserved, RFC 4303 2.1)",
-                        match &s.spi {
-                            IntOrString::Int(v) => v.to_string(),
-                            IntOrString::Str(v) => format!("{v:?}"),
-                        }
+                        s.spi.shown()
                     ),
                 )
             })? as u32;
@@ -408,6 +418,28 @@ pub fn build_ipsec(cfg: &Config) -> Result<Option<Ipsec>, ConfigError> {
             },
         })
         .ok_or_else(|| ConfigError::at(at("replay_window"), "invalid"))?;
+        if let Some(v) = &s.seq {
+            let max = if s.esn {
+                u64::MAX >> 1
+            } else {
+                u64::from(u32::MAX)
+            };
+            let seq = v.value().filter(|&q| q <= max).ok_or_else(|| {
+                ConfigError::at(
+                    at("seq"),
+                    format!(
+                        "{}: allowed 0..={max} ({})",
+                        v.shown(),
+                        if s.esn {
+                            "ESN"
+                        } else {
+                            "32-bit numbers without esn: true"
+                        }
+                    ),
+                )
+            })?;
+            sa.restore_seq(seq);
+        }
         sas.push(sa);
     }
     let mut tunnels = Vec::new();

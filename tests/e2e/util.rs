@@ -596,3 +596,18 @@ pub fn run_demo() -> RunResult {
     ]);
     Running::start(cmd, summary).finish()
 }
+/// With `KEEP=1` in the environment, each test's directory (configs, captures, summaries) is
+/// copied to `/tmp/keep-NAME` before it is removed, for looking into a failure.
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        if std::env::var_os("KEEP").is_some() {
+            let to = format!("/tmp/keep-{}", self.name);
+            let _ = std::fs::remove_dir_all(&to);
+            let _ = Command::new("cp")
+                .arg("-r")
+                .arg(self.dir.path())
+                .arg(&to)
+                .status();
+        }
+    }
+}

@@ -311,9 +311,17 @@ impl Sa {
         self.dead.store(DEAD_EXPIRED, Ordering::Relaxed);
     }
 
-    /// Sets the next outbound sequence number (tests of exhaustion).
-    pub fn set_next_seq(&self, seq: u64) {
-        self.next_seq.store(seq, Ordering::Relaxed);
+    /// Restores the sequence state of an SA moved from elsewhere (Linux `ip xfrm state ...
+    /// replay-oseq` / `replay-seq`): outbound, `seq` is the last number sent and the next packet
+    /// carries `seq + 1`; inbound, `seq` is the highest number received (the window's top).
+    /// Call before the SA carries packets.
+    pub fn restore_seq(&self, seq: u64) {
+        match &self.replay {
+            Some(w) => w.start_at(seq),
+            None => self
+                .next_seq
+                .store(seq.saturating_add(1), Ordering::Relaxed),
+        }
     }
 }
 

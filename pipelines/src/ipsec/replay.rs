@@ -183,7 +183,22 @@ impl ReplayWindow {
         Ok(())
     }
 
-    /// Sets the highest number seen (tests, and restoring a window).
+    /// Restores a window whose highest received number is `top` (an SA moved from another
+    /// gateway or process, as `ip xfrm state ... replay-seq` does): `top` counts as seen, the
+    /// numbers below it inside the window as not seen. Call before any packet uses the window.
+    pub fn start_at(&self, top: u64) {
+        let _l = self.lock();
+        for w in self.words.iter() {
+            w.store(0, Ordering::Relaxed);
+        }
+        if top > 0 {
+            let (w, b) = self.slot(top);
+            self.words[w].store(1u64 << b, Ordering::Relaxed);
+        }
+        self.top.store(top, Ordering::Release);
+    }
+
+    /// Sets the highest number seen (tests).
     #[cfg(test)]
     fn set_top(&self, top: u64) {
         self.top.store(top, Ordering::Release);
@@ -276,6 +291,31 @@ mod tests {
         assert_eq!(w.check(near as u32), Err(ReplayError::Replayed));
         // Number 0 of the new subspace is a valid ESN packet (full number 2^32).
         assert_eq!(w.check(0), Ok(1u64 << 32));
+    }
+
+    #[test]
+    fn a_restored_window_places_numbers_across_2_32_while_updates_lag() {
+        // A window restored at 2^32-81 (an SA moved here mid-life): numbers on both sides of
+        // 2^32 are placed right even when none of the earlier packets' updates has landed yet
+        // (many packets in the crypto device), which a fresh window cannot know.
+        let w = ReplayWindow::new(64, true).unwrap();
+        let start = (1u64 << 32) - 81;
+        w.start_at(start);
+        assert_eq!(w.top(), start);
+        assert_eq!(w.check(start as u32), Err(ReplayError::Replayed));
+        assert_eq!(w.check((start - 1) as u32), Ok(start - 1));
+        for lo in [u32::MAX - 79, u32::MAX, 0, 15, 1000] {
+            let want = if lo > 1 << 31 {
+                u64::from(lo)
+            } else {
+                (1u64 << 32) | u64::from(lo)
+            };
+            assert_eq!(w.check(lo), Ok(want), "{lo}");
+        }
+        // Restoring again forgets the bits.
+        w.start_at(10);
+        assert_eq!(w.check(9), Ok(9));
+        assert_eq!(w.check(10), Err(ReplayError::Replayed));
     }
 
     #[test]

@@ -488,8 +488,9 @@ fn sequence_numbers_never_cycle_and_honour_the_packet_lifetime() {
     let mut b2 = SeqBlock::default();
     let x = s.next_seq(&mut b2).unwrap();
     assert!(x > 100 && !got.contains(&x));
-    // Near the end of the 32-bit space: the last number is 2^32 - 1, then exhaustion.
-    s.set_next_seq(u64::from(u32::MAX) - 2);
+    // Restored near the end of the 32-bit space (the last number sent was 2^32 - 4): the last
+    // number is 2^32 - 1, then exhaustion.
+    s.restore_seq(u64::from(u32::MAX) - 3);
     let mut b3 = SeqBlock::default();
     let tail: Vec<_> = (0..5).map(|_| s.next_seq(&mut b3)).collect();
     assert_eq!(
@@ -505,7 +506,7 @@ fn sequence_numbers_never_cycle_and_honour_the_packet_lifetime() {
     let mut cfg = sa(SaDirection::Out, 1, 0, A, B).cfg.clone();
     cfg.esn = true;
     let e = Sa::new(cfg.clone()).unwrap();
-    e.set_next_seq(u64::from(u32::MAX));
+    e.restore_seq(u64::from(u32::MAX) - 1);
     let mut b4 = SeqBlock::default();
     assert_eq!(e.next_seq(&mut b4), Ok(0xffff_ffff));
     assert_eq!(e.next_seq(&mut b4), Ok(0x1_0000_0000));
