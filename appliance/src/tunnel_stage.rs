@@ -350,16 +350,14 @@ impl TunnelStage {
             stats.drop(port, DropReason::EspPolicyMismatch, 1);
             return;
         };
-        let Some(w) = &sa.replay else {
-            stats.drop(port, DropReason::EspUnknownSpi, 1);
-            return;
-        };
-        let seq = match w.check(h.seq_lo) {
-            Ok(s) => s,
-            Err(e) => {
+        let seq = match sa.replay.as_ref().map(|w| w.check(h.seq_lo)) {
+            Some(Ok(s)) => s,
+            Some(Err(e)) => {
                 replay_drop(stats, port, si, e);
                 return;
             }
+            // No anti-replay on this SA.
+            None => u64::from(h.seq_lo),
         };
         let alg = sa.cfg.algorithm;
         let j = match esp::decap_prepare(&mut pkt, &h, alg, sa.cfg.esn, sa.cfg.keys.salt, seq) {
@@ -518,15 +516,17 @@ pub fn complete(
             continue;
         };
         let seq = (u64::from(low) << 32) | u64::from(seq_lo);
-        let Some(w) = &sa.replay else { continue };
-        if held.as_ref().is_none_or(|(s, _)| *s != si) {
-            drop(held.take());
-            held = Some((si, w.lock()));
-        }
-        let Some((_, lock)) = &held else { continue };
-        if let Err(e) = w.update(lock, seq) {
-            replay_drop(stats, at, si, e);
-            continue;
+        if let Some(w) = &sa.replay {
+            if held.as_ref().is_none_or(|(s, _)| *s != si) {
+                drop(held.take());
+                held = Some((si, w.lock()));
+            }
+            if let Some((_, lock)) = &held {
+                if let Err(e) = w.update(lock, seq) {
+                    replay_drop(stats, at, si, e);
+                    continue;
+                }
+            }
         }
         let (dmac, smac) = t.decap_macs.unwrap_or_else(|| {
             let u = port_macs

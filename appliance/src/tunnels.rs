@@ -179,7 +179,8 @@ pub struct SaYaml {
     /// Hex HMAC key (CBC algorithms: 32 bytes).
     #[serde(default)]
     pub auth_key: Option<Secret>,
-    /// Anti-replay window in packets, 64..=4096 (inbound).
+    /// Anti-replay window in packets, 64..=4096 (inbound); 0 disables anti-replay (not with
+    /// ESN, whose high half the window infers).
     #[serde(default = "default_window")]
     pub replay_window: u32,
     /// Extended (64-bit) sequence numbers.
@@ -389,10 +390,15 @@ pub fn build_ipsec(cfg: &Config) -> Result<Option<Ipsec>, ConfigError> {
         } else {
             (key, [0; 4])
         };
-        if !(replay::MIN_WINDOW..=replay::MAX_WINDOW).contains(&s.replay_window) {
+        if !(replay::MIN_WINDOW..=replay::MAX_WINDOW).contains(&s.replay_window)
+            && (s.replay_window != 0 || s.esn)
+        {
             return Err(ConfigError::at(
                 at("replay_window"),
-                format!("{}: allowed 64..=4096", s.replay_window),
+                format!(
+                    "{}: allowed 64..=4096, or 0 (no anti-replay) without esn",
+                    s.replay_window
+                ),
             ));
         }
         if s.lifetime.packets == Some(0) || s.lifetime.bytes == Some(0) {

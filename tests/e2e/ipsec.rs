@@ -420,6 +420,32 @@ fn inbound_attacks_are_dropped_with_exact_counters_and_good_packets_still_delive
         assert_eq!(ip_of(g), ip_of(w));
     }
     assert_physical_conservation(&r, 0);
+
+    // Without anti-replay (replay_window: 0) the replays and the old number are delivered;
+    // the forgery, the truncation and the unknown SPI are still dropped.
+    let cfg = tunnel_config(
+        &t,
+        "y",
+        "empty.pcap",
+        "attack.pcap",
+        alg,
+        false,
+        &format!(", next_hop_mac: \"{PEER_MAC}\""),
+        ", replay_window: 0",
+    );
+    let r = t.run(&cfg, &["--exit-when-idle-ms=700"]);
+    r.assert_clean();
+    let want: std::collections::BTreeMap<String, u64> = [
+        ("esp_bad_icv", 1),
+        ("esp_malformed", 1),
+        ("esp_unknown_spi", 1),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    assert_eq!(drops_of(r.port("wan")), want, "{}", r.summary);
+    assert_eq!(read_pcap(&t.path("out-lan-y.pcap")).len(), 103);
+    assert_physical_conservation(&r, 0);
 }
 
 #[test]

@@ -209,7 +209,7 @@ pub struct Sa {
     pub cfg: SaConfig,
     /// Outbound: the next sequence number not yet reserved by a worker (starts at 1).
     next_seq: AtomicU64,
-    /// Inbound: the replay window.
+    /// Inbound: the replay window (`None`: anti-replay disabled).
     pub replay: Option<ReplayWindow>,
     /// 0 while usable; [`DEAD_EXPIRED`] once a hard lifetime is reached (by the control
     /// thread for bytes and inbound packets, by the worker that reserves past the packet limit
@@ -238,9 +238,13 @@ pub enum SeqError {
 }
 
 impl Sa {
-    /// An SA in its initial state. `None` when an inbound SA's replay window size is invalid.
+    /// An SA in its initial state. `None` when an inbound SA's replay window size is invalid
+    /// (0, no anti-replay, is valid without ESN).
     pub fn new(cfg: SaConfig) -> Option<Sa> {
         let replay = match cfg.direction {
+            // Window 0: no anti-replay (RFC 4303 §3.4.3 lets a receiver disable it); ESN needs
+            // a window to infer the high half.
+            SaDirection::In if cfg.replay_window == 0 && !cfg.esn => None,
             SaDirection::In => Some(ReplayWindow::new(cfg.replay_window, cfg.esn)?),
             SaDirection::Out => None,
         };
@@ -316,9 +320,10 @@ impl Sa {
     /// carries `seq + 1`; inbound, `seq` is the highest number received (the window's top).
     /// Call before the SA carries packets.
     pub fn restore_seq(&self, seq: u64) {
-        match &self.replay {
-            Some(w) => w.start_at(seq),
-            None => self
+        match (self.cfg.direction, &self.replay) {
+            (SaDirection::In, Some(w)) => w.start_at(seq),
+            (SaDirection::In, None) => {}
+            (SaDirection::Out, _) => self
                 .next_seq
                 .store(seq.saturating_add(1), Ordering::Relaxed),
         }

@@ -431,6 +431,22 @@ fn sa(dir: SaDirection, spi: u32, mark: u32, src: [u8; 4], dst: [u8; 4]) -> Sa {
     .unwrap()
 }
 
+#[test]
+fn replay_window_zero_disables_anti_replay_only_without_esn() {
+    let mut cfg = sa(SaDirection::In, 0x300, 0, B, A).cfg.clone();
+    cfg.replay_window = 0;
+    let s = Sa::new(cfg.clone()).unwrap();
+    assert!(s.replay.is_none());
+    // Restoring a sequence state of an SA without a window changes nothing.
+    s.restore_seq(5);
+    assert_eq!(s.seq_reserved(), 0);
+    cfg.esn = true;
+    assert!(Sa::new(cfg.clone()).is_none());
+    cfg.replay_window = 32;
+    cfg.esn = false;
+    assert!(Sa::new(cfg).is_none());
+}
+
 const A: [u8; 4] = [192, 0, 2, 1];
 const B: [u8; 4] = [192, 0, 2, 2];
 
