@@ -5,14 +5,14 @@
 //! Per worker: one crypto queue pair, a block of sequence numbers per outbound SA, a CSPRNG for
 //! CBC IVs, ARP rate limits. Shared (through the generation): SAs, replay windows, tunnels.
 use crate::worker::TxPorts;
-use pipelines::ipsec::esp::{self, EncapParams, EspJob};
+use pipelines::ipsec::esp::{self, EncapParams};
 use pipelines::ipsec::replay::{ReplayError, ReplayLock};
 use pipelines::ipsec::{arp, icmp, Ipsec, SeqBlock, SeqError};
 use pipelines::pipeline::PortIndex;
 use pipelines::stats::StatsWriter;
 use pipelines::wire::{ipproto, Parsed, L3};
 use pipelines::DropReason;
-use pmd_glue::cryptodev::{CryptoJob, CryptoQueue, CryptoStatus, Session};
+use pmd_glue::cryptodev::{CryptoQueue, CryptoStatus, Session};
 use pmd_glue::{Mbuf, Mempool};
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use std::sync::Arc;
@@ -41,19 +41,6 @@ fn untag(t: u64) -> (bool, u16, u16, u32) {
         (t >> 32) as u16,
         t as u32,
     )
-}
-
-fn job(j: &EspJob, user: u64) -> CryptoJob {
-    CryptoJob {
-        cipher_offset: j.cipher_offset,
-        cipher_len: j.cipher_len,
-        auth_offset: j.auth_offset,
-        auth_len: j.auth_len,
-        digest_offset: j.digest_offset,
-        iv: j.iv,
-        aad: j.aad,
-        user,
-    }
 }
 
 /// The IPv6 link-local address of a MAC (modified EUI-64, RFC 4291 Appendix A).
@@ -228,7 +215,7 @@ impl TunnelStage {
         let user = tag(false, ti, si, inner_len);
         match self
             .crypto
-            .push(pkt, &self.sessions[usize::from(si)], &job(&j, user))
+            .push(pkt, &self.sessions[usize::from(si)], &j, user)
         {
             Ok(()) => stats.tunnel().crypto_enqueued.add(1),
             Err(_m) => stats.drop(port, DropReason::CryptoQueueFull, 1),
@@ -370,7 +357,7 @@ impl TunnelStage {
         let user = tag(true, ti, si, (seq >> 32) as u32);
         match self
             .crypto
-            .push(pkt, &self.sessions[usize::from(si)], &job(&j, user))
+            .push(pkt, &self.sessions[usize::from(si)], &j, user)
         {
             Ok(()) => stats.tunnel().crypto_enqueued.add(1),
             Err(_m) => stats.drop(port, DropReason::CryptoQueueFull, 1),

@@ -253,19 +253,18 @@ esp_plain() { echo $(( ( ($1 - 14 + 2 + 3) / 4) * 4 )); }
 
 # --- appliance (hook) ------------------------------------------------------------------------
 # ========================= appliance_mpps(): THE APPLIANCE HOOK =========================
-# Runs the appliance on the same scenario with a YAML config (the draft tunnel format:
-# crypto, tunnels, sas, forwarding into/out of vti0) and prints its Mpps (median of per-second
-# tx rates on the output port, from /metrics), or a message starting with "appliance:" when
-# it cannot run: binary not built, or `appliance check-config` rejecting the tunnel sections
-# ("appliance: VTI not supported yet").
+# Runs the appliance on the same scenario (one worker, the same SAs as secgw.cfg, a VTI port
+# whose underlay is wan, forwarding lan <-> vti0) and prints its Mpps: the median of per-second
+# tx rates of the output port, from /metrics. Or a message starting with "appliance:" when it
+# cannot run (binary not built, config rejected).
 appliance_config() { # $1 encrypt|decrypt, $2 size, $3 metrics port
   local lan wan
   if [ "$1" = encrypt ]; then
-    lan="{ name: lan, device: net_pcap0, args: \"rx_pcap=$WORK/inner-out-$2.pcap,infinite_rx=1\", mac: \"02:00:00:00:00:10\", rx_desc: 1024, tx_desc: 1024 }"
-    wan="{ name: wan, device: net_null0, args: \"no-rx=1\", addresses: [$LOCAL/24], mac: \"02:00:00:00:00:01\", rx_desc: 1024, tx_desc: 1024 }"
+    lan="{ name: lan, device: net_pcap0, args: \"rx_pcap=$WORK/inner-out-$2.pcap,infinite_rx=1\", rx_desc: 1024, tx_desc: 1024 }"
+    wan="{ name: wan, device: net_null0, args: \"no-rx=1\", rx_desc: 1024, tx_desc: 1024 }"
   else
-    lan="{ name: lan, device: net_null0, args: \"no-rx=1\", mac: \"02:00:00:00:00:10\", rx_desc: 1024, tx_desc: 1024 }"
-    wan="{ name: wan, device: net_pcap0, args: \"rx_pcap=$WORK/esp-in-$2.pcap,infinite_rx=1\", addresses: [$LOCAL/24], mac: \"02:00:00:00:00:01\", rx_desc: 1024, tx_desc: 1024 }"
+    lan="{ name: lan, device: net_null0, args: \"no-rx=1\", rx_desc: 1024, tx_desc: 1024 }"
+    wan="{ name: wan, device: net_pcap0, args: \"rx_pcap=$WORK/esp-in-$2.pcap,infinite_rx=1\", rx_desc: 1024, tx_desc: 1024 }"
   fi
   cat <<YAML
 # perf/ipsec/run.sh: appliance VTI $1, $2-byte frames (the same SAs as perf/ipsec/secgw.cfg)
@@ -275,14 +274,12 @@ crypto: { device: crypto_aesni_mb0 }
 ports:
   - $lan
   - $wan
-neighbours:
-  - { ip: $REMOTE, mac: "02:00:00:00:00:02", port: wan }
-tunnels:
-  - { name: vti0, local: $LOCAL, remote: $REMOTE, okey: 1, ikey: 1, underlay: wan }
+  - name: vti0
+    tunnel: { local: $LOCAL, remote: $REMOTE, okey: 1, ikey: 1, underlay: wan, next_hop_mac: "02:00:00:00:00:02" }
 sas:
-  - { spi: $SPI_OUT, direction: out, src: $LOCAL, dst: $REMOTE, mark: 1, algorithm: aes-gcm-128, key: "0x$KEY_OUT" }
-  # replay_window 0: net_pcap's infinite_rx replays the same ESP frames (same sequence numbers)
-  - { spi: $SPI_IN, direction: in, src: $REMOTE, dst: $LOCAL, mark: 1, algorithm: aes-gcm-128, key: "0x$KEY_IN", replay_window: 0 }
+  - { spi: $SPI_OUT, direction: out, src: $LOCAL, dst: $REMOTE, mark: 1, algorithm: aes-gcm-128, key: "$KEY_OUT" }
+  # replay_window 0 (as ipsec-secgw without -w): infinite_rx replays the same sequence numbers
+  - { spi: $SPI_IN, direction: in, src: $REMOTE, dst: $LOCAL, mark: 1, algorithm: aes-gcm-128, key: "$KEY_IN", replay_window: 0 }
 forwarding:
   - { from: lan, to: vti0 }
   - { from: vti0, to: lan }
@@ -295,7 +292,7 @@ appliance_mpps() { # $1 encrypt|decrypt, $2 size
   [ -x "$APP" ] || { echo "appliance: not built ($APP; set APPLIANCE=...)"; return 0; }
   appliance_config "$1" "$2" "$port" >"$cfg"
   if ! "$APP" check-config "$cfg" >"$WORK/app-check.log" 2>&1; then
-    echo "appliance: VTI not supported yet"
+    echo "appliance: config rejected: $(tail -1 "$WORK/app-check.log")"
     return 0
   fi
   [ "$1" = encrypt ] && out=wan || out=lan

@@ -743,6 +743,10 @@ impl Generation {
         stats: &mut StatsWriter,
         sink: &mut S,
     ) -> ChainResult {
+        if filters.is_empty() {
+            // A hook without filters: nothing to build a view for.
+            return ChainResult::Pass;
+        }
         let mut view = PacketView {
             data: pkt.data(),
             frame_len: pkt.frame_len(),

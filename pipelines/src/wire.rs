@@ -143,6 +143,9 @@ fn is_vlan_tpid(ethertype: u16) -> bool {
 /// 0, which is how [`parse`] verifies a received header.
 #[inline]
 pub fn ipv4_header_checksum(header: &[u8]) -> u16 {
+    if let Ok(h) = <&[u8; IPV4_MIN_HLEN]>::try_from(header) {
+        return !fold20(h);
+    }
     // RFC 1071 §2: the sum may be accumulated in wider words and with deferred carries, then
     // folded back to 16 bits. Summing 32-bit words into a u64 cannot overflow for any slice that
     // fits in memory (2^32 words of at most 2^32 - 1 each).
@@ -170,17 +173,22 @@ pub fn ipv4_header_checksum(header: &[u8]) -> u16 {
 /// True when `header`'s checksum verifies; a fixed five-word sum for the common 20-byte header.
 #[inline(always)]
 fn ipv4_checksum_ok(header: &[u8]) -> bool {
-    match header.first_chunk::<IPV4_MIN_HLEN>() {
-        Some(h) if header.len() == IPV4_MIN_HLEN => {
-            let w = |i: usize| u64::from(u32::from_be_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]));
-            let mut sum = w(0) + w(4) + w(8) + w(12) + w(16);
-            sum = (sum & 0xffff_ffff) + (sum >> 32);
-            sum = (sum & 0xffff) + (sum >> 16);
-            sum = (sum & 0xffff) + (sum >> 16);
-            sum as u16 == 0xffff
-        }
-        _ => ipv4_header_checksum(header) == 0,
+    match <&[u8; IPV4_MIN_HLEN]>::try_from(header) {
+        Ok(h) => fold20(h) == 0xffff,
+        Err(_) => ipv4_header_checksum(header) == 0,
     }
+}
+
+/// The ones' complement sum of a 20-byte header (RFC 1071), folded to 16 bits: five 32-bit
+/// words, deferred carries.
+#[inline(always)]
+fn fold20(h: &[u8; IPV4_MIN_HLEN]) -> u16 {
+    let w = |i: usize| u64::from(u32::from_be_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]));
+    let mut sum = w(0) + w(4) + w(8) + w(12) + w(16);
+    sum = (sum & 0xffff_ffff) + (sum >> 32);
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum as u16
 }
 
 /// Checks only Ethernet framing: an Ethernet header and complete VLAN tags (up to two). The
@@ -680,6 +688,47 @@ mod tests {
     }
 
     // ---- valid frames: every combination, every field ----
+
+    /// RFC 1071 as written: 16-bit words, end-around carry after each addition.
+    fn naive_checksum(h: &[u8]) -> u16 {
+        let mut sum: u32 = 0;
+        for c in h.chunks(2) {
+            sum += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        !(sum as u16)
+    }
+
+    #[test]
+    fn checksum_matches_rfc_1071_on_random_and_extreme_headers() {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut headers: Vec<Vec<u8>> = vec![vec![0xff; 20], vec![0; 20], vec![0xff; 60]];
+        for i in 0..20_000 {
+            let len = if i % 4 == 0 { 20 + 4 * (i % 11) } else { 20 };
+            let h: Vec<u8> = (0..len)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    // Mostly 0xff bytes now and then, to provoke carries.
+                    if x.is_multiple_of(5) {
+                        0xff
+                    } else {
+                        x as u8
+                    }
+                })
+                .collect();
+            headers.push(h);
+        }
+        for h in &headers {
+            assert_eq!(ipv4_header_checksum(h), naive_checksum(h), "{h:02x?}");
+            let mut fixed = h.clone();
+            fixed[10..12].fill(0);
+            let c = ipv4_header_checksum(&fixed);
+            fixed[10..12].copy_from_slice(&c.to_be_bytes());
+            assert!(ipv4_checksum_ok(&fixed));
+        }
+    }
 
     #[test]
     fn checksum_fast_path_agrees_with_the_general_sum() {

@@ -897,29 +897,13 @@ impl Session {
     }
 }
 
-/// Where in a packet the device works, for one operation. Offsets count from the start of the
-/// packet data (the mbuf's data offset in its first and only segment).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct CryptoJob {
-    /// Start of the bytes to encrypt or decrypt (for GCM, also authenticated).
-    pub cipher_offset: u32,
-    /// Bytes to encrypt or decrypt (AES-CBC: a multiple of 16, else the push is refused).
-    pub cipher_len: u32,
-    /// Start of the bytes the HMAC covers (chain only; ESP: the ESP header, IV and ciphertext,
-    /// so it starts before `cipher_offset`). Ignored for GCM.
-    pub auth_offset: u32,
-    /// Bytes the HMAC covers (chain only).
-    pub auth_len: u32,
-    /// Where the ICV is written (encrypt) or read for verification (decrypt); the session's
-    /// `digest_len` bytes.
-    pub digest_offset: u32,
-    /// IV, copied into the operation: GCM uses the first 12 bytes (salt || IV), CBC all 16.
-    pub iv: [u8; 16],
-    /// AAD, copied into the operation: GCM uses the first `aad_len` bytes.
-    pub aad: [u8; 16],
-    /// A value handed back with the completion.
-    pub user: u64,
-}
+/// Where in a packet the device works, for one operation: ESP's own description of the work
+/// ([`pipelines::ipsec::esp::EspJob`]). Offsets count from the start of the packet data (the
+/// mbuf's data offset in its first and only segment); GCM uses the first 12 bytes of `iv` (salt
+/// || IV) and the first 8 or 12 of `aad` (the session's AAD length), CBC all 16 of `iv`; the
+/// auth range is for chained algorithms only (ESP: header, IV and ciphertext); an AES-CBC
+/// length that is not a multiple of 16 is refused.
+pub use pipelines::ipsec::esp::EspJob as CryptoJob;
 
 /// How an operation ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1034,8 +1018,14 @@ pub struct CryptoQueue {
     enqueued: u32,
     pins: [Pin; SESSION_PINS],
     last_pin: usize,
+    /// Free ops kept by this queue (taken from and returned to its pool in bulk).
+    free: [*mut sys::rte_crypto_op; FREE_OPS],
+    nfree: usize,
     _live: Live,
 }
+
+/// Free ops a queue keeps for reuse.
+const FREE_OPS: usize = 2 * BURST_SIZE;
 
 /// Room for processed-but-refused ops: an enqueue attempt moves at most a burst there, and one
 /// is only made while at most a burst is waiting.
@@ -1071,6 +1061,8 @@ impl CryptoQueue {
             enqueued: 0,
             pins: Default::default(),
             last_pin: 0,
+            free: [ptr::null_mut(); FREE_OPS],
+            nfree: 0,
             _live: Live::new(),
         }
     }
@@ -1092,9 +1084,9 @@ impl CryptoQueue {
         (self.npending + self.nstash) as u32 + self.enqueued
     }
 
-    /// Free operations in this queue's pool.
+    /// Free operations: those in this queue's pool and those it keeps for reuse.
     pub fn ops_available(&self) -> u32 {
-        self.pool.available()
+        self.pool.available() + self.nfree as u32
     }
 
     /// Operations in this queue's pool.
@@ -1104,7 +1096,7 @@ impl CryptoQueue {
 
     /// Takes `m`, prepares an operation for `session` over `job` and buffers it; a full burst of
     /// [`BURST_SIZE`] is enqueued at once. The packet comes back through a later `poll`/`flush`
-    /// with `job.user`.
+    /// with `user`.
     ///
     /// Hands `m` back (the caller counts the drop) when: the session belongs to another device,
     /// the mbuf has more than one segment or shares its buffer (the device writes in place), a
@@ -1112,7 +1104,13 @@ impl CryptoQueue {
     /// blocks (ESP pads to the block size), no operation is free, or the buffer is still full
     /// because the device refuses more (poll, then push again).
     #[inline]
-    pub fn push(&mut self, mut m: Mbuf, session: &Session, job: &CryptoJob) -> Result<(), Mbuf> {
+    pub fn push(
+        &mut self,
+        mut m: Mbuf,
+        session: &Session,
+        job: &CryptoJob,
+        user: u64,
+    ) -> Result<(), Mbuf> {
         let s = &*session.inner;
         if s.dev.id != self.dev.id || m.nb_segs() != 1 {
             return Err(m);
@@ -1140,30 +1138,33 @@ impl CryptoQueue {
                 return Err(m);
             }
         }
-        // SAFETY: valid op pool of symmetric ops; returns NULL when empty.
-        let op = unsafe {
-            sys::shim_rte_crypto_op_alloc(
-                self.pool.ptr.as_ptr(),
-                sys::RTE_CRYPTO_OP_TYPE_SYMMETRIC as i32,
-            )
-        };
-        if op.is_null() {
+        let Some(op) = self.take_op() else {
             return Err(m);
-        }
+        };
         let pin = self.pin(&session.inner);
         let mp = m.as_ptr();
-        // SAFETY: `op` is a freshly allocated symmetric op from our pool (reset by DPDK: status
-        // NOT_PROCESSED, sym op zeroed), with PRIV_SIZE private bytes at PRIV_OFFSET, suitably
-        // aligned (checked at compile time); `mp` is a valid single-segment exclusive mbuf whose
-        // ownership moves into the op below; every range was checked to lie inside its data, so
-        // the device only touches bytes of this packet; the session belongs to this device and
-        // is kept alive by `pin`.
+        // SAFETY: `op` is a symmetric op of our pool that nothing else references (fresh from the
+        // pool or retired by `finish`), with PRIV_SIZE private bytes at PRIV_OFFSET, suitably
+        // aligned (checked at compile time); it is reset here as rte_crypto_op_alloc and
+        // rte_crypto_op_attach_sym_session would (type, status, session type, sym op zeroed, the
+        // session set; the pool, IO address and private data offset recorded at pool creation
+        // are kept). `mp` is a valid single-segment exclusive mbuf whose ownership moves into
+        // the op below; every range was checked to lie inside its data, so the device only
+        // touches bytes of this packet; the session belongs to this device and is kept alive by
+        // `pin`.
         unsafe {
-            sys::shim_rte_crypto_op_attach_sym_session(op, s.sess.as_ptr());
+            let h = &mut (*op).__bindgen_anon_1.__bindgen_anon_1;
+            h.type_ = sys::RTE_CRYPTO_OP_TYPE_SYMMETRIC as u8;
+            h.status = sys::RTE_CRYPTO_OP_STATUS_NOT_PROCESSED as u8;
+            h.sess_type = sys::RTE_CRYPTO_OP_WITH_SESSION as u8;
+            h.aux_flags = 0;
             let sym = ptr::addr_of_mut!((*op).__bindgen_anon_2).cast::<sys::rte_crypto_sym_op>();
+            ptr::write_bytes(sym, 0, 1);
+            (*sym).__bindgen_anon_1.session = s.sess.as_ptr();
             (*sym).m_src = mp;
-            (*sym).m_dst = ptr::null_mut();
-            let digest_iova = sys::shim_rte_pktmbuf_iova_offset(mp, job.digest_offset);
+            // rte_pktmbuf_iova_offset: the buffer's IO address + data offset + offset.
+            let digest_iova =
+                (*mp).buf_iova + u64::from((*mp).data_off) + u64::from(job.digest_offset);
             if s.aead {
                 let a = &mut (*sym).__bindgen_anon_2.aead;
                 a.data.offset = job.cipher_offset;
@@ -1187,7 +1188,7 @@ impl CryptoQueue {
             p.write(OpPriv {
                 iv: job.iv,
                 aad: job.aad,
-                user: job.user,
+                user,
                 sess: pin.1,
                 pin: pin.0,
             });
@@ -1348,14 +1349,7 @@ impl CryptoQueue {
             let (m, st, user) = self.retire(op);
             c.push(m, if refused { CryptoStatus::QueueFull } else { st }, user);
         }
-        // SAFETY: `ops` are ops of our pool, each retired above and never touched again.
-        unsafe {
-            sys::shim_rte_mempool_put_bulk(
-                self.pool.ptr.as_ptr(),
-                ops.as_ptr().cast::<*mut c_void>(),
-                ops.len() as u32,
-            )
-        };
+        self.recycle(ops);
         c.deliver(done);
     }
 
@@ -1381,6 +1375,68 @@ impl CryptoQueue {
         };
         self.unpin(p.pin, p.sess);
         (m, CryptoStatus::from_op(status), p.user)
+    }
+
+    /// A free op: from this queue's own list of retired ops, refilled a burst at a time from
+    /// the pool (no pool call per packet). `None` when the pool is empty.
+    #[inline]
+    fn take_op(&mut self) -> Option<*mut sys::rte_crypto_op> {
+        if self.nfree == 0 {
+            for n in [BURST_SIZE, 1] {
+                // SAFETY: room for `n` pointers; the pool holds symmetric ops; get_bulk takes all
+                // `n` or none (returns 0 on success).
+                let r = unsafe {
+                    sys::shim_rte_mempool_get_bulk(
+                        self.pool.ptr.as_ptr(),
+                        self.free.as_mut_ptr().cast::<*mut c_void>(),
+                        n as u32,
+                    )
+                };
+                if r == 0 {
+                    self.nfree = n;
+                    break;
+                }
+            }
+            if self.nfree == 0 {
+                return None;
+            }
+        }
+        self.nfree -= 1;
+        Some(self.free[self.nfree])
+    }
+
+    /// Keeps retired ops for reuse; what does not fit goes back to the pool.
+    #[inline]
+    fn recycle(&mut self, ops: &[*mut sys::rte_crypto_op]) {
+        let keep = ops.len().min(FREE_OPS - self.nfree);
+        self.free[self.nfree..self.nfree + keep].copy_from_slice(&ops[..keep]);
+        self.nfree += keep;
+        let rest = &ops[keep..];
+        if !rest.is_empty() {
+            // SAFETY: `rest` are ops of our pool, retired and never touched again.
+            unsafe {
+                sys::shim_rte_mempool_put_bulk(
+                    self.pool.ptr.as_ptr(),
+                    rest.as_ptr().cast::<*mut c_void>(),
+                    rest.len() as u32,
+                )
+            };
+        }
+    }
+
+    /// Returns the ops kept for reuse to the pool.
+    fn release_free_ops(&mut self) {
+        let n = std::mem::take(&mut self.nfree);
+        if n > 0 {
+            // SAFETY: the first `n` entries are free ops of our pool that nothing references.
+            unsafe {
+                sys::shim_rte_mempool_put_bulk(
+                    self.pool.ptr.as_ptr(),
+                    self.free.as_ptr().cast::<*mut c_void>(),
+                    n as u32,
+                )
+            };
+        }
     }
 
     /// A session reference for one more op: a pin slot of this queue, or one owned by the op.
@@ -1449,6 +1505,7 @@ impl Drop for CryptoQueue {
         for p in &mut self.pins {
             p.sess = None;
         }
+        self.release_free_ops();
     }
 }
 

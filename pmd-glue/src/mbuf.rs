@@ -4,6 +4,7 @@ use crate::sys;
 use std::fmt;
 use std::mem::ManuallyDrop;
 use std::ptr::{self, NonNull};
+use std::sync::atomic::{AtomicU16, Ordering};
 
 /// Packets per rx/tx burst (DPDK's customary 32).
 pub const BURST_SIZE: usize = 32;
@@ -94,10 +95,13 @@ impl Mbuf {
     /// True when this mbuf is direct and its buffer is referenced only by it.
     #[inline]
     pub fn is_exclusive(&self) -> bool {
-        // SAFETY: valid mbuf; both helpers only read header fields.
+        let m = self.0.as_ptr();
+        // SAFETY: valid mbuf. RTE_MBUF_DIRECT: neither indirect nor external. The reference
+        // count is read as rte_mbuf_refcnt_read does (a relaxed atomic load); u16 and AtomicU16
+        // have the same layout and the field is 2-byte aligned.
         unsafe {
-            sys::shim_rte_mbuf_is_direct(self.0.as_ptr()) != 0
-                && sys::shim_rte_mbuf_refcnt_read(self.0.as_ptr()) == 1
+            (*m).ol_flags & (sys::RTE_MBUF_F_INDIRECT | sys::RTE_MBUF_F_EXTERNAL) == 0
+                && (*ptr::addr_of!((*m).refcnt).cast::<AtomicU16>()).load(Ordering::Relaxed) == 1
         }
     }
 
@@ -151,54 +155,115 @@ impl Mbuf {
     }
 
     /// Bytes free before the data (for prepending headers).
+    #[inline]
     pub fn headroom(&self) -> u16 {
-        // SAFETY: valid mbuf; reads header fields.
-        unsafe { sys::shim_rte_pktmbuf_headroom(self.0.as_ptr()) }
+        self.raw().data_off
     }
 
     /// Bytes free after the data in the last segment.
+    #[inline]
     pub fn tailroom(&self) -> u16 {
-        // SAFETY: valid mbuf; reads header fields.
-        unsafe { sys::shim_rte_pktmbuf_tailroom(self.0.as_ptr()) }
+        let m = self.raw();
+        if m.nb_segs != 1 {
+            // SAFETY: valid mbuf; reads header fields along its chain.
+            return unsafe { sys::shim_rte_pktmbuf_tailroom(self.0.as_ptr()) };
+        }
+        m.buf_len
+            .saturating_sub(m.data_off)
+            .saturating_sub(m.data_len)
     }
 
     /// Prepends `len` bytes to the first segment and returns them, or `None` without headroom
     /// or when the buffer is shared.
+    #[inline]
     pub fn prepend(&mut self, len: u16) -> Option<&mut [u8]> {
         if !self.is_exclusive() {
             return None;
         }
-        // SAFETY: valid exclusive mbuf; DPDK checks the headroom and returns NULL if short.
-        let p = unsafe { sys::shim_rte_pktmbuf_prepend(self.0.as_ptr(), len) };
-        // SAFETY: on success `p` points to `len` writable bytes at the new start of data.
-        (!p.is_null())
-            .then(|| unsafe { std::slice::from_raw_parts_mut(p.cast::<u8>(), usize::from(len)) })
+        let m = self.0.as_ptr();
+        // SAFETY: valid exclusive mbuf (`&mut self`); as rte_pktmbuf_prepend: with `len` bytes
+        // of headroom, the data offset moves back by `len` and both lengths grow by `len`; the
+        // new bytes lie inside the buffer, owned by this mbuf alone.
+        unsafe {
+            if len > (*m).data_off {
+                return None;
+            }
+            (*m).data_off -= len;
+            (*m).data_len += len;
+            (*m).pkt_len += u32::from(len);
+            Some(std::slice::from_raw_parts_mut(
+                (*m).buf_addr.cast::<u8>().add(usize::from((*m).data_off)),
+                usize::from(len),
+            ))
+        }
     }
 
     /// Appends `len` bytes to the last segment and returns them, or `None` without tailroom or
     /// when the buffer is shared.
+    #[inline]
     pub fn append(&mut self, len: u16) -> Option<&mut [u8]> {
         if !self.is_exclusive() {
             return None;
         }
-        // SAFETY: valid exclusive mbuf; DPDK checks the tailroom and returns NULL if short.
-        let p = unsafe { sys::shim_rte_pktmbuf_append(self.0.as_ptr(), len) };
-        // SAFETY: on success `p` points to `len` writable bytes at the end of the data.
-        (!p.is_null())
-            .then(|| unsafe { std::slice::from_raw_parts_mut(p.cast::<u8>(), usize::from(len)) })
+        if self.raw().nb_segs != 1 {
+            // SAFETY: valid exclusive mbuf; DPDK checks the tailroom and returns NULL if short.
+            let p = unsafe { sys::shim_rte_pktmbuf_append(self.0.as_ptr(), len) };
+            // SAFETY: on success `p` points to `len` writable bytes at the end of the data.
+            return (!p.is_null()).then(|| unsafe {
+                std::slice::from_raw_parts_mut(p.cast::<u8>(), usize::from(len))
+            });
+        }
+        if len > self.tailroom() {
+            return None;
+        }
+        let m = self.0.as_ptr();
+        // SAFETY: valid exclusive single-segment mbuf with `len` bytes of tailroom (checked):
+        // as rte_pktmbuf_append, the new bytes follow the data inside the buffer.
+        unsafe {
+            let at = usize::from((*m).data_off) + usize::from((*m).data_len);
+            (*m).data_len += len;
+            (*m).pkt_len += u32::from(len);
+            Some(std::slice::from_raw_parts_mut(
+                (*m).buf_addr.cast::<u8>().add(at),
+                usize::from(len),
+            ))
+        }
     }
 
     /// Removes `len` bytes from the start of the packet; false if the first segment is shorter.
+    #[inline]
     pub fn adj(&mut self, len: u16) -> bool {
-        // SAFETY: valid mbuf; DPDK checks the length and returns NULL if too long. Moving the
-        // data offset does not write packet bytes, so it is allowed on shared buffers.
-        !unsafe { sys::shim_rte_pktmbuf_adj(self.0.as_ptr(), len) }.is_null()
+        let m = self.0.as_ptr();
+        // SAFETY: valid mbuf owned by `&mut self`; as rte_pktmbuf_adj: only the first segment's
+        // offset and the lengths change (no packet byte is written, so shared buffers are fine).
+        unsafe {
+            if len > (*m).data_len {
+                return false;
+            }
+            (*m).data_off += len;
+            (*m).data_len -= len;
+            (*m).pkt_len -= u32::from(len);
+        }
+        true
     }
 
     /// Removes `len` bytes from the end of the packet; false if the last segment is shorter.
+    #[inline]
     pub fn trim(&mut self, len: u16) -> bool {
-        // SAFETY: valid mbuf; DPDK checks the length.
-        unsafe { sys::shim_rte_pktmbuf_trim(self.0.as_ptr(), len) == 0 }
+        let m = self.0.as_ptr();
+        // SAFETY: valid mbuf owned by `&mut self`. One segment: as rte_pktmbuf_trim, the lengths
+        // shrink; chains go through DPDK, which finds the last segment.
+        unsafe {
+            if (*m).nb_segs != 1 {
+                return sys::shim_rte_pktmbuf_trim(m, len) == 0;
+            }
+            if len > (*m).data_len {
+                return false;
+            }
+            (*m).data_len -= len;
+            (*m).pkt_len -= u32::from(len);
+        }
+        true
     }
 
     /// Appends the segments of `tail` to this packet (`rte_pktmbuf_chain`), making one

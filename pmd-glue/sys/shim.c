@@ -89,6 +89,11 @@ void shim_rte_mempool_put_bulk(struct rte_mempool *mp, void *const *objs, unsign
 	rte_mempool_put_bulk(mp, objs, n);
 }
 
+int shim_rte_mempool_get_bulk(struct rte_mempool *mp, void **objs, unsigned n)
+{
+	return rte_mempool_get_bulk(mp, objs, n);
+}
+
 uint64_t shim_rte_pktmbuf_iova_offset(const struct rte_mbuf *m, uint32_t off)
 {
 	return rte_pktmbuf_iova_offset(m, off);

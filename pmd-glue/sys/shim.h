@@ -41,6 +41,7 @@ struct rte_crypto_op *shim_rte_crypto_op_alloc(struct rte_mempool *mp, int type)
 void shim_rte_crypto_op_free(struct rte_crypto_op *op);
 int shim_rte_crypto_op_attach_sym_session(struct rte_crypto_op *op, void *sess);
 void shim_rte_mempool_put_bulk(struct rte_mempool *mp, void *const *objs, unsigned n);
+int shim_rte_mempool_get_bulk(struct rte_mempool *mp, void **objs, unsigned n);
 /* rte_pktmbuf_iova_offset (a macro): the IO address of byte `off` of the first segment's data. */
 uint64_t shim_rte_pktmbuf_iova_offset(const struct rte_mbuf *m, uint32_t off);
 

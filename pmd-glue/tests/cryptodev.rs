@@ -83,18 +83,19 @@ fn run_one(
     s: &Session,
     bytes: &[u8],
     job: &CryptoJob,
+    user: u64,
 ) -> (Vec<u8>, CryptoStatus) {
     let mut m = pool.alloc().expect("mbuf");
     assert!(m.fill(bytes));
-    q.push(m, s, job).expect("push accepted");
+    q.push(m, s, job, user).expect("push accepted");
     assert_eq!(q.in_flight(), 1);
     let mut got = Vec::new();
     let left = q.drain(WAIT, |m, st, user| got.push((m.data().to_vec(), st, user)));
     assert_eq!(left, 0, "the device returned the operation");
     assert_eq!(q.in_flight(), 0);
     assert_eq!(got.len(), 1);
-    let (data, st, user) = got.pop().unwrap();
-    assert_eq!(user, job.user, "user value comes back");
+    let (data, st, back) = got.pop().unwrap();
+    assert_eq!(back, user, "user value comes back");
     (data, st)
 }
 
@@ -255,10 +256,9 @@ fn gcm_known_answers(dev: &CryptoDev, q: &mut CryptoQueue, pool: &Mempool) {
             digest_offset: (HDR + pt.len()) as u32,
             iv: arr16(&iv),
             aad: arr16(&aad),
-            user: 0xfeed_0000 + pt.len() as u64,
             ..Default::default()
         };
-        let (out, st) = run_one(q, pool, &enc, &pkt, &job);
+        let (out, st) = run_one(q, pool, &enc, &pkt, &job, 0xfeed_0000 + pt.len() as u64);
         assert_eq!(st, CryptoStatus::Success, "{what}");
         assert_eq!(&out[..HDR], &[0xa5; HDR][..], "{what}: header untouched");
         assert_eq!(&out[HDR..HDR + pt.len()], &ct[..], "{what}: ciphertext");
@@ -269,13 +269,13 @@ fn gcm_known_answers(dev: &CryptoDev, q: &mut CryptoQueue, pool: &Mempool) {
             "{what}: bytes after the tag"
         );
 
-        let (back, st) = run_one(q, pool, &dec, &out, &job);
+        let (back, st) = run_one(q, pool, &dec, &out, &job, 0xfeed_0000 + pt.len() as u64);
         assert_eq!(st, CryptoStatus::Success, "{what}: decrypt");
         assert_eq!(&back[HDR..HDR + pt.len()], &pt[..], "{what}: round trip");
         for bit in [0, 7, 8 * 15 + 3] {
             let mut bad = out.clone();
             bad[HDR + pt.len() + bit / 8] ^= 1 << (bit % 8);
-            let (_, st) = run_one(q, pool, &dec, &bad, &job);
+            let (_, st) = run_one(q, pool, &dec, &bad, &job, 0xfeed_0000 + pt.len() as u64);
             assert_eq!(
                 st,
                 CryptoStatus::AuthFailed,
@@ -284,7 +284,7 @@ fn gcm_known_answers(dev: &CryptoDev, q: &mut CryptoQueue, pool: &Mempool) {
         }
         let mut bad = out.clone();
         bad[HDR + pt.len() - 1] ^= 0x80;
-        let (_, st) = run_one(q, pool, &dec, &bad, &job);
+        let (_, st) = run_one(q, pool, &dec, &bad, &job, 0xfeed_0000 + pt.len() as u64);
         assert_eq!(
             st,
             CryptoStatus::AuthFailed,
@@ -293,7 +293,7 @@ fn gcm_known_answers(dev: &CryptoDev, q: &mut CryptoQueue, pool: &Mempool) {
         if !aad.is_empty() {
             let mut j = job;
             j.aad[0] ^= 1;
-            let (_, st) = run_one(q, pool, &dec, &out, &j);
+            let (_, st) = run_one(q, pool, &dec, &out, &j, 0xfeed_0000 + pt.len() as u64);
             assert_eq!(st, CryptoStatus::AuthFailed, "{what}: AAD bit flipped");
         }
     }
@@ -425,13 +425,12 @@ impl Sa {
         }
     }
 
-    fn job(&self, p: &EspPacket, user: u64) -> CryptoJob {
+    fn job(&self, p: &EspPacket) -> CryptoJob {
         let iv = &p.bytes[p.iv()];
         let mut job = CryptoJob {
             cipher_offset: p.payload().start as u32,
             cipher_len: p.payload as u32,
             digest_offset: p.icv().start as u32,
-            user,
             ..Default::default()
         };
         if self.gcm {
@@ -488,7 +487,8 @@ fn esp_vs_reference(dev: &CryptoDev, q: &mut CryptoQueue, pool: &Mempool, rng: &
         for n in 0..8u64 {
             let blocks = 1 + rng.below(90) as usize;
             let p = sa.packet(rng, blocks);
-            let job = sa.job(&p, n);
+            let job = sa.job(&p);
+            let user = n;
             let want = sa.encrypted(&p);
             // The reference's own decryption restores the payload.
             if !sa.gcm {
@@ -497,10 +497,10 @@ fn esp_vs_reference(dev: &CryptoDev, q: &mut CryptoQueue, pool: &Mempool, rng: &
                     &p.bytes[p.payload()]
                 );
             }
-            let (out, st) = run_one(q, pool, &sa.enc, &p.bytes, &job);
+            let (out, st) = run_one(q, pool, &sa.enc, &p.bytes, &job, user);
             assert_eq!(st, CryptoStatus::Success, "{}", what("encrypt"));
             assert!(out == want, "{}", what("encrypted packet differs"));
-            let (back, st) = run_one(q, pool, &sa.dec, &out, &job);
+            let (back, st) = run_one(q, pool, &sa.dec, &out, &job, user);
             assert_eq!(st, CryptoStatus::Success, "{}", what("decrypt"));
             assert_eq!(
                 &back[p.payload()],
@@ -519,13 +519,13 @@ fn esp_vs_reference(dev: &CryptoDev, q: &mut CryptoQueue, pool: &Mempool, rng: &
                     // For GCM the header is authenticated through the AAD the job carries.
                     let mut j = job;
                     j.aad[5] ^= 0x10;
-                    let (_, st) = run_one(q, pool, &sa.dec, &out, &j);
+                    let (_, st) = run_one(q, pool, &sa.dec, &out, &j, user);
                     assert_eq!(st, CryptoStatus::AuthFailed, "{}", what("AAD bit flipped"));
                     continue;
                 }
                 let mut bad = out.clone();
                 bad[at] ^= 0x10;
-                let (_, st) = run_one(q, pool, &sa.dec, &bad, &job);
+                let (_, st) = run_one(q, pool, &sa.dec, &bad, &job, user);
                 assert_eq!(
                     st,
                     CryptoStatus::AuthFailed,
@@ -576,7 +576,7 @@ fn many_in_flight(
         let p = sa.packet(rng, blocks);
         let mut m = pool.alloc().expect("mbuf");
         assert!(m.fill(&p.bytes));
-        match q.push(m, &sa.enc, &sa.job(&p, user | 1 << 40)) {
+        match q.push(m, &sa.enc, &sa.job(&p), user | 1 << 40) {
             Ok(()) => {
                 pushed += 1;
                 let want = sa.encrypted(&p);
@@ -646,11 +646,11 @@ fn many_in_flight(
         expect.insert(user, sa.encrypted(&p));
         let mut m = pool.alloc().expect("mbuf");
         assert!(m.fill(&p.bytes));
-        let job = sa.job(&p, user);
+        let job = sa.job(&p);
         let mut m = Some(m);
         // Retry after polling when the device is momentarily full.
         for _ in 0..1000 {
-            match q.push(m.take().unwrap(), &sa.enc, &job) {
+            match q.push(m.take().unwrap(), &sa.enc, &job, user) {
                 Ok(()) => break,
                 Err(back) => {
                     m = Some(back);
@@ -695,7 +695,7 @@ fn many_in_flight(
         let p = sa.packet(rng, 2);
         let mut m = pool.alloc().unwrap();
         assert!(m.fill(&p.bytes));
-        q.push(m, &sa.enc, &sa.job(&p, i as u64)).unwrap();
+        q.push(m, &sa.enc, &sa.job(&p), i as u64).unwrap();
         keep.push((i, sa.encrypted(&p)));
     }
     q.flush(|_, st, _| panic!("refused: {st:?}"));
@@ -725,7 +725,7 @@ fn refused_pushes(devs: &[CryptoDev], q: &mut CryptoQueue, pool: &Mempool, rng: 
     let gcm = Sa::new_gcm(dev, rng, 16, 8);
     let cbc = Sa::new_cbc(dev, rng, 16);
     let p = gcm.packet(rng, 4);
-    let good = gcm.job(&p, 1);
+    let good = gcm.job(&p);
     let len = p.bytes.len() as u32;
     let fresh = || {
         let mut m = pool.alloc().unwrap();
@@ -735,7 +735,7 @@ fn refused_pushes(devs: &[CryptoDev], q: &mut CryptoQueue, pool: &Mempool, rng: 
     let refuse =
         |q: &mut CryptoQueue, m: pmd_glue::Mbuf, s: &Session, job: &CryptoJob, why: &str| {
             let before = m.data().to_vec();
-            let back = q.push(m, s, job).expect_err(why);
+            let back = q.push(m, s, job, 0).expect_err(why);
             assert_eq!(back.data(), &before[..], "{why}: mbuf comes back untouched");
             assert_eq!(q.in_flight(), 0, "{why}");
         };
@@ -776,7 +776,7 @@ fn refused_pushes(devs: &[CryptoDev], q: &mut CryptoQueue, pool: &Mempool, rng: 
         "offset + length overflow",
     );
     let pc = cbc.packet(rng, 4);
-    let cj = cbc.job(&pc, 2);
+    let cj = cbc.job(&pc);
     let fresh_cbc = || {
         let mut m = pool.alloc().unwrap();
         assert!(m.fill(&pc.bytes));
@@ -812,7 +812,7 @@ fn refused_pushes(devs: &[CryptoDev], q: &mut CryptoQueue, pool: &Mempool, rng: 
         auth_len: u32::MAX,
         ..good
     };
-    q.push(m, &gcm.enc, &ok_job)
+    q.push(m, &gcm.enc, &ok_job, 0)
         .expect("GCM ignores the auth range");
     assert_eq!(
         q.drain(WAIT, |_, st, _| assert_eq!(st, CryptoStatus::Success)),
@@ -987,7 +987,9 @@ fn cryptodev_end_to_end() {
     let s0 = Sa::new_gcm(&devs[0], &mut rng, 16, 8);
     let mut m = pool.alloc().unwrap();
     assert!(m.fill(&[0; 64]));
-    assert!(queues[1].push(m, &s0.enc, &CryptoJob::default()).is_err());
+    assert!(queues[1]
+        .push(m, &s0.enc, &CryptoJob::default(), 0)
+        .is_err());
     drop(s0);
 
     // Device lifecycle.
@@ -1029,7 +1031,7 @@ fn cryptodev_end_to_end() {
         let sa = Sa::new_gcm(&d, &mut rng, 16, 12);
         drop(d); // the queue and the session keep the device open
         let p = sa.packet(&mut rng, 3);
-        let (out, st) = run_one(&mut q, &pool, &sa.enc, &p.bytes, &sa.job(&p, 9));
+        let (out, st) = run_one(&mut q, &pool, &sa.enc, &p.bytes, &sa.job(&p), 9);
         assert_eq!(st, CryptoStatus::Success);
         assert!(out == sa.encrypted(&p));
         drop(sa);
@@ -1067,7 +1069,7 @@ fn cryptodev_end_to_end() {
         for (i, mut q) in qs.into_iter().enumerate() {
             assert_eq!(q.qp() as usize, i);
             let p = sa.packet(&mut rng, 5);
-            let (out, st) = run_one(&mut q, &pool, &sa.enc, &p.bytes, &sa.job(&p, 3));
+            let (out, st) = run_one(&mut q, &pool, &sa.enc, &p.bytes, &sa.job(&p), 3);
             assert_eq!(st, CryptoStatus::Success);
             assert!(out == sa.encrypted(&p), "{name} qp {i}");
         }
@@ -1081,7 +1083,7 @@ fn cryptodev_end_to_end() {
             let p = sa.packet(&mut rng, 2);
             let mut m = pool.alloc().unwrap();
             assert!(m.fill(&p.bytes));
-            q.push(m, &sa.enc, &sa.job(&p, u)).unwrap();
+            q.push(m, &sa.enc, &sa.job(&p), u).unwrap();
         }
         assert_eq!(q.in_flight(), 40);
         assert!(!pool.is_full());
