@@ -2,6 +2,7 @@
 //! on a worker lcore. Per-lcore counters are summed at scrape time (VPP-style), DPDK port
 //! counters and xstats are read from the devices.
 use pipelines::flowlabel::FlowLabelTable;
+use pipelines::ipsec::Ipsec;
 use pipelines::stats::{
     action_totals, filter_totals, port_totals, ActionTotals, FilterTotals, LcoreStats,
 };
@@ -38,6 +39,8 @@ pub struct Telemetry {
     pub started: Instant,
     /// The flow-label table, when some port labels.
     pub flowlabels: Option<Arc<FlowLabelTable>>,
+    /// Tunnels and SAs, when some port is a VTI.
+    pub ipsec: Option<Arc<Ipsec>>,
 }
 
 /// What identifies a filter in metrics and the summary.
@@ -208,6 +211,127 @@ fn gauge(
 }
 
 impl Telemetry {
+    /// SAs (never their keys) and tunnels.
+    fn encode_ipsec(&self, e: &mut DescriptorEncoder, ip: &Ipsec) -> Result<(), FmtError> {
+        let sas = crate::tunnels::sa_summaries(ip, &self.lcores);
+        let spis: Vec<String> = sas.iter().map(|a| format!("{:#x}", a.spi)).collect();
+        let esn: Vec<&str> = ip
+            .sas
+            .iter()
+            .map(|s| if s.cfg.esn { "true" } else { "false" })
+            .collect();
+        let labels = |i: usize| -> Labels<'_> {
+            vec![
+                ("sa", sas[i].name.as_str()),
+                ("direction", sas[i].direction),
+            ]
+        };
+        gauge(
+            e,
+            "appliance_sa_info",
+            "One series per SA; the value is always 1. Labels say its SPI, algorithm and ESN (keys are never exported).",
+            &(0..sas.len())
+                .map(|i| {
+                    let mut l = labels(i);
+                    l.extend([
+                        ("spi", spis[i].as_str()),
+                        ("algorithm", sas[i].algorithm),
+                        ("esn", esn[i]),
+                    ]);
+                    (l, 1)
+                })
+                .collect::<Vec<_>>(),
+        )?;
+        let per_sa = |f: &dyn Fn(&crate::summary::SaSummary) -> u64| -> Series<'_, u64> {
+            (0..sas.len()).map(|i| (labels(i), f(&sas[i]))).collect()
+        };
+        for (name, help, f) in [
+            (
+                "appliance_sa_packets",
+                "Packets the SA protected (out) or accepted (in: authenticated, in the window, well formed).",
+                (|a| a.packets) as fn(&crate::summary::SaSummary) -> u64,
+            ),
+            (
+                "appliance_sa_bytes",
+                "Inner IP bytes of those packets.",
+                |a| a.bytes,
+            ),
+            (
+                "appliance_sa_replay_drops",
+                "Inbound packets dropped as replays (esp_replay).",
+                |a| a.replay,
+            ),
+            (
+                "appliance_sa_too_old_drops",
+                "Inbound packets dropped as older than the anti-replay window (esp_too_old).",
+                |a| a.too_old,
+            ),
+            (
+                "appliance_sa_bad_icv_drops",
+                "Inbound packets whose ICV did not verify (esp_bad_icv): wrong key, corruption or forgery.",
+                |a| a.bad_icv,
+            ),
+            (
+                "appliance_sa_errors",
+                "Other failures on the SA: crypto device errors, bad padding, policy mismatches, sequence exhaustion, expiry.",
+                |a| a.errors,
+            ),
+        ] {
+            counter(e, name, help, &per_sa(&f))?;
+        }
+        gauge(
+            e,
+            "appliance_sa_sequence_number",
+            "Outbound: the highest sequence number reserved by the workers; inbound: the highest authenticated (the anti-replay window's top).",
+            &(0..sas.len())
+                .map(|i| (labels(i), i64::try_from(sas[i].seq).unwrap_or(i64::MAX)))
+                .collect::<Vec<_>>(),
+        )?;
+        gauge(
+            e,
+            "appliance_sa_expired",
+            "1 once the SA reached a hard lifetime or ran out of sequence numbers (its packets are dropped), else 0.",
+            &(0..sas.len())
+                .map(|i| {
+                    let s = &ip.sas[i];
+                    (labels(i), i64::from(s.expired() || s.exhausted()))
+                })
+                .collect::<Vec<_>>(),
+        )?;
+        let now = crate::run::unix_ms();
+        let tl = |i: usize| -> Labels<'_> { vec![("tunnel", ip.tunnels[i].name.as_str())] };
+        gauge(
+            e,
+            "appliance_tunnel_path_mtu",
+            "The tunnel's current path MTU toward its remote endpoint (lowered by ICMP, back after 10 minutes).",
+            &(0..ip.tunnels.len())
+                .map(|i| (tl(i), i64::from(ip.tunnels[i].path_mtu(now))))
+                .collect::<Vec<_>>(),
+        )?;
+        gauge(
+            e,
+            "appliance_tunnel_next_hop_resolved",
+            "1 when the MAC of the tunnel's next hop is known (static or learnt by ARP), else 0: packets are dropped as neighbour_unresolved.",
+            &(0..ip.tunnels.len())
+                .map(|i| (tl(i), i64::from(ip.tunnels[i].next_hop_mac().is_some())))
+                .collect::<Vec<_>>(),
+        )?;
+        let t = crate::summary::TunnelSummary::of(&self.lcores);
+        for (name, help, v) in [
+            ("appliance_tunnel_icmp_errors_sent", "ICMP fragmentation-needed / packet-too-big errors sent toward senders of packets too big for a tunnel.", t.icmp_sent),
+            ("appliance_tunnel_echo_replies", "ICMP echo replies for local endpoint addresses.", t.echo_replies),
+            ("appliance_tunnel_arp_replies", "ARP replies for local endpoint addresses.", t.arp_replies),
+            ("appliance_tunnel_arp_requests", "ARP requests sent for unresolved next hops.", t.arp_requests),
+            ("appliance_tunnel_next_hops_learnt", "Next-hop MACs learnt from ARP.", t.arp_learnt),
+            ("appliance_tunnel_pmtu_updates", "Path MTUs lowered by ICMP errors about our own ESP packets.", t.pmtu_updates),
+            ("appliance_crypto_enqueued_ops", "Operations handed to the crypto device.", t.crypto_enqueued),
+            ("appliance_crypto_dequeued_ops", "Operations the crypto device handed back (enqueued - dequeued = in flight).", t.crypto_dequeued),
+        ] {
+            counter(e, name, help, &[(vec![], v)])?;
+        }
+        Ok(())
+    }
+
     fn encode_flowlabels(
         &self,
         e: &mut DescriptorEncoder,
@@ -622,6 +746,9 @@ impl prometheus_client::collector::Collector for Telemetry {
         )?;
         if let Some(t) = &self.flowlabels {
             self.encode_flowlabels(e, t)?;
+        }
+        if let Some(ip) = &self.ipsec {
+            self.encode_ipsec(e, ip)?;
         }
 
         let pools: Vec<(String, u32, u32)> = self

@@ -432,6 +432,7 @@ fn bring_up_and_run(
                 pools: vec![pool.clone(), clone_pool.clone()],
                 started,
                 flowlabels: flowlabels.clone(),
+                ipsec: ipsec_state.clone(),
             },
         )
     });
@@ -485,6 +486,11 @@ fn bring_up_and_run(
             if now - last_gc >= gc_every {
                 t.gc(unix_ms());
                 last_gc = now;
+            }
+        }
+        if let Some(ip) = &ipsec_state {
+            for msg in crate::tunnels::enforce_lifetimes(ip, &lcore_stats) {
+                eprintln!("appliance: {msg}");
             }
         }
         if deadline.is_some_and(|d| now >= d) {
@@ -589,21 +595,9 @@ fn bring_up_and_run(
                 &pipelines::stats::flowlabel_totals(&lcore_stats),
             )
         }),
-        tunnels: ipsec_state.as_ref().map(|_| {
-            let mut t = crate::summary::TunnelSummary::default();
-            for l in &lcore_stats {
-                let c = &l.tunnel;
-                t.icmp_sent += c.icmp_sent.get();
-                t.echo_replies += c.echo_replies.get();
-                t.arp_replies += c.arp_replies.get();
-                t.arp_requests += c.arp_requests.get();
-                t.arp_learnt += c.arp_learnt.get();
-                t.pmtu_updates += c.pmtu_updates.get();
-                t.crypto_enqueued += c.crypto_enqueued.get();
-                t.crypto_dequeued += c.crypto_dequeued.get();
-            }
-            t
-        }),
+        tunnels: ipsec_state
+            .as_ref()
+            .map(|_| crate::summary::TunnelSummary::of(&lcore_stats)),
         sas: ipsec_state
             .as_ref()
             .map(|ip| crate::tunnels::sa_summaries(ip, &lcore_stats))

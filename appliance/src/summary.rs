@@ -182,7 +182,7 @@ pub struct PoolSummary {
     pub in_use: u32,
 }
 
-/// The tunnel stage's totals over lcores.
+/// The tunnel stage's totals over lcores (the summary and /metrics).
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct TunnelSummary {
     /// ICMP errors sent toward senders of too-big packets.
@@ -201,6 +201,25 @@ pub struct TunnelSummary {
     pub crypto_enqueued: u64,
     /// Crypto operations dequeued.
     pub crypto_dequeued: u64,
+}
+
+impl TunnelSummary {
+    /// Sums the workers' tunnel counters.
+    pub fn of(lcores: &[std::sync::Arc<pipelines::stats::LcoreStats>]) -> TunnelSummary {
+        let mut t = TunnelSummary::default();
+        for l in lcores {
+            let c = &l.tunnel;
+            t.icmp_sent += c.icmp_sent.get();
+            t.echo_replies += c.echo_replies.get();
+            t.arp_replies += c.arp_replies.get();
+            t.arp_requests += c.arp_requests.get();
+            t.arp_learnt += c.arp_learnt.get();
+            t.pmtu_updates += c.pmtu_updates.get();
+            t.crypto_enqueued += c.crypto_enqueued.get();
+            t.crypto_dequeued += c.crypto_dequeued.get();
+        }
+        t
+    }
 }
 
 /// One SA after the run.

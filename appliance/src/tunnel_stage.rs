@@ -139,6 +139,11 @@ impl TunnelStage {
         };
         let sa = &ipsec.sas[usize::from(si)];
         let alg = sa.cfg.algorithm;
+        if sa.expired() {
+            // A byte lifetime the control thread enforced (packet lifetimes end in next_seq).
+            stats.drop(port, DropReason::SaExpired, 1);
+            return;
+        }
         if parsed.l3 == L3::Other {
             stats.drop(port, DropReason::TunnelNotIp, 1);
             return;

@@ -567,3 +567,39 @@ pub fn sa_summaries(
         })
         .collect()
 }
+
+/// Hard lifetimes the workers cannot see alone: bytes (both directions) and inbound packets.
+/// The control thread sums the workers' per-SA counters every tick (10 ms) and retires an SA
+/// that reached a limit; workers then drop its packets as `sa_expired`. What the workers
+/// processed since the last tick may pass the limit (outbound packet limits are exact: the
+/// workers enforce them while reserving sequence numbers). Returns a message per SA retired now.
+pub fn enforce_lifetimes(
+    ip: &Ipsec,
+    lcores: &[std::sync::Arc<pipelines::stats::LcoreStats>],
+) -> Vec<String> {
+    let mut retired = Vec::new();
+    for (i, sa) in ip.sas.iter().enumerate() {
+        let l = sa.cfg.lifetime;
+        let inbound = sa.cfg.direction == SaDirection::In;
+        let packets = l.packets.filter(|_| inbound);
+        if sa.expired() || (l.bytes.is_none() && packets.is_none()) {
+            continue;
+        }
+        let sum = |f: fn(&pipelines::stats::SaCounters) -> u64| -> u64 {
+            lcores.iter().filter_map(|c| c.sas.get(i)).map(f).sum()
+        };
+        let why = if l.bytes.is_some_and(|b| sum(|c| c.bytes.get()) >= b) {
+            "bytes"
+        } else if packets.is_some_and(|p| sum(|c| c.packets.get()) >= p) {
+            "packets"
+        } else {
+            continue;
+        };
+        sa.expire();
+        retired.push(format!(
+            "SA {} (spi {:#x}) reached its hard lifetime ({why}); its packets are now dropped as sa_expired",
+            sa.cfg.name, sa.cfg.spi
+        ));
+    }
+    retired
+}

@@ -313,6 +313,31 @@ appliance_mpps() { # $1 encrypt|decrypt, $2 size
 }
 # ======================================================================================
 
+# Instructions per packet of the appliance's worker lcore under callgrind: everything inside
+# the worker thread (pmd_glue::lcore::trampoline inclusive; start-up and the control thread not
+# counted), divided by the packets its input port received (from the run's summary JSON).
+appliance_ipp() { # $1 encrypt|decrypt, $2 size
+  local cfg="$WORK/app-cg-$1-$2.yaml" cg="$WORK/app-cg.out" json="$WORK/app-cg.json" in
+  [ -x "$APP" ] || { echo "n/a"; return 0; }
+  appliance_config "$1" "$2" 0 | sed 's/^metrics: .*/metrics: { listen: null }/' >"$cfg"
+  [ "$1" = encrypt ] && in=lan || in=wan
+  rm -f "$cg" "$json"
+  valgrind --tool=callgrind --callgrind-out-file="$cg" "$APP" run --config "$cfg" \
+    --duration "$((SECS + 4))" --summary-json "$json" >"$WORK/app-cg.log" 2>&1 || true
+  "$PY" - "$cg" "$json" "$in" <<'PY'
+import json, re, subprocess, sys
+try:
+    pkts = next(p["rx_packets"] for p in json.load(open(sys.argv[2]))["ports"] if p["name"] == sys.argv[3])
+    out = subprocess.run(["callgrind_annotate", "--inclusive=yes", sys.argv[1]],
+                         capture_output=True, text=True).stdout
+    ir = next(int(l.split()[0].replace(",", "")) for l in out.splitlines()
+              if re.search(r"lcore\.rs:pmd_glue::lcore::trampoline( \[|$)", l))
+    print(round(ir / pkts) if pkts else "n/a")
+except (OSError, StopIteration, ValueError, KeyError):
+    print("n/a")
+PY
+}
+
 # --- main ------------------------------------------------------------------------------------
 echo "# perf/ipsec/run.sh $(date -u +%Y-%m-%dT%H:%M:%SZ) $(nproc) cores, DPDK $(pkg-config --modversion libdpdk), $SECS s x $ROUNDS rounds after $WARMUP s warm-up, load average $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "# ipsec-secgw: $SECGW (patched: perf/ipsec/secgw-vdev.patch), config perf/ipsec/secgw.cfg"
@@ -382,13 +407,16 @@ done
 [ -n "${NOTE_APP:-}" ] && echo "$NOTE_APP"
 if [ "$CALLGRIND" = 1 ]; then
   echo
-  echo "# callgrind: instructions per received packet of the worker lcore (ipsec_launch_one_lcore inclusive)"
+  echo "# callgrind: instructions per received packet of the worker lcore (ipsec-secgw: ipsec_launch_one_lcore inclusive; appliance: its worker thread)"
   printf '%-18s %5s %10s\n' scenario size Ir/packet
   for size in $SIZES; do
     for dir in encrypt decrypt; do
       for mode in $MODES; do
         printf '%-18s %5s %10s\n' "$(mode_name "$mode")-$dir" "$size" "$(secgw_ipp "$dir" "$size" "$mode")"
       done
+      if [ "$APPLIANCE_HOOK" = 1 ]; then
+        printf '%-18s %5s %10s\n' "appliance-$dir" "$size" "$(appliance_ipp "$dir" "$size")"
+      fi
     done
   done
 fi

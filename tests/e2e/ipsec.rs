@@ -685,3 +685,97 @@ fn bad_tunnel_configs_exit_2_naming_the_field_without_keys() {
         }
     }
 }
+
+#[test]
+fn sa_metrics_are_exported_and_inbound_lifetimes_retire_the_sa() {
+    let t = TestDir::new("ipsec-lifetime");
+    t.gen(
+        "inner.pcap",
+        &[
+            "--count=64",
+            "--flows=8",
+            "--ip=4",
+            "--size=100",
+            "--seed=75",
+        ],
+    );
+    write_pcap(&t.path("empty.pcap"), &[]);
+    let alg = &ALGS[0];
+    let (i, o) = (t.p("inner.pcap"), t.p("esp.pcap"));
+    let mut a = vec!["encrypt", "--in", i.as_str(), "--out", o.as_str()];
+    a.extend(sa_args("0x2000", REMOTE, LOCAL, alg, alg.1, alg.2, false));
+    esp_ref(&a);
+    // The capture replays forever (no anti-replay, so the repeated numbers pass); the inbound SA
+    // may accept 500 packets.
+    let cfg = tunnel_config(
+        &t,
+        "l",
+        "empty.pcap",
+        "esp.pcap\",infinite_rx=1,x=\"",
+        alg,
+        false,
+        &format!(", next_hop_mac: \"{PEER_MAC}\""),
+        ", replay_window: 0, lifetime: { packets: 500 }",
+    );
+    // tunnel_config quotes the capture path: splice infinite_rx into the device arguments.
+    let y = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("esp.pcap\",infinite_rx=1,x=\"", "esp.pcap,infinite_rx=1")
+        .replace(
+            "metrics:\n  listen: null\n",
+            "metrics:\n  listen: 127.0.0.1:0\n",
+        );
+    std::fs::write(&cfg, y).unwrap();
+    let mut child = t.spawn(&cfg, &["--duration=3"]);
+    let addr = child.wait_for_metrics_addr();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let body = http_get(&addr, "/metrics");
+    let r = child.finish();
+    r.assert_clean();
+    let sa_in = r.summary["sas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "in")
+        .unwrap()
+        .clone();
+    assert_eq!(sa_in["expired"], true, "{}", r.summary);
+    let accepted = sa_in["packets"].as_u64().unwrap();
+    let expired = drops_of(r.port("wan"))
+        .get("sa_expired")
+        .copied()
+        .unwrap_or(0);
+    // Retired by the control thread within a tick of reaching 500; everything after is dropped.
+    assert!(accepted >= 500, "{}", r.summary);
+    assert!(expired > 0, "{}", r.summary);
+    assert_eq!(r.port("lan")["tx_packets"].as_u64().unwrap(), accepted);
+    assert_physical_conservation(&r, 0);
+
+    let value = |series: &str| -> f64 {
+        body.lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or_else(|| panic!("series {series} missing from:\n{body}"))
+    };
+    assert_eq!(
+        value("appliance_sa_expired{sa=\"in\",direction=\"in\"}"),
+        1.0
+    );
+    assert!(value("appliance_sa_packets_total{sa=\"in\",direction=\"in\"}") >= 500.0);
+    assert_eq!(
+        value("appliance_sa_info{sa=\"out\",direction=\"out\",spi=\"0x1000\",algorithm=\"aes-gcm-128\",esn=\"false\"}"),
+        1.0
+    );
+    assert_eq!(
+        value("appliance_tunnel_next_hop_resolved{tunnel=\"vti0\"}"),
+        1.0
+    );
+    assert_eq!(value("appliance_tunnel_path_mtu{tunnel=\"vti0\"}"), 1500.0);
+    assert!(value("appliance_crypto_enqueued_ops_total") >= 500.0);
+    for (_, k, a) in ALGS {
+        assert!(
+            !body.contains(k) && (a.is_empty() || !body.contains(a)),
+            "a key leaked"
+        );
+    }
+    promtool_check_metrics(&body);
+}
