@@ -18,6 +18,11 @@ EXAMPLES=${DPDK_EXAMPLES:-/usr/share/dpdk/examples}
 SRC="$EXAMPLES/ipsec-secgw"
 PATCH="$HERE/secgw-vdev.patch"
 
+if { [ ! -d "$SRC" ] || [ ! -d "$EXAMPLES/common" ]; } && [ -z "${DPDK_EXAMPLES:-}" ] &&
+  [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  echo "build-secgw: installing dpdk-doc (the example sources)" >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q dpdk-doc >&2
+fi
 if [ ! -d "$SRC" ] || [ ! -d "$EXAMPLES/common" ]; then
   echo "build-secgw: $SRC not found (Debian: apt-get install dpdk-doc)" >&2
   exit 1
