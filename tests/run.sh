@@ -12,6 +12,8 @@ echo "== cargo clippy (warnings are errors)"
 cargo clippy --locked --workspace --all-targets -- -D warnings
 echo "== cargo doc (warnings are errors)"
 RUSTDOCFLAGS="-D warnings" cargo doc --locked --workspace --no-deps --document-private-items
+echo "== the ESP reference the tunnel tests trust (scapy): round trips and known answers"
+bash tests/ipsec/test_esp_ref.sh
 echo "== cargo test (unit, real DPDK, end-to-end)"
 # End-to-end tests each start a DPDK process polling a core; two at a time fit two cores.
 log=$(mktemp)
