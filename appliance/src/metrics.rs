@@ -319,6 +319,7 @@ impl Telemetry {
         let t = crate::summary::TunnelSummary::of(&self.lcores);
         for (name, help, v) in [
             ("appliance_tunnel_icmp_errors_sent", "ICMP fragmentation-needed / packet-too-big errors sent toward senders of packets too big for a tunnel.", t.icmp_sent),
+            ("appliance_tunnel_icmp_errors_rate_limited", "ICMP errors not sent: over the worker's limit (1000 per second, bursts of 50, as Linux's icmp_msgs_per_sec / icmp_msgs_burst).", t.icmp_rate_limited),
             ("appliance_tunnel_echo_replies", "ICMP echo replies for local endpoint addresses.", t.echo_replies),
             ("appliance_tunnel_arp_replies", "ARP replies for local endpoint addresses.", t.arp_replies),
             ("appliance_tunnel_arp_requests", "ARP requests sent for unresolved next hops.", t.arp_requests),

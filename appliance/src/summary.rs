@@ -187,6 +187,8 @@ pub struct PoolSummary {
 pub struct TunnelSummary {
     /// ICMP errors sent toward senders of too-big packets.
     pub icmp_sent: u64,
+    /// ICMP errors not sent: over the rate limit.
+    pub icmp_rate_limited: u64,
     /// ICMP echo replies for local endpoint addresses.
     pub echo_replies: u64,
     /// ARP replies for local endpoint addresses.
@@ -210,6 +212,7 @@ impl TunnelSummary {
         for l in lcores {
             let c = &l.tunnel;
             t.icmp_sent += c.icmp_sent.get();
+            t.icmp_rate_limited += c.icmp_rate_limited.get();
             t.echo_replies += c.echo_replies.get();
             t.arp_replies += c.arp_replies.get();
             t.arp_requests += c.arp_requests.get();
@@ -367,8 +370,8 @@ impl Summary {
         if let Some(t) = &self.tunnels {
             let _ = writeln!(
                 s,
-                "tunnels: crypto {} enqueued / {} dequeued, icmp errors sent {}, arp replies {}, arp requests {}, next hops learnt {}, pmtu updates {}, echo replies {}",
-                t.crypto_enqueued, t.crypto_dequeued, t.icmp_sent, t.arp_replies, t.arp_requests,
+                "tunnels: crypto {} enqueued / {} dequeued, icmp errors sent {} (rate-limited {}), arp replies {}, arp requests {}, next hops learnt {}, pmtu updates {}, echo replies {}",
+                t.crypto_enqueued, t.crypto_dequeued, t.icmp_sent, t.icmp_rate_limited, t.arp_replies, t.arp_requests,
                 t.arp_learnt, t.pmtu_updates, t.echo_replies
             );
         }

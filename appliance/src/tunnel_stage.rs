@@ -23,6 +23,34 @@ pub type Completion = (Mbuf, CryptoStatus, u64);
 /// ARP requests for an unresolved next hop: at most one per tunnel per this many ms per lcore.
 const ARP_INTERVAL_MS: u64 = 1000;
 
+/// ICMP errors a worker sends per second, and in a burst: Linux's `icmp_msgs_per_sec` and
+/// `icmp_msgs_burst` defaults (a token bucket, as `icmp_global_allow`).
+const ICMP_PER_SEC: u64 = 1000;
+const ICMP_BURST: u64 = 50;
+
+/// A token bucket for ICMP errors (one worker's, so no shared state).
+#[derive(Debug, Default)]
+struct IcmpBucket {
+    tokens: u64,
+    stamp_ms: u64,
+}
+
+impl IcmpBucket {
+    /// Whether one more error may be sent at `now_ms`; takes a token if so.
+    fn allow(&mut self, now_ms: u64) -> bool {
+        let refill = now_ms.saturating_sub(self.stamp_ms) * ICMP_PER_SEC / 1000;
+        if refill > 0 {
+            self.tokens = (self.tokens + refill).min(ICMP_BURST);
+            self.stamp_ms = now_ms;
+        }
+        if self.tokens == 0 {
+            return false;
+        }
+        self.tokens -= 1;
+        true
+    }
+}
+
 /// Tag of an operation: direction, tunnel, SA and (outbound) inner length / (inbound) the high
 /// half of the sequence number.
 #[inline]
@@ -75,6 +103,7 @@ pub struct TunnelStage {
     rng: rand_chacha::ChaCha12Rng,
     ip_id: u16,
     arp_sent_ms: Vec<u64>,
+    icmp: IcmpBucket,
 }
 
 impl std::fmt::Debug for TunnelStage {
@@ -107,6 +136,10 @@ impl TunnelStage {
             rng: rand_chacha::ChaCha12Rng::from_os_rng(),
             ip_id: 0,
             arp_sent_ms: vec![0; tunnels],
+            icmp: IcmpBucket {
+                tokens: ICMP_BURST,
+                stamp_ms: 0,
+            },
         }
     }
 
@@ -153,6 +186,10 @@ impl TunnelStage {
         if u32::from(parsed.ip_len) > mtu {
             // Linux vti_xmit: an ICMP error back to the sender, and the packet is dropped.
             stats.drop(port, DropReason::TunnelTooBig, 1);
+            if !self.icmp.allow(now) {
+                stats.tunnel().icmp_rate_limited.add(1);
+                return;
+            }
             let sent = match parsed.l3 {
                 L3::Ipv4 => icmp::frag_needed(&mut pkt, parsed, mtu, t.local),
                 _ => {
@@ -542,6 +579,41 @@ pub fn complete(
                 }
                 stats.drop(at, r, 1);
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn icmp_errors_are_limited_to_a_burst_then_the_rate() {
+        let mut b = IcmpBucket {
+            tokens: ICMP_BURST,
+            stamp_ms: 1_000,
+        };
+        let sent = (0..200).filter(|_| b.allow(1_000)).count() as u64;
+        assert_eq!(sent, ICMP_BURST);
+        // 10 ms later: 10 more (1000 per second).
+        assert_eq!((0..200).filter(|_| b.allow(1_010)).count(), 10);
+        // Idle for long: back to a full burst, not more.
+        assert_eq!(
+            (0..200).filter(|_| b.allow(60_000)).count() as u64,
+            ICMP_BURST
+        );
+        // Within one millisecond nothing refills.
+        assert!(!b.allow(60_000));
+    }
+
+    #[test]
+    fn tags_round_trip() {
+        for (i, t, s, l) in [
+            (false, 0, 0, 0),
+            (true, 0x7fff, 0xffff, u32::MAX),
+            (true, 3, 9, 77),
+        ] {
+            assert_eq!(untag(tag(i, t, s, l)), (i, t, s, l));
         }
     }
 }

@@ -134,6 +134,8 @@ pub struct SaCounters {
 pub struct TunnelCounters {
     /// ICMP errors (fragmentation needed / packet too big) sent toward senders.
     pub icmp_sent: Counter,
+    /// ICMP errors not sent: over the worker's rate limit.
+    pub icmp_rate_limited: Counter,
     /// ICMP echo replies sent for local endpoint addresses.
     pub echo_replies: Counter,
     /// ARP replies sent for local endpoint addresses.
