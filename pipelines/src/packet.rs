@@ -38,6 +38,29 @@ pub trait Packet {
         let _ = len;
         false
     }
+
+    /// Moves both ends of a single-segment packet at once, the start by `front` bytes (positive:
+    /// grows into the headroom; negative: removes bytes) and the end by `back` bytes (positive:
+    /// grows into the tailroom; negative: removes bytes), and returns the writable bytes.
+    /// `None` when there is no room, the packet has more than one segment, or its bytes are
+    /// shared; the packet is then left in an unspecified length (callers drop it).
+    fn reframe(&mut self, front: isize, back: isize) -> Option<&mut [u8]> {
+        if self.data().len() != self.frame_len() as usize {
+            return None;
+        }
+        let ok = match back {
+            b if b < 0 => self.trim(b.unsigned_abs()),
+            b => self.append(b.unsigned_abs()),
+        } && match front {
+            f if f < 0 => self.adj(f.unsigned_abs()),
+            f => self.prepend(f.unsigned_abs()),
+        };
+        if ok {
+            self.data_mut()
+        } else {
+            None
+        }
+    }
 }
 
 /// A packet held in an ordinary heap buffer: for tests, fuzzing and benchmarks without DPDK.

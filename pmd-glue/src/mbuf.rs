@@ -352,6 +352,39 @@ impl pipelines::Packet for Mbuf {
     fn trim(&mut self, len: usize) -> bool {
         u16::try_from(len).is_ok_and(|l| Mbuf::trim(self, l))
     }
+
+    #[inline]
+    fn reframe(&mut self, front: isize, back: isize) -> Option<&mut [u8]> {
+        if !self.is_exclusive() {
+            return None;
+        }
+        let m = self.0.as_ptr();
+        // SAFETY: valid mbuf owned by `&mut self`, direct and not shared (checked), one segment
+        // (checked below): the new data range [data_off - front, data_off + data_len + back)
+        // is checked to lie inside the buffer before the offset and lengths are written, as
+        // rte_pktmbuf_prepend/adj/append/trim would do one at a time.
+        unsafe {
+            if (*m).nb_segs != 1 {
+                return None;
+            }
+            let start = isize::try_from((*m).data_off).ok()?.checked_sub(front)?;
+            let new_len = isize::try_from((*m).data_len)
+                .ok()?
+                .checked_add(front)?
+                .checked_add(back)?;
+            if start < 0 || new_len < 0 || start + new_len > isize::try_from((*m).buf_len).ok()? {
+                return None;
+            }
+            let (start, new_len) = (u16::try_from(start).ok()?, u16::try_from(new_len).ok()?);
+            (*m).data_off = start;
+            (*m).data_len = new_len;
+            (*m).pkt_len = u32::from(new_len);
+            Some(std::slice::from_raw_parts_mut(
+                (*m).buf_addr.cast::<u8>().add(usize::from(start)),
+                usize::from(new_len),
+            ))
+        }
+    }
 }
 
 /// Up to [`BURST_SIZE`] received packets, held on the stack. Packets are taken out one by one

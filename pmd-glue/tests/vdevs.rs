@@ -135,6 +135,26 @@ fn dpdk_end_to_end() {
         assert!(m.adj(5));
         assert!(m.trim(5));
         assert_eq!(m.pkt_len(), 20);
+        // Both ends at once, against the buffer's edges; the same as the four steps.
+        use pipelines::Packet;
+        let (head, room) = (m.headroom(), m.tailroom());
+        m.data_mut().unwrap().copy_from_slice(&[7; 20]);
+        let d = m.reframe(4, -6).expect("grow in front, shrink at the end");
+        assert_eq!(d.len(), 18);
+        assert_eq!(&d[4..], &[7; 14][..]);
+        assert_eq!((m.headroom(), m.tailroom(), m.pkt_len()), (head - 4, room + 6, 18));
+        assert!(m.reframe(-2, 3).is_some());
+        assert_eq!((m.data_len(), m.pkt_len()), (19, 19));
+        let (head, room) = (m.headroom(), m.tailroom());
+        assert!(m.reframe(head as isize + 1, 0).is_none(), "past the headroom");
+        assert!(m.reframe(0, room as isize + 1).is_none(), "past the tailroom");
+        assert!(m.reframe(-20, 0).is_none(), "more than the data");
+        assert_eq!((m.headroom(), m.tailroom(), m.pkt_len()), (head, room, 19));
+        let d = m.reframe(head as isize, room as isize).expect("the whole buffer");
+        assert_eq!(d.len(), usize::from(head + 19 + room));
+        let c = m.clone_indirect(&clones).unwrap();
+        assert!(m.reframe(0, 0).is_none(), "shared bytes are not reframed");
+        drop(c);
     }
     assert!(pool.is_full());
 

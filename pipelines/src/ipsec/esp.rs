@@ -159,22 +159,11 @@ pub fn encap<P: Packet>(
     let head = ETH_LEN + OUTER_IP_LEN + ESP_HDR_LEN + iv_len;
     let esn_extra = esn_tail(alg, p.esn);
     let tail = pad_len + 2 + esn_extra + ICV_LEN;
-    // Drop the Ethernet padding, then make room at both ends.
+    // Drop the Ethernet padding and make room at both ends, in one step.
     let excess = frame_len - l3 - inner_len;
-    if excess > 0 && !pkt.trim(excess) {
-        return Err(DropReason::TunnelNoRoom);
-    }
-    if !pkt.append(tail) {
-        return Err(DropReason::TunnelNoRoom);
-    }
-    if head >= l3 {
-        if !pkt.prepend(head - l3) {
-            return Err(DropReason::TunnelNoRoom);
-        }
-    } else if !pkt.adj(l3 - head) {
-        return Err(DropReason::TunnelNoRoom);
-    }
-    let d = pkt.data_mut().ok_or(DropReason::TunnelNoRoom)?;
+    let front = head as isize - l3 as isize;
+    let back = tail as isize - excess as isize;
+    let d = pkt.reframe(front, back).ok_or(DropReason::TunnelNoRoom)?;
     let total = head + inner_len + tail;
     if d.len() != total {
         return Err(DropReason::TunnelNoRoom);
@@ -480,10 +469,14 @@ pub fn decap_finish<P: Packet>(
         }
     }
     let tail = pkt.frame_len() as usize - (start + ip_len);
-    if start < ETH_LEN || !pkt.trim(tail) || !pkt.adj(start - ETH_LEN) {
+    if start < ETH_LEN {
         return Err(DropReason::EspMalformed);
     }
-    let d = pkt.data_mut().ok_or(DropReason::EspMalformed)?;
+    // Keep a new Ethernet header and the inner packet: drop the rest at both ends in one step.
+    let front = ETH_LEN as isize - start as isize;
+    let d = pkt
+        .reframe(front, -(tail as isize))
+        .ok_or(DropReason::EspMalformed)?;
     d[0..6].copy_from_slice(&dst_mac);
     d[6..12].copy_from_slice(&src_mac);
     d[12..14].copy_from_slice(&et.to_be_bytes());
