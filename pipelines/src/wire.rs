@@ -179,6 +179,13 @@ fn ipv4_checksum_ok(header: &[u8]) -> bool {
     }
 }
 
+/// The checksum of a 20-byte IPv4 header (no options) whose checksum field is zero; the same
+/// as [`ipv4_header_checksum`], inlined for the headers the appliance builds.
+#[inline(always)]
+pub fn ipv4_header_checksum20(header: &[u8; IPV4_MIN_HLEN]) -> u16 {
+    !fold20(header)
+}
+
 /// The ones' complement sum of a 20-byte header (RFC 1071), folded to 16 bits: five 32-bit
 /// words, deferred carries.
 #[inline(always)]

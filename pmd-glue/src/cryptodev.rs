@@ -1440,7 +1440,7 @@ impl CryptoQueue {
     }
 
     /// A session reference for one more op: a pin slot of this queue, or one owned by the op.
-    #[inline]
+    #[inline(always)]
     fn pin(&mut self, s: &Arc<SessionInner>) -> (u32, *const SessionInner) {
         let raw = Arc::as_ptr(s);
         let matches = |p: &Pin| p.sess.as_ref().is_some_and(|h| Arc::as_ptr(h) == raw);

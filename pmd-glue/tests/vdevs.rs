@@ -142,15 +142,26 @@ fn dpdk_end_to_end() {
         let d = m.reframe(4, -6).expect("grow in front, shrink at the end");
         assert_eq!(d.len(), 18);
         assert_eq!(&d[4..], &[7; 14][..]);
-        assert_eq!((m.headroom(), m.tailroom(), m.pkt_len()), (head - 4, room + 6, 18));
+        assert_eq!(
+            (m.headroom(), m.tailroom(), m.pkt_len()),
+            (head - 4, room + 6, 18)
+        );
         assert!(m.reframe(-2, 3).is_some());
         assert_eq!((m.data_len(), m.pkt_len()), (19, 19));
         let (head, room) = (m.headroom(), m.tailroom());
-        assert!(m.reframe(head as isize + 1, 0).is_none(), "past the headroom");
-        assert!(m.reframe(0, room as isize + 1).is_none(), "past the tailroom");
+        assert!(
+            m.reframe(head as isize + 1, 0).is_none(),
+            "past the headroom"
+        );
+        assert!(
+            m.reframe(0, room as isize + 1).is_none(),
+            "past the tailroom"
+        );
         assert!(m.reframe(-20, 0).is_none(), "more than the data");
         assert_eq!((m.headroom(), m.tailroom(), m.pkt_len()), (head, room, 19));
-        let d = m.reframe(head as isize, room as isize).expect("the whole buffer");
+        let d = m
+            .reframe(head as isize, room as isize)
+            .expect("the whole buffer");
         assert_eq!(d.len(), usize::from(head + 19 + room));
         let c = m.clone_indirect(&clones).unwrap();
         assert!(m.reframe(0, 0).is_none(), "shared bytes are not reframed");

@@ -8,7 +8,7 @@
 //! The cipher itself runs elsewhere (a DPDK crypto device); nothing here sees a key.
 use super::{ecn_decapsulate, Algorithm, ICV_LEN};
 use crate::packet::Packet;
-use crate::wire::{ethertype, ipv4_header_checksum, Parsed, L3};
+use crate::wire::{ethertype, ipv4_header_checksum, ipv4_header_checksum20, Parsed, L3};
 use crate::DropReason;
 
 /// Ethernet header length.
@@ -190,7 +190,10 @@ pub fn encap<P: Packet>(
     ip[10..12].fill(0);
     ip[12..16].copy_from_slice(&p.src);
     ip[16..20].copy_from_slice(&p.dst);
-    let csum = ipv4_header_checksum(ip);
+    let csum = match <&[u8; OUTER_IP_LEN]>::try_from(&*ip) {
+        Ok(h) => ipv4_header_checksum20(h),
+        Err(_) => ipv4_header_checksum(ip),
+    };
     ip[10..12].copy_from_slice(&csum.to_be_bytes());
     // ESP header (RFC 4303 §2.1, §2.2): SPI, low half of the sequence number.
     let esp = ETH_LEN + OUTER_IP_LEN;
