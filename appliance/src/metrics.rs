@@ -298,6 +298,14 @@ impl Telemetry {
                 })
                 .collect::<Vec<_>>(),
         )?;
+        gauge(
+            e,
+            "appliance_sa_soft_expired",
+            "1 once the SA reached a soft lifetime (time to replace it; it keeps working until the hard limit), else 0.",
+            &(0..sas.len())
+                .map(|i| (labels(i), i64::from(sas[i].soft_expired)))
+                .collect::<Vec<_>>(),
+        )?;
         let now = crate::run::unix_ms();
         let tl = |i: usize| -> Labels<'_> { vec![("tunnel", ip.tunnels[i].name.as_str())] };
         gauge(

@@ -252,6 +252,8 @@ pub struct SaSummary {
     pub seq: u64,
     /// Whether a hard lifetime was reached.
     pub expired: bool,
+    /// Whether a soft lifetime was reached.
+    pub soft_expired: bool,
 }
 
 /// The whole run.
@@ -364,7 +366,8 @@ impl Summary {
                 s,
                 "sa {} (spi {:#x}, {}, {}): {} packets, {} bytes, seq {}, replay {}, too old {}, bad icv {}, errors {}{}",
                 a.name, a.spi, a.direction, a.algorithm, a.packets, a.bytes, a.seq, a.replay,
-                a.too_old, a.bad_icv, a.errors, if a.expired { ", expired" } else { "" }
+                a.too_old, a.bad_icv, a.errors,
+                if a.expired { ", expired" } else if a.soft_expired { ", soft lifetime reached" } else { "" }
             );
         }
         if let Some(t) = &self.tunnels {

@@ -223,6 +223,13 @@ pub struct LifetimeConfig {
     /// Hard byte limit (inner bytes).
     #[serde(default)]
     pub bytes: Option<u64>,
+    /// Soft packet limit: logged and exported once reached (time to replace the SA); at most
+    /// the hard limit.
+    #[serde(default)]
+    pub soft_packets: Option<u64>,
+    /// Soft byte limit.
+    #[serde(default)]
+    pub soft_bytes: Option<u64>,
 }
 
 /// An entry of `sa_keys_file`: keys by SA name.
@@ -401,8 +408,22 @@ pub fn build_ipsec(cfg: &Config) -> Result<Option<Ipsec>, ConfigError> {
                 ),
             ));
         }
-        if s.lifetime.packets == Some(0) || s.lifetime.bytes == Some(0) {
+        let l = &s.lifetime;
+        if [l.packets, l.bytes, l.soft_packets, l.soft_bytes].contains(&Some(0)) {
             return Err(ConfigError::at(at("lifetime"), "limits must be at least 1"));
+        }
+        for (soft, hard, key) in [
+            (l.soft_packets, l.packets, "soft_packets"),
+            (l.soft_bytes, l.bytes, "soft_bytes"),
+        ] {
+            if let (Some(sv), Some(hv)) = (soft, hard) {
+                if sv > hv {
+                    return Err(ConfigError::at(
+                        at(&format!("lifetime.{key}")),
+                        format!("{sv}: must not exceed the hard limit {hv}"),
+                    ));
+                }
+            }
         }
         let sa = Sa::new(SaConfig {
             name,
@@ -421,6 +442,8 @@ pub fn build_ipsec(cfg: &Config) -> Result<Option<Ipsec>, ConfigError> {
             lifetime: Lifetime {
                 packets: s.lifetime.packets,
                 bytes: s.lifetime.bytes,
+                soft_packets: s.lifetime.soft_packets,
+                soft_bytes: s.lifetime.soft_bytes,
             },
         })
         .ok_or_else(|| ConfigError::at(at("replay_window"), "invalid"))?;
@@ -563,6 +586,7 @@ pub fn sa_summaries(
                     None => sa.seq_reserved(),
                 },
                 expired: sa.expired(),
+                soft_expired: sa.soft_expired(),
             }
         })
         .collect()
@@ -572,7 +596,8 @@ pub fn sa_summaries(
 /// The control thread sums the workers' per-SA counters every tick (10 ms) and retires an SA
 /// that reached a limit; workers then drop its packets as `sa_expired`. What the workers
 /// processed since the last tick may pass the limit (outbound packet limits are exact: the
-/// workers enforce them while reserving sequence numbers). Returns a message per SA retired now.
+/// workers enforce them while reserving sequence numbers). Soft limits (packets and bytes, both
+/// directions) are only reported, once. Returns a message per SA that reached a limit now.
 pub fn enforce_lifetimes(
     ip: &Ipsec,
     lcores: &[std::sync::Arc<pipelines::stats::LcoreStats>],
@@ -582,15 +607,33 @@ pub fn enforce_lifetimes(
         let l = sa.cfg.lifetime;
         let inbound = sa.cfg.direction == SaDirection::In;
         let packets = l.packets.filter(|_| inbound);
-        if sa.expired() || (l.bytes.is_none() && packets.is_none()) {
+        let soft_pending =
+            (l.soft_packets.is_some() || l.soft_bytes.is_some()) && !sa.soft_expired();
+        if sa.expired() || (l.bytes.is_none() && packets.is_none() && !soft_pending) {
             continue;
         }
         let sum = |f: fn(&pipelines::stats::SaCounters) -> u64| -> u64 {
             lcores.iter().filter_map(|c| c.sas.get(i)).map(f).sum()
         };
-        let why = if l.bytes.is_some_and(|b| sum(|c| c.bytes.get()) >= b) {
+        let (n, b) = (sum(|c| c.packets.get()), sum(|c| c.bytes.get()));
+        if soft_pending {
+            let why = if l.soft_bytes.is_some_and(|s| b >= s) {
+                Some("bytes")
+            } else if l.soft_packets.is_some_and(|s| n >= s) {
+                Some("packets")
+            } else {
+                None
+            };
+            if let Some(why) = why.filter(|_| sa.mark_soft_expired()) {
+                retired.push(format!(
+                    "SA {} (spi {:#x}) reached its soft lifetime ({why}): replace it before the hard limit",
+                    sa.cfg.name, sa.cfg.spi
+                ));
+            }
+        }
+        let why = if l.bytes.is_some_and(|lim| b >= lim) {
             "bytes"
-        } else if packets.is_some_and(|p| sum(|c| c.packets.get()) >= p) {
+        } else if packets.is_some_and(|lim| n >= lim) {
             "packets"
         } else {
             continue;

@@ -669,6 +669,11 @@ fn bad_tunnel_configs_exit_2_naming_the_field_without_keys() {
             "esn: false, replay_window: 32 }",
             "sas[0].replay_window",
         ),
+        (
+            "esn: false }",
+            "esn: false, lifetime: { packets: 10, soft_packets: 11 } }",
+            "sas[0].lifetime.soft_packets",
+        ),
     ];
     for (from, to, field) in cases {
         let y = good.replacen(from, to, 1);
@@ -715,7 +720,7 @@ fn sa_metrics_are_exported_and_inbound_lifetimes_retire_the_sa() {
         alg,
         false,
         &format!(", next_hop_mac: \"{PEER_MAC}\""),
-        ", replay_window: 0, lifetime: { packets: 500 }",
+        ", replay_window: 0, lifetime: { packets: 500, soft_packets: 100 }",
     );
     // tunnel_config quotes the capture path: splice infinite_rx into the device arguments.
     let y = std::fs::read_to_string(&cfg)
@@ -740,6 +745,13 @@ fn sa_metrics_are_exported_and_inbound_lifetimes_retire_the_sa() {
         .unwrap()
         .clone();
     assert_eq!(sa_in["expired"], true, "{}", r.summary);
+    assert_eq!(sa_in["soft_expired"], true, "{}", r.summary);
+    assert!(
+        r.stderr.contains("SA in (spi 0x2000) reached its soft lifetime (packets)")
+            && r.stderr.contains("SA in (spi 0x2000) reached its hard lifetime (packets)"),
+        "{}",
+        r.stderr
+    );
     let accepted = sa_in["packets"].as_u64().unwrap();
     let expired = drops_of(r.port("wan"))
         .get("sa_expired")
@@ -759,6 +771,14 @@ fn sa_metrics_are_exported_and_inbound_lifetimes_retire_the_sa() {
     assert_eq!(
         value("appliance_sa_expired{sa=\"in\",direction=\"in\"}"),
         1.0
+    );
+    assert_eq!(
+        value("appliance_sa_soft_expired{sa=\"in\",direction=\"in\"}"),
+        1.0
+    );
+    assert_eq!(
+        value("appliance_sa_soft_expired{sa=\"out\",direction=\"out\"}"),
+        0.0
     );
     assert!(value("appliance_sa_packets_total{sa=\"in\",direction=\"in\"}") >= 500.0);
     assert_eq!(

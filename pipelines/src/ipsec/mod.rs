@@ -15,7 +15,7 @@ pub mod replay;
 use crate::pipeline::PortIndex;
 use replay::ReplayWindow;
 use std::fmt;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 
 /// ICV length of every supported algorithm (GCM's 16-byte tag, RFC 4106; HMAC-SHA-256
 /// truncated to 128 bits, RFC 4868).
@@ -172,6 +172,10 @@ pub struct Lifetime {
     pub packets: Option<u64>,
     /// Bytes (of inner packets).
     pub bytes: Option<u64>,
+    /// Soft packet limit: time to rekey (reported, the SA keeps working).
+    pub soft_packets: Option<u64>,
+    /// Soft byte limit.
+    pub soft_bytes: Option<u64>,
 }
 
 /// A security association as configured.
@@ -215,6 +219,8 @@ pub struct Sa {
     /// thread for bytes and inbound packets, by the worker that reserves past the packet limit
     /// for outbound); [`DEAD_EXHAUSTED`] once the sequence numbers ran out.
     dead: AtomicU8,
+    /// Set once a soft lifetime is reached (by the control thread).
+    soft: AtomicBool,
 }
 
 const DEAD_EXPIRED: u8 = 1;
@@ -253,6 +259,7 @@ impl Sa {
             next_seq: AtomicU64::new(1),
             replay,
             dead: AtomicU8::new(0),
+            soft: AtomicBool::new(false),
         })
     }
 
@@ -308,6 +315,16 @@ impl Sa {
     /// Whether the sequence number space is used up.
     pub fn exhausted(&self) -> bool {
         self.dead.load(Ordering::Relaxed) == DEAD_EXHAUSTED
+    }
+
+    /// Whether a soft lifetime was reached (the SA should be replaced).
+    pub fn soft_expired(&self) -> bool {
+        self.soft.load(Ordering::Relaxed)
+    }
+
+    /// Records that a soft lifetime was reached; true the first time.
+    pub fn mark_soft_expired(&self) -> bool {
+        !self.soft.swap(true, Ordering::Relaxed)
     }
 
     /// Marks the SA expired (control thread: byte or inbound packet limits).
