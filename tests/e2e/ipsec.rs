@@ -747,8 +747,10 @@ fn sa_metrics_are_exported_and_inbound_lifetimes_retire_the_sa() {
     assert_eq!(sa_in["expired"], true, "{}", r.summary);
     assert_eq!(sa_in["soft_expired"], true, "{}", r.summary);
     assert!(
-        r.stderr.contains("SA in (spi 0x2000) reached its soft lifetime (packets)")
-            && r.stderr.contains("SA in (spi 0x2000) reached its hard lifetime (packets)"),
+        r.stderr
+            .contains("SA in (spi 0x2000) reached its soft lifetime (packets)")
+            && r.stderr
+                .contains("SA in (spi 0x2000) reached its hard lifetime (packets)"),
         "{}",
         r.stderr
     );
