@@ -555,6 +555,15 @@ pub fn build_ipsec(cfg: &Config) -> Result<Option<Ipsec>, ConfigError> {
         .map_err(|e| ConfigError::at("sas", e.0))
 }
 
+/// One counter of SA `i` summed over the workers.
+fn sa_total(
+    lcores: &[std::sync::Arc<pipelines::stats::LcoreStats>],
+    i: usize,
+    f: fn(&pipelines::stats::SaCounters) -> u64,
+) -> u64 {
+    lcores.iter().filter_map(|l| l.sas.get(i)).map(f).sum()
+}
+
 /// Per-SA totals over lcores, for the summary and metrics.
 pub fn sa_summaries(
     ip: &Ipsec,
@@ -564,9 +573,7 @@ pub fn sa_summaries(
         .iter()
         .enumerate()
         .map(|(i, sa)| {
-            let sum = |f: fn(&pipelines::stats::SaCounters) -> u64| -> u64 {
-                lcores.iter().filter_map(|l| l.sas.get(i)).map(f).sum()
-            };
+            let sum = |f| sa_total(lcores, i, f);
             crate::summary::SaSummary {
                 name: sa.cfg.name.clone(),
                 spi: sa.cfg.spi,
@@ -612,9 +619,7 @@ pub fn enforce_lifetimes(
         if sa.expired() || (l.bytes.is_none() && packets.is_none() && !soft_pending) {
             continue;
         }
-        let sum = |f: fn(&pipelines::stats::SaCounters) -> u64| -> u64 {
-            lcores.iter().filter_map(|c| c.sas.get(i)).map(f).sum()
-        };
+        let sum = |f| sa_total(lcores, i, f);
         let (n, b) = (sum(|c| c.packets.get()), sum(|c| c.bytes.get()));
         if soft_pending {
             let why = if l.soft_bytes.is_some_and(|s| b >= s) {
