@@ -18,7 +18,7 @@ use rand_chacha::rand_core::{RngCore, SeedableRng};
 use std::sync::Arc;
 
 /// A completed crypto operation: the packet, its status and the stage's tag.
-pub type Completion = (Mbuf, CryptoStatus, u64);
+pub type Completion = (Mbuf, CryptoStatus, u128);
 
 /// ARP requests for an unresolved next hop: at most one per tunnel per this many ms per lcore.
 const ARP_INTERVAL_MS: u64 = 1000;
@@ -51,24 +51,45 @@ impl IcmpBucket {
     }
 }
 
-/// Tag of an operation: direction, tunnel, SA and (outbound) inner length / (inbound) the high
-/// half of the sequence number.
-#[inline]
-fn tag(inbound: bool, tunnel: u16, sa: u16, low: u32) -> u64 {
-    (u64::from(inbound) << 63)
-        | (u64::from(tunnel & 0x7fff) << 48)
-        | (u64::from(sa) << 32)
-        | u64::from(low)
+/// What an operation carries through the device (its user value), so that the worker keeps
+/// no per-packet state and re-derives nothing from the frame at completion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct Tag {
+    inbound: bool,
+    /// Tunnel index (15 bits).
+    tunnel: u16,
+    /// SA index.
+    sa: u16,
+    /// Outbound: the inner packet's length. Inbound: the high half of the sequence number.
+    low: u32,
+    /// Inbound: where the plaintext starts in the frame (the job's cipher offset).
+    plain: u16,
+    /// Inbound: the outer header's TOS (RFC 6040 decapsulation).
+    tos: u8,
 }
 
-#[inline]
-fn untag(t: u64) -> (bool, u16, u16, u32) {
-    (
-        t >> 63 == 1,
-        ((t >> 48) & 0x7fff) as u16,
-        (t >> 32) as u16,
-        t as u32,
-    )
+impl Tag {
+    #[inline]
+    fn pack(self) -> u128 {
+        (u128::from(self.tos) << 80)
+            | (u128::from(self.plain) << 64)
+            | (u128::from(self.inbound) << 63)
+            | (u128::from(self.tunnel & 0x7fff) << 48)
+            | (u128::from(self.sa) << 32)
+            | u128::from(self.low)
+    }
+
+    #[inline]
+    fn unpack(t: u128) -> Tag {
+        Tag {
+            inbound: (t >> 63) & 1 == 1,
+            tunnel: ((t >> 48) & 0x7fff) as u16,
+            sa: (t >> 32) as u16,
+            low: t as u32,
+            plain: (t >> 64) as u16,
+            tos: (t >> 80) as u8,
+        }
+    }
 }
 
 /// The IPv6 link-local address of a MAC (modified EUI-64, RFC 4291 Appendix A).
@@ -254,7 +275,13 @@ impl TunnelStage {
                 return;
             }
         };
-        let user = tag(false, ti, si, inner_len);
+        let user = Tag {
+            tunnel: ti,
+            sa: si,
+            low: inner_len,
+            ..Tag::default()
+        }
+        .pack();
         match self
             .crypto
             .push(pkt, &self.sessions[usize::from(si)], &j, user)
@@ -396,7 +423,20 @@ impl TunnelStage {
                 return;
             }
         };
-        let user = tag(true, ti, si, (seq >> 32) as u32);
+        // Offsets within a frame fit 16 bits (an mbuf's data length is a u16).
+        let Ok(plain) = u16::try_from(j.cipher_offset) else {
+            stats.drop(port, DropReason::EspMalformed, 1);
+            return;
+        };
+        let user = Tag {
+            inbound: true,
+            tunnel: ti,
+            sa: si,
+            low: (seq >> 32) as u32,
+            plain,
+            tos: h.tos,
+        }
+        .pack();
         match self
             .crypto
             .push(pkt, &self.sessions[usize::from(si)], &j, user)
@@ -484,7 +524,14 @@ pub fn complete(
     let mut held: Option<(u16, ReplayLock<'_>)> = None;
     for (mut m, st, user) in done.drain(..) {
         stats.tunnel().crypto_dequeued.add(1);
-        let (inbound, ti, si, low) = untag(user);
+        let Tag {
+            inbound,
+            tunnel: ti,
+            sa: si,
+            low,
+            plain,
+            tos,
+        } = Tag::unpack(user);
         let (Some(t), Some(sa)) = (
             ipsec.tunnels.get(usize::from(ti)),
             ipsec.sas.get(usize::from(si)),
@@ -528,7 +575,7 @@ pub fn complete(
             continue;
         }
         // Inbound: the full sequence number, then the window under its lock.
-        let (j, tos) = match esp::decap_job_of(m.data(), alg, sa.cfg.esn) {
+        let j = match esp::decap_job_at(m.data().len(), usize::from(plain), alg, sa.cfg.esn) {
             Ok(x) => x,
             Err(r) => {
                 stats.drop(at, r, 1);
@@ -608,12 +655,21 @@ mod tests {
 
     #[test]
     fn tags_round_trip() {
-        for (i, t, s, l) in [
-            (false, 0, 0, 0),
-            (true, 0x7fff, 0xffff, u32::MAX),
-            (true, 3, 9, 77),
+        for (inbound, tunnel, sa, low, plain, tos) in [
+            (false, 0, 0, 0, 0, 0),
+            (true, 0x7fff, 0xffff, u32::MAX, u16::MAX, u8::MAX),
+            (true, 3, 9, 77, 54, 0xb8),
+            (false, 0x7fff, 0, u32::MAX, 0, 0),
         ] {
-            assert_eq!(untag(tag(i, t, s, l)), (i, t, s, l));
+            let t = Tag {
+                inbound,
+                tunnel,
+                sa,
+                low,
+                plain,
+                tos,
+            };
+            assert_eq!(Tag::unpack(t.pack()), t);
         }
     }
 }

@@ -385,9 +385,7 @@ pub struct BurstTarget {
 pub fn validate<P: Packet>(pkt: &P, level: Validation) -> Result<(), DropReason> {
     match level {
         Validation::L2 => wire::check_framing(pkt.data()),
-        Validation::Full => {
-            wire::parse(pkt.data(), pkt.frame_len(), pkt.ipv4_checksum_verified()).map(|_| ())
-        }
+        Validation::Full => wire::check(pkt.data(), pkt.frame_len(), pkt.ipv4_checksum_verified()),
     }
 }
 
@@ -1282,8 +1280,10 @@ impl Generation {
     }
 
     /// A packet that a tunnel decapsulated, entering the tunnel's port `ingress` (its synthetic
-    /// Ethernet header in front): the full path, as for a packet received there. Does not count
-    /// it as received.
+    /// Ethernet header in front): exactly as a packet received there ([`Generation::process`]:
+    /// the port's validation level, its filters, the burst-target shortcut when it has none).
+    /// Does not count it as received.
+    #[inline]
     pub fn process_tunnel_rx<P: Packet, S: Sink<P>>(
         &self,
         pkt: P,
@@ -1291,7 +1291,7 @@ impl Generation {
         stats: &mut StatsWriter,
         sink: &mut S,
     ) {
-        self.process_validated(pkt, ingress, stats, sink);
+        self.process(pkt, ingress, stats, sink);
     }
 
     /// The full path: parse and validate every header, run the hooks.

@@ -247,6 +247,23 @@ pub fn check_framing(data: &[u8]) -> Result<(), DropReason> {
 /// Never panics, never allocates.
 #[inline]
 pub fn parse(data: &[u8], frame_len: u32, ipv4_csum_verified: bool) -> Result<Parsed, DropReason> {
+    parse_inlined(data, frame_len, ipv4_csum_verified)
+}
+
+/// Validates a frame exactly as [`parse`] does, keeping nothing: the check of ports that
+/// forward without classifying. Inlined into its caller, where the unused result costs nothing.
+#[inline(always)]
+pub fn check(data: &[u8], frame_len: u32, ipv4_csum_verified: bool) -> Result<(), DropReason> {
+    parse_inlined(data, frame_len, ipv4_csum_verified).map(|_| ())
+}
+
+/// The body of [`parse`] and [`check`].
+#[inline(always)]
+fn parse_inlined(
+    data: &[u8],
+    frame_len: u32,
+    ipv4_csum_verified: bool,
+) -> Result<Parsed, DropReason> {
     let frame_len = usize::try_from(frame_len).unwrap_or(usize::MAX);
     // Only the bytes that belong to the frame; a no-op for any sane packet.
     let data = data.get(..frame_len).unwrap_or(data);

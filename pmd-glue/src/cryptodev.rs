@@ -85,8 +85,9 @@ struct OpPriv {
     iv: [u8; 16],
     /// AES-GCM additional authenticated data; GCM needs room rounded up to 16 bytes.
     aad: [u8; 16],
-    /// The caller's value, handed back with the completion.
-    user: u64,
+    /// The caller's value, handed back with the completion (low word first; kept as two
+    /// words so the area needs only 8-byte alignment).
+    user: [u64; 2],
     /// The session the op uses (a reference the queue holds, see `pin`).
     sess: *const SessionInner,
     /// Index of the queue's session pin holding `sess`, or `PIN_OWNED` when the op owns one
@@ -939,7 +940,7 @@ struct Pin {
 /// Completed operations' packets on the stack, delivered one by one; whatever was not delivered
 /// (the callback panicked) is freed on drop.
 struct Completions {
-    items: [(*mut sys::rte_mbuf, CryptoStatus, u64); BURST_SIZE],
+    items: [(*mut sys::rte_mbuf, CryptoStatus, u128); BURST_SIZE],
     head: usize,
     len: usize,
 }
@@ -955,7 +956,7 @@ impl Completions {
     }
 
     #[inline]
-    fn push(&mut self, m: *mut sys::rte_mbuf, st: CryptoStatus, user: u64) {
+    fn push(&mut self, m: *mut sys::rte_mbuf, st: CryptoStatus, user: u128) {
         if !m.is_null() && self.len < BURST_SIZE {
             self.items[self.len] = (m, st, user);
             self.len += 1;
@@ -963,7 +964,7 @@ impl Completions {
     }
 
     #[inline]
-    fn deliver(mut self, done: &mut impl FnMut(Mbuf, CryptoStatus, u64)) {
+    fn deliver(mut self, done: &mut impl FnMut(Mbuf, CryptoStatus, u128)) {
         while self.head < self.len {
             let (m, st, user) = self.items[self.head];
             self.head += 1;
@@ -1109,7 +1110,7 @@ impl CryptoQueue {
         mut m: Mbuf,
         session: &Session,
         job: &CryptoJob,
-        user: u64,
+        user: u128,
     ) -> Result<(), Mbuf> {
         let s = &*session.inner;
         if s.dev.id != self.dev.id || m.nb_segs() != 1 {
@@ -1188,7 +1189,7 @@ impl CryptoQueue {
             p.write(OpPriv {
                 iv: job.iv,
                 aad: job.aad,
-                user,
+                user: [user as u64, (user >> 64) as u64],
                 sess: pin.1,
                 pin: pin.0,
             });
@@ -1207,7 +1208,7 @@ impl CryptoQueue {
     /// [`CryptoStatus::QueueFull`] (the packet unchanged) and those it processed anyway with
     /// their status; their operations are freed.
     #[inline]
-    pub fn flush(&mut self, mut done: impl FnMut(Mbuf, CryptoStatus, u64)) {
+    pub fn flush(&mut self, mut done: impl FnMut(Mbuf, CryptoStatus, u128)) {
         self.complete_stash(&mut done);
         self.try_enqueue();
         self.complete_stash(&mut done);
@@ -1224,7 +1225,7 @@ impl CryptoQueue {
     /// a few dequeued bursts. Frees the operations and hands each packet back with its status
     /// and `user` value. Returns how many came back.
     #[inline]
-    pub fn poll(&mut self, mut done: impl FnMut(Mbuf, CryptoStatus, u64)) -> usize {
+    pub fn poll(&mut self, mut done: impl FnMut(Mbuf, CryptoStatus, u128)) -> usize {
         let mut total = self.complete_stash(&mut done);
         for _ in 0..POLL_BURSTS {
             if self.enqueued == 0 {
@@ -1262,7 +1263,7 @@ impl CryptoQueue {
     pub fn drain(
         &mut self,
         timeout: Duration,
-        mut done: impl FnMut(Mbuf, CryptoStatus, u64),
+        mut done: impl FnMut(Mbuf, CryptoStatus, u128),
     ) -> u32 {
         let start = Instant::now();
         loop {
@@ -1321,7 +1322,7 @@ impl CryptoQueue {
 
     /// Completes the stashed ops with their own status. Returns how many.
     #[inline]
-    fn complete_stash(&mut self, done: &mut impl FnMut(Mbuf, CryptoStatus, u64)) -> usize {
+    fn complete_stash(&mut self, done: &mut impl FnMut(Mbuf, CryptoStatus, u128)) -> usize {
         let total = self.nstash;
         while self.nstash > 0 {
             let k = self.nstash.min(BURST_SIZE);
@@ -1341,7 +1342,7 @@ impl CryptoQueue {
         &mut self,
         ops: &[*mut sys::rte_crypto_op],
         refused: bool,
-        done: &mut impl FnMut(Mbuf, CryptoStatus, u64),
+        done: &mut impl FnMut(Mbuf, CryptoStatus, u128),
     ) {
         debug_assert!(ops.len() <= BURST_SIZE);
         let mut c = Completions::new();
@@ -1356,7 +1357,7 @@ impl CryptoQueue {
     /// Takes back a finished (or refused) op's packet, status and user value and releases its
     /// session reference. The op itself is freed by the caller.
     #[inline]
-    fn retire(&mut self, op: *mut sys::rte_crypto_op) -> (*mut sys::rte_mbuf, CryptoStatus, u64) {
+    fn retire(&mut self, op: *mut sys::rte_crypto_op) -> (*mut sys::rte_mbuf, CryptoStatus, u128) {
         // SAFETY: `op` is one of our ops, prepared by `push` and returned by the device (or never
         // accepted), so the device no longer touches it; its private area holds an OpPriv.
         let (m, status, p) = unsafe {
@@ -1374,7 +1375,11 @@ impl CryptoQueue {
             )
         };
         self.unpin(p.pin, p.sess);
-        (m, CryptoStatus::from_op(status), p.user)
+        (
+            m,
+            CryptoStatus::from_op(status),
+            u128::from(p.user[0]) | (u128::from(p.user[1]) << 64),
+        )
     }
 
     /// A free op: from this queue's own list of retired ops, refilled a burst at a time from
@@ -1509,6 +1514,6 @@ impl Drop for CryptoQueue {
     }
 }
 
-fn drop_completion(m: Mbuf, _: CryptoStatus, _: u64) {
+fn drop_completion(m: Mbuf, _: CryptoStatus, _: u128) {
     drop(m);
 }

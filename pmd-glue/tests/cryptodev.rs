@@ -83,7 +83,7 @@ fn run_one(
     s: &Session,
     bytes: &[u8],
     job: &CryptoJob,
-    user: u64,
+    user: u128,
 ) -> (Vec<u8>, CryptoStatus) {
     let mut m = pool.alloc().expect("mbuf");
     assert!(m.fill(bytes));
@@ -258,7 +258,7 @@ fn gcm_known_answers(dev: &CryptoDev, q: &mut CryptoQueue, pool: &Mempool) {
             aad: arr16(&aad),
             ..Default::default()
         };
-        let (out, st) = run_one(q, pool, &enc, &pkt, &job, 0xfeed_0000 + pt.len() as u64);
+        let (out, st) = run_one(q, pool, &enc, &pkt, &job, 0xfeed_0000 + pt.len() as u128);
         assert_eq!(st, CryptoStatus::Success, "{what}");
         assert_eq!(&out[..HDR], &[0xa5; HDR][..], "{what}: header untouched");
         assert_eq!(&out[HDR..HDR + pt.len()], &ct[..], "{what}: ciphertext");
@@ -269,13 +269,13 @@ fn gcm_known_answers(dev: &CryptoDev, q: &mut CryptoQueue, pool: &Mempool) {
             "{what}: bytes after the tag"
         );
 
-        let (back, st) = run_one(q, pool, &dec, &out, &job, 0xfeed_0000 + pt.len() as u64);
+        let (back, st) = run_one(q, pool, &dec, &out, &job, 0xfeed_0000 + pt.len() as u128);
         assert_eq!(st, CryptoStatus::Success, "{what}: decrypt");
         assert_eq!(&back[HDR..HDR + pt.len()], &pt[..], "{what}: round trip");
         for bit in [0, 7, 8 * 15 + 3] {
             let mut bad = out.clone();
             bad[HDR + pt.len() + bit / 8] ^= 1 << (bit % 8);
-            let (_, st) = run_one(q, pool, &dec, &bad, &job, 0xfeed_0000 + pt.len() as u64);
+            let (_, st) = run_one(q, pool, &dec, &bad, &job, 0xfeed_0000 + pt.len() as u128);
             assert_eq!(
                 st,
                 CryptoStatus::AuthFailed,
@@ -284,7 +284,7 @@ fn gcm_known_answers(dev: &CryptoDev, q: &mut CryptoQueue, pool: &Mempool) {
         }
         let mut bad = out.clone();
         bad[HDR + pt.len() - 1] ^= 0x80;
-        let (_, st) = run_one(q, pool, &dec, &bad, &job, 0xfeed_0000 + pt.len() as u64);
+        let (_, st) = run_one(q, pool, &dec, &bad, &job, 0xfeed_0000 + pt.len() as u128);
         assert_eq!(
             st,
             CryptoStatus::AuthFailed,
@@ -293,7 +293,7 @@ fn gcm_known_answers(dev: &CryptoDev, q: &mut CryptoQueue, pool: &Mempool) {
         if !aad.is_empty() {
             let mut j = job;
             j.aad[0] ^= 1;
-            let (_, st) = run_one(q, pool, &dec, &out, &j, 0xfeed_0000 + pt.len() as u64);
+            let (_, st) = run_one(q, pool, &dec, &out, &j, 0xfeed_0000 + pt.len() as u128);
             assert_eq!(st, CryptoStatus::AuthFailed, "{what}: AAD bit flipped");
         }
     }
@@ -488,7 +488,8 @@ fn esp_vs_reference(dev: &CryptoDev, q: &mut CryptoQueue, pool: &Mempool, rng: &
             let blocks = 1 + rng.below(90) as usize;
             let p = sa.packet(rng, blocks);
             let job = sa.job(&p);
-            let user = n;
+            // Both words of the user value come back.
+            let user = u128::from(n) << 64 | u128::from(!n);
             let want = sa.encrypted(&p);
             // The reference's own decryption restores the payload.
             if !sa.gcm {
@@ -567,7 +568,7 @@ fn many_in_flight(
     // Phase 1: push without polling. The device holds at most `descriptors - 1` operations (its
     // ring), so pushes are refused once the burst buffer is full too.
     let n = (descriptors as usize) * 3;
-    let mut expect: HashMap<u64, (usize, EspPacket, Vec<u8>)> = HashMap::new();
+    let mut expect: HashMap<u128, (usize, EspPacket, Vec<u8>)> = HashMap::new();
     let (mut pushed, mut refused) = (0usize, 0usize);
     for user in 0..n as u64 {
         let sa_i = rng.below(sas.len() as u64) as usize;
@@ -576,11 +577,11 @@ fn many_in_flight(
         let p = sa.packet(rng, blocks);
         let mut m = pool.alloc().expect("mbuf");
         assert!(m.fill(&p.bytes));
-        match q.push(m, &sa.enc, &sa.job(&p), user | 1 << 40) {
+        match q.push(m, &sa.enc, &sa.job(&p), u128::from(user) | 1 << 100) {
             Ok(()) => {
                 pushed += 1;
                 let want = sa.encrypted(&p);
-                expect.insert(user | 1 << 40, (sa_i, p, want));
+                expect.insert(u128::from(user) | 1 << 100, (sa_i, p, want));
             }
             Err(m) => {
                 refused += 1;
@@ -599,7 +600,7 @@ fn many_in_flight(
     );
     let (mut ok, mut full) = (0usize, 0usize);
     let left = {
-        let mut check = |m: pmd_glue::Mbuf, st: CryptoStatus, user: u64| {
+        let mut check = |m: pmd_glue::Mbuf, st: CryptoStatus, user: u128| {
             let (_, p, want) = expect
                 .remove(&user)
                 .expect("each user value comes back once");
@@ -636,21 +637,21 @@ fn many_in_flight(
 
     // Phase 2: a steady loop (push, poll every burst): everything is processed, through the
     // owned-reference path too (12 SAs interleaved > the queue's 8 session pins).
-    let mut expect: HashMap<u64, Vec<u8>> = HashMap::new();
+    let mut expect: HashMap<u128, Vec<u8>> = HashMap::new();
     let total = 3000u64;
-    let mut out: HashMap<u64, Vec<u8>> = HashMap::new();
+    let mut out: HashMap<u128, Vec<u8>> = HashMap::new();
     for user in 0..total {
         let sa = &sas[(user % sas.len() as u64) as usize];
         let blocks = 1 + rng.below(8) as usize;
         let p = sa.packet(rng, blocks);
-        expect.insert(user, sa.encrypted(&p));
+        expect.insert(u128::from(user), sa.encrypted(&p));
         let mut m = pool.alloc().expect("mbuf");
         assert!(m.fill(&p.bytes));
         let job = sa.job(&p);
         let mut m = Some(m);
         // Retry after polling when the device is momentarily full.
         for _ in 0..1000 {
-            match q.push(m.take().unwrap(), &sa.enc, &job, user) {
+            match q.push(m.take().unwrap(), &sa.enc, &job, u128::from(user)) {
                 Ok(()) => break,
                 Err(back) => {
                     m = Some(back);
@@ -695,7 +696,7 @@ fn many_in_flight(
         let p = sa.packet(rng, 2);
         let mut m = pool.alloc().unwrap();
         assert!(m.fill(&p.bytes));
-        q.push(m, &sa.enc, &sa.job(&p), i as u64).unwrap();
+        q.push(m, &sa.enc, &sa.job(&p), i as u128).unwrap();
         keep.push((i, sa.encrypted(&p)));
     }
     q.flush(|_, st, _| panic!("refused: {st:?}"));
@@ -711,7 +712,7 @@ fn many_in_flight(
     );
     for (i, want) in keep {
         assert!(
-            back[&(i as u64)] == want,
+            back[&(i as u128)] == want,
             "{name}: packet {i} after its session was dropped"
         );
     }

@@ -51,8 +51,11 @@ fuzz_target!(|input: &[u8]| {
     assert!(end(job.cipher_offset, job.cipher_len) <= n, "{job:?}");
     assert!(end(job.digest_offset, 16) <= n, "{job:?}");
     assert!(end(job.auth_offset, job.auth_len) <= n, "{job:?}");
-    // Where the plaintext is, found again from the packet alone when the device hands it back.
-    let (again, tos) = esp::decap_job_of(p.data(), alg, esn).expect("a prepared packet's job");
+    // Where the plaintext ends, found again from its start and the frame's length when the
+    // device hands the packet back.
+    let again = esp::decap_job_at(p.data().len(), job.cipher_offset as usize, alg, esn)
+        .expect("a prepared packet's job");
+    let tos = h.tos;
     assert_eq!(
         (again.cipher_offset, again.cipher_len),
         (job.cipher_offset, job.cipher_len)

@@ -486,40 +486,23 @@ pub fn decap_finish<P: Packet>(
     Ok(kind)
 }
 
-/// The job [`decap_prepare`] built for a frame, found again from the frame itself once the
-/// device returned it (the worker keeps no per-packet state besides the frame): the outer
-/// header's TOS and where the plaintext is.
-pub fn decap_job_of(d: &[u8], alg: Algorithm, esn: bool) -> Result<(EspJob, u8), DropReason> {
-    let mut l3 = ETH_LEN;
-    let mut et = u16::from_be_bytes([
-        *d.get(12).ok_or(DropReason::EspMalformed)?,
-        *d.get(13).ok_or(DropReason::EspMalformed)?,
-    ]);
-    for _ in 0..2 {
-        if et != ethertype::VLAN && et != ethertype::QINQ {
-            break;
-        }
-        let b = d.get(l3 + 2..l3 + 4).ok_or(DropReason::EspMalformed)?;
-        et = u16::from_be_bytes([b[0], b[1]]);
-        l3 += 4;
-    }
-    let v = *d.get(l3).ok_or(DropReason::EspMalformed)?;
-    let tos = *d.get(l3 + 1).ok_or(DropReason::EspMalformed)?;
-    if et != ethertype::IPV4 || v >> 4 != 4 {
-        return Err(DropReason::EspMalformed);
-    }
-    let payload = l3 + usize::from(v & 0x0f) * 4 + ESP_HDR_LEN + alg.iv_len();
-    let end = d
-        .len()
+/// The job [`decap_prepare`] built for a frame of `frame_len` bytes whose plaintext starts at
+/// `cipher_offset` (the worker carries that offset with the operation, not the job): where the
+/// plaintext ends is found again from the frame's length, so nothing else travels with it.
+#[inline]
+pub fn decap_job_at(
+    frame_len: usize,
+    cipher_offset: usize,
+    alg: Algorithm,
+    esn: bool,
+) -> Result<EspJob, DropReason> {
+    let end = frame_len
         .checked_sub(ICV_LEN + esn_tail(alg, esn))
-        .filter(|&e| e >= payload + 2)
+        .filter(|&e| e >= cipher_offset + 2)
         .ok_or(DropReason::EspMalformed)?;
-    Ok((
-        EspJob {
-            cipher_offset: payload as u32,
-            cipher_len: (end - payload) as u32,
-            ..EspJob::default()
-        },
-        tos,
-    ))
+    Ok(EspJob {
+        cipher_offset: cipher_offset as u32,
+        cipher_len: (end - cipher_offset) as u32,
+        ..EspJob::default()
+    })
 }
