@@ -24,6 +24,8 @@ use std::time::Instant;
 pub struct Telemetry {
     /// Port names, indexed like the pipeline's ports.
     pub port_names: Vec<String>,
+    /// Whether each port is administratively up (`ports[].state`), same order.
+    pub admin_up: Vec<bool>,
     /// DPDK counter readers, one per port (same order; `None` for tunnels, which have no
     /// device).
     pub readers: Vec<Option<StatsReader>>,
@@ -584,6 +586,17 @@ impl prometheus_client::collector::Collector for Telemetry {
             "appliance_port_link_up",
             "1 when the port's link is up.",
             &link_up,
+        )?;
+        gauge(
+            e,
+            "appliance_port_admin_up",
+            "1 when the port is administratively up (ports[].state: up), 0 when configured down. Tunnels included.",
+            &self
+                .port_names
+                .iter()
+                .zip(&self.admin_up)
+                .map(|(n, up)| (vec![("port", n.as_str())], i64::from(*up)))
+                .collect::<Vec<_>>(),
         )?;
         gauge(
             e,
