@@ -26,6 +26,8 @@ pub struct Telemetry {
     pub port_names: Vec<String>,
     /// Whether each port is administratively up (`ports[].state`), same order.
     pub admin_up: Vec<bool>,
+    /// Each port's `device` (empty for tunnels), same order.
+    pub devices: Vec<String>,
     /// DPDK counter readers, one per port (same order; `None` for tunnels, which have no
     /// device).
     pub readers: Vec<Option<StatsReader>>,
@@ -444,6 +446,16 @@ impl Telemetry {
             counter(e, name, help, series)?;
         }
         Ok(())
+    }
+}
+
+/// The registry's handle on the telemetry the `/show/` handlers also read.
+#[derive(Debug)]
+struct Shared(Arc<Telemetry>);
+
+impl prometheus_client::collector::Collector for Shared {
+    fn encode(&self, enc: DescriptorEncoder) -> Result<(), FmtError> {
+        prometheus_client::collector::Collector::encode(&*self.0, enc)
     }
 }
 
@@ -945,8 +957,9 @@ pub fn serve(server: tiny_http::Server, telemetry: Telemetry) -> MetricsServer {
         .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
     let server = Arc::new(server);
     let flowlabels = telemetry.flowlabels.clone();
+    let telemetry = Arc::new(telemetry);
     let mut registry = Registry::default();
-    registry.register_collector(Box::new(telemetry));
+    registry.register_collector(Box::new(Shared(telemetry.clone())));
     let s = server.clone();
     let thread = std::thread::Builder::new()
         .name("metrics".into())
@@ -955,6 +968,7 @@ pub fn serve(server: tiny_http::Server, telemetry: Telemetry) -> MetricsServer {
                 |v: &str| tiny_http::Header::from_bytes("Content-Type", v).expect("static header");
             let openmetrics = header("application/openmetrics-text; version=1.0.0; charset=utf-8");
             let classic = header("text/plain; version=0.0.4; charset=utf-8");
+            let json = header("application/json");
             for req in s.incoming_requests() {
                 let wants_openmetrics = req.headers().iter().any(|h| {
                     h.field.equiv("Accept")
@@ -969,13 +983,35 @@ pub fn serve(server: tiny_http::Server, telemetry: Telemetry) -> MetricsServer {
                         tiny_http::Response::from_string(to_prometheus_text(&render(&registry)))
                             .with_header(classic.clone())
                     }
-                    (tiny_http::Method::Get, "/") => tiny_http::Response::from_string(
-                        "appliance: GET /metrics, GET /flowlabels[?limit=N][&format=json]\n",
-                    ),
+                    (tiny_http::Method::Get, "/") => tiny_http::Response::from_string(format!(
+                        "appliance: GET /metrics, GET /flowlabels[?limit=N][&format=json], GET /show/{{{}}} (JSON)\n",
+                        crate::show::SHOWABLE.join(",")
+                    )),
                     (tiny_http::Method::Get, url)
                         if url == "/flowlabels" || url.starts_with("/flowlabels?") =>
                     {
                         flowlabels_response(flowlabels.as_deref(), url)
+                    }
+                    (tiny_http::Method::Get, url) if url.starts_with("/show/flowlabels") => {
+                        // JSON unless the query says otherwise; limit as /flowlabels.
+                        let q = url.split_once('?').map_or("", |(_, q)| q);
+                        let sep = if q.is_empty() { "" } else { "&" };
+                        flowlabels_response(
+                            flowlabels.as_deref(),
+                            &format!("/flowlabels?format=json{sep}{q}"),
+                        )
+                    }
+                    (tiny_http::Method::Get, url) if url.starts_with("/show/") => {
+                        let what = url["/show/".len()..].split('?').next().unwrap_or("");
+                        match crate::show::show(&telemetry, what) {
+                            Some(v) => tiny_http::Response::from_string(v.to_string())
+                                .with_header(json.clone()),
+                            None => tiny_http::Response::from_string(format!(
+                                "unknown /show/{what}: one of {}\n",
+                                crate::show::SHOWABLE.join(", ")
+                            ))
+                            .with_status_code(404),
+                        }
                     }
                     _ => tiny_http::Response::from_string("not found\n").with_status_code(404),
                 };

@@ -615,3 +615,221 @@ fn a_real_prometheus_scrapes_the_appliance_and_its_rules_evaluate() {
         started.elapsed()
     );
 }
+
+/// Runs `appliance ARGS` against `admin`: (exit code, stdout, stderr).
+fn cli(args: &[&str]) -> (Option<i32>, String, String) {
+    let o = appliance(args);
+    (
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn show_lists_ports_filters_actions_tunnels_sas_and_flowlabels_without_keys() {
+    let t = TestDir::new("ops-show");
+    let (child, addr) = start_full(&t);
+    let mut shown = BTreeMap::new();
+    let mut everything = String::new();
+    for what in [
+        "ports",
+        "lcores",
+        "filters",
+        "actions",
+        "tunnels",
+        "sas",
+        "flowlabels",
+    ] {
+        let (code, out, err) = cli(&["show", what, "--admin", &addr, "--json"]);
+        assert_eq!(code, Some(0), "show {what} --json: {err}");
+        let v: serde_json::Value =
+            serde_json::from_str(&out).unwrap_or_else(|e| panic!("show {what}: {e}: {out}"));
+        let (code, table, err) = cli(&["show", what, "--admin", &addr]);
+        assert_eq!(code, Some(0), "show {what}: {err}");
+        assert!(table.lines().count() >= 2, "show {what}:\n{table}");
+        everything.push_str(&out);
+        everything.push_str(&table);
+        shown.insert(what, (v, table));
+    }
+    let (status_404, _) = {
+        let (code, _, err) = cli(&["show", "sas", "--admin", "127.0.0.1:1"]);
+        assert_eq!(code, Some(1));
+        assert!(
+            err.contains("cannot reach the admin address 127.0.0.1:1"),
+            "{err}"
+        );
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        write!(s, "GET /show/keys HTTP/1.0\r\n\r\n").unwrap();
+        let mut r = String::new();
+        s.read_to_string(&mut r).unwrap();
+        (r.contains(" 404 "), r)
+    };
+    assert!(status_404, "unknown /show/ is 404");
+    child.signal("TERM");
+    let r = child.finish();
+    r.assert_clean();
+
+    // No key material, in any form, in anything the admin API said.
+    for k in [OUT_KEY, IN_KEY] {
+        for piece in [k, &k[..16], &k.to_uppercase()[..16]] {
+            assert!(!everything.contains(piece), "key material leaked: {piece}");
+        }
+    }
+    for field in ["\"key\"", "\"auth_key\"", "\"keys\"", "\"salt\""] {
+        assert!(!everything.contains(field), "a {field} field");
+    }
+
+    let find = |what: &str, list: &str, field: &str, name: &str| -> serde_json::Value {
+        shown[what].0[list]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x[field] == name)
+            .unwrap_or_else(|| panic!("{what}: no {name}"))
+            .clone()
+    };
+    // Ports equal the summary (the input was over before the first request).
+    for p in ["west", "east", "tap", "wan", "vti0", "spare"] {
+        let got = find("ports", "ports", "name", p);
+        for k in ["rx_packets", "rx_bytes", "tx_packets", "tx_bytes"] {
+            assert_eq!(got[k], r.port(p)[k], "{p} {k}");
+        }
+        let want: serde_json::Map<String, serde_json::Value> = drops_of(r.port(p))
+            .into_iter()
+            .map(|(k, v)| (k, v.into()))
+            .collect();
+        assert_eq!(got["drops"], serde_json::Value::Object(want), "{p} drops");
+    }
+    let spare = find("ports", "ports", "name", "spare");
+    assert_eq!(
+        (spare["admin_up"].clone(), spare["link_up"].clone()),
+        (false.into(), false.into())
+    );
+    let west = find("ports", "ports", "name", "west");
+    assert_eq!(west["device"], "net_pcap0");
+    assert_eq!(west["link_up"], true);
+    assert_eq!(find("ports", "ports", "name", "vti0")["kind"], "tunnel");
+    assert_eq!(west["dev"]["rx_packets"], FRAMES);
+    // Filters and actions.
+    let tcp = find("filters", "filters", "name", "tcp");
+    let want = r.summary["filters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "tcp")
+        .unwrap();
+    assert_eq!(tcp["matched_packets"], want["matched_packets"]);
+    assert!(tcp["matched_packets"].as_u64().unwrap() > 0);
+    let mirror = find("actions", "actions", "filter", "tcp");
+    assert_eq!(mirror["detail"], "egress mirror to tap");
+    assert_eq!(mirror["packets"], r.summary["mirror_copies"]);
+    // Tunnels and SAs.
+    let vti = find("tunnels", "tunnels", "name", "vti0");
+    assert_eq!(vti["local"], "192.0.2.1");
+    assert_eq!(vti["underlay"], "wan");
+    assert_eq!(vti["out_sa"], "out");
+    assert_eq!(vti["next_hop_mac"], "02:00:00:00:00:02");
+    let out = find("sas", "sas", "name", "out");
+    let want = r.summary["sas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "out")
+        .unwrap();
+    assert_eq!(out["spi"], "0x1000");
+    assert_eq!(out["packets"], want["packets"]);
+    assert_eq!(out["soft_expired"], true);
+    assert_eq!(out["lifetime"]["soft_packets"], 5);
+    assert_eq!(shown["sas"].0["sas"].as_array().unwrap().len(), 2);
+    let sa_table = &shown["sas"].1;
+    assert!(
+        sa_table.starts_with("sa ") && sa_table.contains("0x2000"),
+        "{sa_table}"
+    );
+    // Flow labels: the live flows of the labelling port.
+    let fl = &shown["flowlabels"].0;
+    assert_eq!(fl["capacity"], 1000);
+    assert!(fl["live"].as_u64().unwrap() > 0, "{fl}");
+}
+
+#[test]
+fn stats_shows_live_rates_drops_by_reason_and_busy_lcores() {
+    let t = TestDir::new("ops-stats");
+    t.gen(
+        "in.pcap",
+        &["--count=200", "--seed=93", "--malformed-permille=50"],
+    );
+    let cfg = t.config_replay_to_null("in.pcap", Some("127.0.0.1:0"));
+    let mut child = t.spawn(&cfg, &["--duration=20"]);
+    let addr = child.wait_for_metrics_addr();
+    let started = Instant::now();
+    let (code, out, err) = cli(&[
+        "stats",
+        "--admin",
+        &addr,
+        "--interval",
+        "0.5",
+        "--count",
+        "3",
+    ]);
+    let took = started.elapsed();
+    child.signal("TERM");
+    let r = child.finish();
+    r.assert_clean();
+    assert_eq!(code, Some(0), "{err}");
+    // Not a terminal: one block per refresh, no escape sequences.
+    assert_eq!(out.matches("appliance stats  ").count(), 3, "{out}");
+    assert!(!out.contains('\x1b'));
+    assert!(
+        took >= Duration::from_millis(1500) && took < Duration::from_secs(10),
+        "{took:?}"
+    );
+    let num = |s: &str| -> f64 {
+        let (n, m) = match s.chars().last().unwrap() {
+            'k' => (&s[..s.len() - 1], 1e3),
+            'M' => (&s[..s.len() - 1], 1e6),
+            'G' => (&s[..s.len() - 1], 1e9),
+            _ => (s, 1.0),
+        };
+        n.parse::<f64>().unwrap() * m
+    };
+    let last = out.rsplit("appliance stats  ").next().unwrap();
+    let row = |name: &str| -> Vec<String> {
+        last.lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no {name} row:\n{last}"))
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect()
+    };
+    // port link rx-pps rx-bps tx-pps tx-bps rx-packets tx-packets drops drops/s
+    let inp = row("in");
+    assert_eq!(inp[1], "up");
+    let rx_pps = num(&inp[2]);
+    assert!(rx_pps > 1000.0, "{last}");
+    // Bits per second over packets per second: the capture's mean frame size in bits, within
+    // the rounding of the display.
+    let bits_per_frame = num(&inp[3]) / rx_pps;
+    assert!(
+        (8.0 * 60.0..8.0 * 1600.0).contains(&bits_per_frame),
+        "{last}"
+    );
+    assert!(num(&inp[9]) > 0.0, "drops/s: {last}");
+    assert!(last.contains("drops/s by reason: "), "{last}");
+    let outp = row("out");
+    assert!(num(&outp[4]) > 1000.0, "{last}");
+    // One worker lcore, receiving on every poll round it can.
+    let lcore = row("1");
+    let busy: f64 = lcore[1].trim_end_matches('%').parse().unwrap();
+    assert!(busy > 0.0 && busy <= 100.0, "{last}");
+    // Rates agree with the run: at most what the appliance received over the whole run.
+    let total_rx = r.port("in")["rx_packets"].as_f64().unwrap();
+    assert!(
+        rx_pps * 0.5 <= total_rx,
+        "{rx_pps} pps vs {total_rx} received"
+    );
+    let (code, _, err) = cli(&["stats", "--admin", &addr, "--interval", "0"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--interval"), "{err}");
+}
