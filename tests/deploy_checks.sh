@@ -9,3 +9,23 @@ echo "== promtool check config / check rules / test rules (deploy/prometheus)"
 promtool check config deploy/prometheus/prometheus.yml
 promtool check rules deploy/prometheus/rules.yml
 promtool test rules deploy/prometheus/tests/rules_test.yml
+
+echo "== systemd-analyze verify (deploy/systemd/appliance.service)"
+# The unit names installed paths; verify a copy pointing at this checkout's setup script and a
+# stand-in for the binary (verify checks that commands exist). Any warning (an unknown or
+# misspelt key, a bad value) fails the check.
+t=$(mktemp -d)
+trap 'rm -rf "$t"' EXIT
+install -m 0755 /bin/true "$t/appliance"
+sed -e "s|/usr/local/bin/appliance|$t/appliance|g" \
+    -e "s|/usr/local/sbin/appliance-setup-host|$PWD/deploy/setup-host.sh|g" \
+    deploy/systemd/appliance.service > "$t/appliance.service"
+if ! out=$(systemd-analyze verify "$t/appliance.service" 2>&1) || [ -n "$out" ]; then
+  echo "$out" >&2
+  echo "systemd-analyze verify: FAILED" >&2
+  exit 1
+fi
+echo "appliance.service: OK"
+
+echo "== deploy/setup-host.sh: dry run, real run and errors on a fake sysfs"
+bash tests/setup_host_test.sh
