@@ -29,3 +29,14 @@ echo "appliance.service: OK"
 
 echo "== deploy/setup-host.sh: dry run, real run and errors on a fake sysfs"
 bash tests/setup_host_test.sh
+
+echo "== Kubernetes manifests (deploy/k8s): kubernetes-validate --strict, the NAD CRD schema, cross-checks"
+# kubernetes-validate (PyPI) ships the Kubernetes OpenAPI schemas; installed once into a venv
+# under target/ (Debian's python3-venv), pinned.
+venv=target/deploy-venv
+if ! "$venv/bin/kubernetes-validate" --version 2>/dev/null | grep -qx 1.37.0; then
+  rm -rf "$venv"
+  /usr/bin/python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check kubernetes-validate==1.37.0
+fi
+"$venv/bin/python" tests/k8s_check.py

@@ -833,3 +833,69 @@ fn stats_shows_live_rates_drops_by_reason_and_busy_lcores() {
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("--interval"), "{err}");
 }
+
+#[test]
+fn the_kubernetes_entrypoint_renders_a_config_the_appliance_accepts() {
+    let t = TestDir::new("ops-k8s");
+    let cm: serde_json::Value = serde_saphyr::from_str(
+        &std::fs::read_to_string(format!("{ROOT}/deploy/k8s/configmap.yaml")).unwrap(),
+    )
+    .expect("configmap.yaml is YAML");
+    std::fs::write(
+        t.path("appliance.yaml"),
+        cm["data"]["appliance.yaml"].as_str().unwrap(),
+    )
+    .unwrap();
+    std::fs::write(
+        t.path("entrypoint.sh"),
+        cm["data"]["entrypoint.sh"].as_str().unwrap(),
+    )
+    .unwrap();
+    std::fs::write(
+        t.path("status"),
+        "Name:\tsh\nCpus_allowed:\tf0\nCpus_allowed_list:\t4-6,12\n",
+    )
+    .unwrap();
+    let run = |env: &[(&str, &str)]| {
+        let mut c = Command::new("/bin/sh");
+        c.arg(t.path("entrypoint.sh"))
+            .env("RENDER_ONLY", "1")
+            .env("CONFIG", t.path("appliance.yaml"))
+            .env("PROC_STATUS", t.path("status"))
+            .env("RUN_DIR", t.path("run"))
+            .env_remove("PCIDEVICE_INTEL_COM_SRIOV_DPDK_WAN")
+            .env_remove("PCIDEVICE_INTEL_COM_SRIOV_DPDK_LAN");
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c.output().unwrap()
+    };
+    // What the SR-IOV device plugin sets (a list when a pod gets several VFs of a pool).
+    let o = run(&[
+        (
+            "PCIDEVICE_INTEL_COM_SRIOV_DPDK_WAN",
+            "0000:3b:02.0,0000:3b:02.1",
+        ),
+        ("PCIDEVICE_INTEL_COM_SRIOV_DPDK_LAN", "0000:5e:0a.3"),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let rendered = String::from_utf8_lossy(&o.stdout).trim().to_owned();
+    let y = std::fs::read_to_string(&rendered).unwrap();
+    assert!(y.contains("lcores: \"0@4,1@5,2@6,3@12\""), "{y}");
+    assert!(
+        y.contains("device: \"0000:3b:02.0\"") && y.contains("device: \"0000:5e:0a.3\""),
+        "{y}"
+    );
+    assert!(!y.contains("@PCI_") && !y.contains("@LCORES@"), "{y}");
+    let (code, out, err) = cli(&["check-config", &rendered]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.contains("2 ports") && out.contains("worker lcores [1, 2, 3]"),
+        "{out}"
+    );
+    // Without the device plugin's variable: exit 2, naming it.
+    let o = run(&[("PCIDEVICE_INTEL_COM_SRIOV_DPDK_LAN", "0000:5e:0a.3")]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr)
+        .contains("PCIDEVICE_INTEL_COM_SRIOV_DPDK_WAN is not set"));
+}
