@@ -943,10 +943,23 @@ fn flowlabels_response(
     }
 }
 
-/// Binds the metrics socket (done before DPDK starts, so a taken address fails early).
+/// Binds the metrics socket (done before DPDK starts, so a taken address fails early). An
+/// address other than loopback is said in the log: it was asked for explicitly.
 pub fn bind(listen: SocketAddr) -> Result<tiny_http::Server, String> {
+    if let Some(note) = exposure_note(listen) {
+        eprintln!("appliance: {note}");
+    }
     tiny_http::Server::http(listen)
         .map_err(|e| format!("`metrics.listen`: cannot listen on {listen}: {e}"))
+}
+
+/// The log line for an admin address reachable from other hosts; `None` for loopback.
+pub fn exposure_note(listen: SocketAddr) -> Option<String> {
+    (!listen.ip().is_loopback()).then(|| {
+        format!(
+            "metrics.listen is {listen}, not loopback: /metrics, /show/* and /flowlabels (read-only, no keys) are reachable from the network; restrict it with a firewall or network policy"
+        )
+    })
 }
 
 /// Serves `/metrics` from `server` in a control thread (not an EAL lcore).
@@ -1046,7 +1059,18 @@ impl MetricsServer {
 
 #[cfg(test)]
 mod tests {
-    use super::to_prometheus_text;
+    use super::{exposure_note, to_prometheus_text};
+
+    #[test]
+    fn only_non_loopback_admin_addresses_are_noted() {
+        for a in ["127.0.0.1:9091", "[::1]:9091", "127.0.0.2:1"] {
+            assert_eq!(exposure_note(a.parse().unwrap()), None, "{a}");
+        }
+        for a in ["0.0.0.0:9091", "[::]:9091", "10.0.0.5:9091"] {
+            let n = exposure_note(a.parse().unwrap()).unwrap();
+            assert!(n.contains(a) && n.contains("not loopback"), "{n}");
+        }
+    }
 
     #[test]
     fn openmetrics_counters_become_classic_total_families() {

@@ -670,7 +670,11 @@ fn show_lists_ports_filters_actions_tunnels_sas_and_flowlabels_without_keys() {
     let r = child.finish();
     r.assert_clean();
 
-    // No key material, in any form, in anything the admin API said.
+    // No key material, in any form, in anything the admin API said, nor in the log and the
+    // summary.
+    everything.push_str(&r.stderr);
+    everything.push_str(&r.stdout);
+    everything.push_str(&r.summary.to_string());
     for k in [OUT_KEY, IN_KEY] {
         for piece in [k, &k[..16], &k.to_uppercase()[..16]] {
             assert!(!everything.contains(piece), "key material leaked: {piece}");
