@@ -11,6 +11,8 @@ PACKAGES=(
   valgrind curl                                   # perf/: callgrind instructions per packet; metrics scrapes
   python3-scapy                                   # pipelines/tests/flow_oracle.py: independent flow-key oracle; tests/ipsec/esp_ref.py: independent ESP
   python3-cryptography                            # scapy's IPsec ciphers (tests/ipsec/esp_ref.py)
+  systemd                                         # systemd-analyze verify of deploy/systemd/appliance.service
+  python3-venv                                    # tests/deploy_checks.sh: a venv for kubernetes-validate (PyPI)
 )
 
 missing=()

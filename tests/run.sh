@@ -14,6 +14,8 @@ echo "== cargo doc (warnings are errors)"
 RUSTDOCFLAGS="-D warnings" cargo doc --locked --workspace --no-deps --document-private-items
 echo "== the ESP reference the tunnel tests trust (scapy): round trips and known answers"
 bash tests/ipsec/test_esp_ref.sh
+echo "== deployment files (Prometheus, systemd, setup-host dry run, Kubernetes)"
+bash tests/deploy_checks.sh
 echo "== cargo test (unit, real DPDK, end-to-end)"
 # End-to-end tests each start a DPDK process polling a core; two at a time fit two cores.
 log=$(mktemp)

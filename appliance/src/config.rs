@@ -1124,4 +1124,21 @@ mod tests {
         assert_eq!(c.ports.len(), 2);
         assert_eq!(c.worker_lcores(), vec![1]);
     }
+
+    #[test]
+    fn the_admin_address_is_loopback_unless_configured_otherwise() {
+        let c = parse(MIN).unwrap();
+        let a: SocketAddr = c.metrics.listen.as_deref().unwrap().parse().unwrap();
+        assert!(a.ip().is_loopback(), "default {a}");
+        let demo = parse(include_str!("../../deploy/examples/demo.yaml")).unwrap();
+        let a: SocketAddr = demo.metrics.listen.as_deref().unwrap().parse().unwrap();
+        assert!(a.ip().is_loopback(), "demo {a}");
+        // Anything else is written out in the file (or given with --metrics-listen).
+        let c = parse(&format!("{MIN}metrics: {{ listen: \"0.0.0.0:9091\" }}\n")).unwrap();
+        assert_eq!(c.metrics.listen.as_deref(), Some("0.0.0.0:9091"));
+        let c = parse(&format!("{MIN}metrics: {{ listen: null }}\n")).unwrap();
+        assert_eq!(c.metrics.listen, None);
+        let e = parse(&format!("{MIN}metrics: {{ listen: \"all\" }}\n")).unwrap_err();
+        assert!(e.to_string().contains("metrics.listen"), "{e}");
+    }
 }

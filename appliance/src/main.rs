@@ -1,11 +1,13 @@
-//! The appliance binary: `run`, `check-config`, `gen`, `flowlabels`.
+//! The appliance binary: `run`, `check-config`, `gen`, `flowlabels`, `stats`, `show`.
 #![forbid(unsafe_code)]
 
 mod config;
 mod filters;
 mod gen;
+mod live;
 mod metrics;
 mod run;
+mod show;
 mod summary;
 mod tunnel_stage;
 mod tunnels;
@@ -48,6 +50,49 @@ enum Command {
     /// Print a running appliance's IPv6 flow-label table (like /proc/net/ip6_flowlabel), read
     /// from its admin address.
     Flowlabels(FlowlabelsArgs),
+    /// A live view of a running appliance, like testpmd's port statistics: per-port packet and
+    /// bit rates, drops by reason, per-lcore busy share, refreshed every interval.
+    Stats(StatsArgs),
+    /// Print a running appliance's ports, lcores, filters, actions, tunnels, SAs (never keys)
+    /// or flow labels, read from its admin address.
+    Show(ShowArgs),
+}
+
+#[derive(Args, Debug)]
+struct StatsArgs {
+    /// The appliance's admin (metrics) address.
+    #[arg(long, default_value = "127.0.0.1:9091")]
+    admin: String,
+    /// Seconds between refreshes.
+    #[arg(long, default_value_t = 1.0)]
+    interval: f64,
+    /// Stop after this many refreshes (0: until interrupted).
+    #[arg(long, default_value_t = 0)]
+    count: u64,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum ShowWhat {
+    Ports,
+    Lcores,
+    Filters,
+    Actions,
+    Tunnels,
+    Sas,
+    Flowlabels,
+}
+
+#[derive(Args, Debug)]
+struct ShowArgs {
+    /// What to show.
+    #[arg(value_enum)]
+    what: ShowWhat,
+    /// The appliance's admin (metrics) address.
+    #[arg(long, default_value = "127.0.0.1:9091")]
+    admin: String,
+    /// JSON (as GET /show/WHAT answers) instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -130,6 +175,19 @@ fn main() -> ExitCode {
         Command::Run(a) => cmd_run(a),
         Command::Gen(a) => cmd_gen(a),
         Command::Flowlabels(a) => cmd_flowlabels(&a),
+        Command::Stats(a) => live::stats(&a.admin, a.interval, a.count),
+        Command::Show(a) => {
+            let what = match a.what {
+                ShowWhat::Ports => "ports",
+                ShowWhat::Lcores => "lcores",
+                ShowWhat::Filters => "filters",
+                ShowWhat::Actions => "actions",
+                ShowWhat::Tunnels => "tunnels",
+                ShowWhat::Sas => "sas",
+                ShowWhat::Flowlabels => "flowlabels",
+            };
+            live::show(&a.admin, what, a.json)
+        }
     };
     ExitCode::from(u8::try_from(code).unwrap_or(1))
 }
@@ -215,7 +273,7 @@ fn cmd_flowlabels(a: &FlowlabelsArgs) -> i32 {
 }
 
 /// A plain HTTP/1.0 GET on the admin address: status and body.
-fn admin_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
+pub(crate) fn admin_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
     use std::io::{Read as _, Write as _};
     use std::net::ToSocketAddrs as _;
     let sa = addr

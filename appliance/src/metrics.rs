@@ -24,6 +24,10 @@ use std::time::Instant;
 pub struct Telemetry {
     /// Port names, indexed like the pipeline's ports.
     pub port_names: Vec<String>,
+    /// Whether each port is administratively up (`ports[].state`), same order.
+    pub admin_up: Vec<bool>,
+    /// Each port's `device` (empty for tunnels), same order.
+    pub devices: Vec<String>,
     /// DPDK counter readers, one per port (same order; `None` for tunnels, which have no
     /// device).
     pub readers: Vec<Option<StatsReader>>,
@@ -445,6 +449,16 @@ impl Telemetry {
     }
 }
 
+/// The registry's handle on the telemetry the `/show/` handlers also read.
+#[derive(Debug)]
+struct Shared(Arc<Telemetry>);
+
+impl prometheus_client::collector::Collector for Shared {
+    fn encode(&self, enc: DescriptorEncoder) -> Result<(), FmtError> {
+        prometheus_client::collector::Collector::encode(&*self.0, enc)
+    }
+}
+
 impl prometheus_client::collector::Collector for Telemetry {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), FmtError> {
         let e = &mut enc;
@@ -584,6 +598,17 @@ impl prometheus_client::collector::Collector for Telemetry {
             "appliance_port_link_up",
             "1 when the port's link is up.",
             &link_up,
+        )?;
+        gauge(
+            e,
+            "appliance_port_admin_up",
+            "1 when the port is administratively up (ports[].state: up), 0 when configured down. Tunnels included.",
+            &self
+                .port_names
+                .iter()
+                .zip(&self.admin_up)
+                .map(|(n, up)| (vec![("port", n.as_str())], i64::from(*up)))
+                .collect::<Vec<_>>(),
         )?;
         gauge(
             e,
@@ -918,10 +943,23 @@ fn flowlabels_response(
     }
 }
 
-/// Binds the metrics socket (done before DPDK starts, so a taken address fails early).
+/// Binds the metrics socket (done before DPDK starts, so a taken address fails early). An
+/// address other than loopback is said in the log: it was asked for explicitly.
 pub fn bind(listen: SocketAddr) -> Result<tiny_http::Server, String> {
+    if let Some(note) = exposure_note(listen) {
+        eprintln!("appliance: {note}");
+    }
     tiny_http::Server::http(listen)
         .map_err(|e| format!("`metrics.listen`: cannot listen on {listen}: {e}"))
+}
+
+/// The log line for an admin address reachable from other hosts; `None` for loopback.
+pub fn exposure_note(listen: SocketAddr) -> Option<String> {
+    (!listen.ip().is_loopback()).then(|| {
+        format!(
+            "metrics.listen is {listen}, not loopback: /metrics, /show/* and /flowlabels (read-only, no keys) are reachable from the network; restrict it with a firewall or network policy"
+        )
+    })
 }
 
 /// Serves `/metrics` from `server` in a control thread (not an EAL lcore).
@@ -932,8 +970,9 @@ pub fn serve(server: tiny_http::Server, telemetry: Telemetry) -> MetricsServer {
         .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
     let server = Arc::new(server);
     let flowlabels = telemetry.flowlabels.clone();
+    let telemetry = Arc::new(telemetry);
     let mut registry = Registry::default();
-    registry.register_collector(Box::new(telemetry));
+    registry.register_collector(Box::new(Shared(telemetry.clone())));
     let s = server.clone();
     let thread = std::thread::Builder::new()
         .name("metrics".into())
@@ -942,6 +981,7 @@ pub fn serve(server: tiny_http::Server, telemetry: Telemetry) -> MetricsServer {
                 |v: &str| tiny_http::Header::from_bytes("Content-Type", v).expect("static header");
             let openmetrics = header("application/openmetrics-text; version=1.0.0; charset=utf-8");
             let classic = header("text/plain; version=0.0.4; charset=utf-8");
+            let json = header("application/json");
             for req in s.incoming_requests() {
                 let wants_openmetrics = req.headers().iter().any(|h| {
                     h.field.equiv("Accept")
@@ -956,13 +996,35 @@ pub fn serve(server: tiny_http::Server, telemetry: Telemetry) -> MetricsServer {
                         tiny_http::Response::from_string(to_prometheus_text(&render(&registry)))
                             .with_header(classic.clone())
                     }
-                    (tiny_http::Method::Get, "/") => tiny_http::Response::from_string(
-                        "appliance: GET /metrics, GET /flowlabels[?limit=N][&format=json]\n",
-                    ),
+                    (tiny_http::Method::Get, "/") => tiny_http::Response::from_string(format!(
+                        "appliance: GET /metrics, GET /flowlabels[?limit=N][&format=json], GET /show/{{{}}} (JSON)\n",
+                        crate::show::SHOWABLE.join(",")
+                    )),
                     (tiny_http::Method::Get, url)
                         if url == "/flowlabels" || url.starts_with("/flowlabels?") =>
                     {
                         flowlabels_response(flowlabels.as_deref(), url)
+                    }
+                    (tiny_http::Method::Get, url) if url.starts_with("/show/flowlabels") => {
+                        // JSON unless the query says otherwise; limit as /flowlabels.
+                        let q = url.split_once('?').map_or("", |(_, q)| q);
+                        let sep = if q.is_empty() { "" } else { "&" };
+                        flowlabels_response(
+                            flowlabels.as_deref(),
+                            &format!("/flowlabels?format=json{sep}{q}"),
+                        )
+                    }
+                    (tiny_http::Method::Get, url) if url.starts_with("/show/") => {
+                        let what = url["/show/".len()..].split('?').next().unwrap_or("");
+                        match crate::show::show(&telemetry, what) {
+                            Some(v) => tiny_http::Response::from_string(v.to_string())
+                                .with_header(json.clone()),
+                            None => tiny_http::Response::from_string(format!(
+                                "unknown /show/{what}: one of {}\n",
+                                crate::show::SHOWABLE.join(", ")
+                            ))
+                            .with_status_code(404),
+                        }
                     }
                     _ => tiny_http::Response::from_string("not found\n").with_status_code(404),
                 };
@@ -997,7 +1059,18 @@ impl MetricsServer {
 
 #[cfg(test)]
 mod tests {
-    use super::to_prometheus_text;
+    use super::{exposure_note, to_prometheus_text};
+
+    #[test]
+    fn only_non_loopback_admin_addresses_are_noted() {
+        for a in ["127.0.0.1:9091", "[::1]:9091", "127.0.0.2:1"] {
+            assert_eq!(exposure_note(a.parse().unwrap()), None, "{a}");
+        }
+        for a in ["0.0.0.0:9091", "[::]:9091", "10.0.0.5:9091"] {
+            let n = exposure_note(a.parse().unwrap()).unwrap();
+            assert!(n.contains(a) && n.contains("not loopback"), "{n}");
+        }
+    }
 
     #[test]
     fn openmetrics_counters_become_classic_total_families() {

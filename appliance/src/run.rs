@@ -425,6 +425,8 @@ fn bring_up_and_run(
             l,
             Telemetry {
                 port_names: cfg.ports.iter().map(|p| p.name.clone()).collect(),
+                admin_up: cfg.ports.iter().map(|p| p.state == PortState::Up).collect(),
+                devices: cfg.ports.iter().map(|p| p.device.clone()).collect(),
                 readers: readers.clone(),
                 lcores: lcore_stats.clone(),
                 filters: filter_info.clone(),

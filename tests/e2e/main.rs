@@ -9,6 +9,7 @@ mod flow;
 mod flowlabel;
 mod ipsec;
 mod mirred;
+mod ops;
 mod util;
 
 use std::collections::BTreeMap;

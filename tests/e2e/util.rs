@@ -287,6 +287,11 @@ impl Running {
         panic!("appliance never opened its metrics socket");
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn signal(&self, sig: &str) {
         let st = Command::new("kill")
             .args([&format!("-{sig}"), &self.child.id().to_string()])
@@ -332,8 +337,18 @@ impl Running {
     }
 }
 
+/// A test that panics while the appliance runs does not leave it polling a core.
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// Finds a TCP socket in LISTEN state owned by `pid` (the metrics endpoint) via /proc.
-fn listening_addr_of(pid: u32) -> Option<String> {
+pub fn listening_addr_of(pid: u32) -> Option<String> {
     let mut inodes = Vec::new();
     for e in std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.flatten() {
         if let Ok(t) = std::fs::read_link(e.path()) {
