@@ -162,6 +162,49 @@ impl TxSide {
             }
         });
         stats.rx(ingress, received, rx_bytes);
+        self.send_kept(out, burst, kept_bytes, stats);
+    }
+
+    /// A burst from a port with ingress filters to its `Generation::filtered_target` `out`:
+    /// every frame is validated and classified; those the filters pass leave with the burst
+    /// itself (after whatever was already buffered for `out`), the others went their own way
+    /// (dropped and counted, redirected, mirrored). Same semantics as
+    /// `Generation::process_burst`, without per-packet buffering for the common case.
+    #[inline]
+    fn filter_burst(
+        &mut self,
+        gen: &Generation,
+        burst: &mut Burst,
+        ingress: PortIndex,
+        out: PortIndex,
+        stats: &mut StatsWriter,
+    ) {
+        let received = burst.remaining() as u64;
+        let (mut rx_bytes, mut kept_bytes) = (0u64, 0u64);
+        burst.retain_owned(|m| {
+            let len = u64::from(m.pkt_len());
+            rx_bytes += len;
+            let kept = gen.classify_in_burst(m, ingress, out, stats, self);
+            if let Some(m) = &kept {
+                kept_bytes += u64::from(m.pkt_len());
+            }
+            kept
+        });
+        stats.rx(ingress, received, rx_bytes);
+        if !burst.is_empty() {
+            self.send_kept(out, burst, kept_bytes, stats);
+        }
+    }
+
+    /// Sends what is left of `burst` (`bytes` in all) to `out`, after what is buffered there.
+    #[inline]
+    fn send_kept(
+        &mut self,
+        out: PortIndex,
+        burst: &mut Burst,
+        bytes: u64,
+        stats: &mut StatsWriter,
+    ) {
         let Some(Some(t)) = self.ports.0.get_mut(usize::from(out.0)) else {
             stats.drop(out, DropReason::NoRoute, burst.remaining() as u64);
             return; // the burst frees them at its next fill
@@ -169,7 +212,7 @@ impl TxSide {
         if !t.buf.is_empty() {
             t.flush(stats);
         }
-        let (sent, bytes, dropped) = t.queue.send_burst(burst, kept_bytes);
+        let (sent, bytes, dropped) = t.queue.send_burst(burst, bytes);
         if sent > 0 {
             stats.tx(out, u64::from(sent), bytes);
         }
@@ -296,9 +339,12 @@ impl Worker {
                 let n = q.rx_burst(&mut burst);
                 if n != 0 {
                     round += n as u64;
-                    match gen.burst_target(*port) {
-                        Some(t) => txs.forward_burst(gen, &mut burst, *port, t, &mut stats),
-                        None => gen.process_burst(&mut burst, *port, &mut stats, &mut txs),
+                    if let Some(t) = gen.burst_target(*port) {
+                        txs.forward_burst(gen, &mut burst, *port, t, &mut stats);
+                    } else if let Some(out) = gen.filtered_target(*port) {
+                        txs.filter_burst(gen, &mut burst, *port, out, &mut stats);
+                    } else {
+                        gen.process_burst(&mut burst, *port, &mut stats, &mut txs);
                     }
                 }
             }

@@ -485,6 +485,29 @@ impl Burst {
         self.len = w;
     }
 
+    /// Hands each packet to `f`, in order, and keeps (in order) those it gives back; the others
+    /// are `f`'s (sent elsewhere, or dropped and counted). For burst-level paths where a few
+    /// packets leave the burst.
+    #[inline]
+    pub fn retain_owned(&mut self, mut f: impl FnMut(Mbuf) -> Option<Mbuf>) {
+        let (start, end) = (self.head, self.len.min(BURST_SIZE));
+        // Should `f` unwind, the packets not yet visited leak instead of being freed twice (the
+        // one `f` holds is dropped by the unwinding); those kept so far stay in the burst.
+        self.len = start;
+        for r in start..end {
+            let p = self.ptrs[r];
+            // SAFETY: slot r (head <= r < the old len) holds an mbuf we own, non-null as rx_burst
+            // only fills valid pointers; it leaves the burst here (len no longer covers it
+            // unless it comes back below), so it is owned exactly once.
+            let m = unsafe { Mbuf::from_raw(NonNull::new_unchecked(p)) };
+            if let Some(m) = f(m) {
+                // w = self.len <= r: the write never overtakes an unvisited slot.
+                self.ptrs[self.len] = m.into_raw();
+                self.len += 1;
+            }
+        }
+    }
+
     /// Hands the remaining packets to `send`, which returns how many it took over; frees the
     /// rest. Returns (sent packets, sent bytes, dropped packets).
     #[inline]
