@@ -1375,6 +1375,13 @@ impl GenerationCell {
     /// Returns the new epoch.
     pub fn publish(&self, mut gen: Generation) -> Result<u64, GenerationError> {
         gen.assign_filter_ids();
+        self.publish_numbered(gen)
+    }
+
+    /// As [`GenerationCell::publish`], but keeps the counter ids the caller gave the filters
+    /// and actions (a reload keeps a filter's counters when the filter keeps its identity).
+    /// Ids beyond the workers' counter arrays are not counted (never out of bounds).
+    pub fn publish_numbered(&self, gen: Generation) -> Result<u64, GenerationError> {
         gen.validate()?;
         self.current.store(Arc::new(gen));
         Ok(self.epoch.fetch_add(1, Ordering::AcqRel) + 1)
@@ -1745,6 +1752,19 @@ mod tests {
             .is_err());
         assert_eq!(cell.epoch(), 2);
         assert_eq!(reader.current().ports.len(), 2);
+    }
+
+    #[test]
+    fn publish_numbered_keeps_the_callers_counter_ids() {
+        let cell = GenerationCell::new(gen_of(ports(2))).unwrap();
+        let mut reader = cell.reader();
+        let mut p = ports(2);
+        let mut f = filter(MarkIs(0), vec![Action::Pass]);
+        (f.id, f.action_base) = (7, 40);
+        p[0].ingress.push(f);
+        assert_eq!(cell.publish_numbered(gen_of(p)).unwrap(), 2);
+        let f = &reader.current().ports[0].ingress[0];
+        assert_eq!((f.id, f.action_base), (7, 40));
     }
     use MirredDirection::{Egress, Ingress};
     use MirredOp::{Mirror, Redirect};
