@@ -247,3 +247,139 @@ fn reloads_under_continuous_traffic_lose_and_duplicate_nothing() {
         assert!(r.stderr.contains(e.as_str()), "{e}\nnot in\n{}", r.stderr);
     }
 }
+
+#[test]
+fn post_reload_can_be_disabled_and_sighup_still_reloads() {
+    let t = TestDir::new("reload-off");
+    t.gen("in.pcap", &["--count=200", "--seed=92"]);
+    let a = replay_config(&t, FILTERS_A).replace(
+        "  listen: \"127.0.0.1:0\"\n",
+        "  listen: \"127.0.0.1:0\"\n  reload: false\n",
+    );
+    let cfg = t.path("appliance.yaml");
+    std::fs::write(&cfg, &a).unwrap();
+    let mut child = t.spawn(&cfg, &["--duration=60"]);
+    let addr = child.wait_for_metrics_addr();
+    std::fs::write(&cfg, a.replace(FILTERS_A, FILTERS_B)).unwrap();
+    let (status, body) = http_post(&addr, "/reload");
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("metrics.reload: false"), "{body}");
+    assert_eq!(sample(&metrics(&addr), "appliance_config_generation"), 1.0);
+    child.signal("HUP");
+    wait_reloads(&addr, "ok", 1.0);
+    assert_eq!(sample(&metrics(&addr), "appliance_config_generation"), 2.0);
+    assert_tcp_dropped(&addr, true, 1);
+    child.signal("INT");
+    let r = child.finish();
+    r.assert_clean();
+    r.assert_conservation();
+}
+
+const LOCAL: &str = "192.0.2.1";
+const REMOTE: &str = "192.0.2.2";
+
+#[test]
+fn sas_kept_across_reloads_keep_their_sequence_numbers_and_changed_sas_are_refused() {
+    let t = TestDir::new("reload-sa");
+    t.gen(
+        "inner.pcap",
+        &[
+            "--count=64",
+            "--flows=8",
+            "--ip=4",
+            "--size=100",
+            "--seed=93",
+        ],
+    );
+    write_pcap(&t.path("empty.pcap"), &[]);
+    let ports = format!(
+        "  - {{ name: lan, device: net_pcap0, args: \"rx_pcap={},infinite_rx=1,tx_pcap=/dev/null\" }}\n  - {{ name: wan, device: net_pcap1, args: \"rx_pcap={},tx_pcap=/dev/null\" }}\n  - name: vti0\n    tunnel: {{ local: {LOCAL}, remote: {REMOTE}, ikey: 7, okey: 9, underlay: wan, next_hop_mac: \"02:00:00:00:00:02\" }}\n",
+        t.p("inner.pcap"),
+        t.p("empty.pcap"),
+    );
+    let key = "000102030405060708090a0b0c0d0e0f10111213";
+    let rest = format!(
+        "crypto: {{ device: crypto_aesni_mb0 }}\nsas:\n  - {{ name: out, spi: 0x1000, direction: out, src: {LOCAL}, dst: {REMOTE}, mark: 9, algorithm: aes-gcm-128, key: \"{key}\" }}\n  - {{ name: in, spi: 0x2000, direction: in, src: {REMOTE}, dst: {LOCAL}, mark: 7, algorithm: aes-gcm-128, key: \"{key}\" }}\nforwarding:\n  - {{ from: lan, to: vti0 }}\n  - {{ from: vti0, to: lan }}\n"
+    );
+    let cfg = t.config_ports_yaml(&ports, &rest);
+    let a = std::fs::read_to_string(&cfg).unwrap().replace(
+        "metrics:\n  listen: null\n",
+        "metrics:\n  listen: 127.0.0.1:0\n",
+    );
+    std::fs::write(&cfg, &a).unwrap();
+    let out_sa = |addr: &str| -> (u64, u64) {
+        let v: serde_json::Value = serde_json::from_str(&http_get(addr, "/show/sas")).unwrap();
+        let sa = v["sas"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == "out")
+            .unwrap()
+            .clone();
+        (sa["seq"].as_u64().unwrap(), sa["packets"].as_u64().unwrap())
+    };
+    let mut child = t.spawn(&cfg, &["--duration=60"]);
+    let addr = child.wait_for_metrics_addr();
+    std::thread::sleep(Duration::from_millis(500));
+    let (seq1, packets1) = out_sa(&addr);
+    assert!(packets1 > 1000 && seq1 >= packets1, "{seq1} {packets1}");
+
+    // A filter on lan changes; the SAs stay as they are: they carry over.
+    let b = a.replace(
+        "tx_pcap=/dev/null\" }\n  - { name: wan",
+        "tx_pcap=/dev/null\", ingress: [ { name: udp, bpf: { filter: udp } } ] }\n  - { name: wan",
+    );
+    assert_ne!(a, b);
+    for (i, text) in [&b, &a, &b].into_iter().enumerate() {
+        std::fs::write(&cfg, text).unwrap();
+        let (status, body) = http_post(&addr, "/reload");
+        assert_eq!(status, 200, "{body}");
+        assert!(body.contains(&format!("generation {}", i + 2)), "{body}");
+    }
+    // Another key for the outbound SA: refused.
+    std::fs::write(&cfg, b.replacen(key, &key.replace("00", "ff"), 1)).unwrap();
+    let (status, body) = http_post(&addr, "/reload");
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body.contains("`sas`: tunnels/sas changed: restart required"),
+        "{body}"
+    );
+    assert!(!body.contains("ff0102"), "no key in answers: {body}");
+    std::thread::sleep(Duration::from_millis(300));
+    let (seq2, packets2) = out_sa(&addr);
+    // A fresh SA would have started again at 1: its numbers would trail the packets it
+    // carried over the whole run.
+    assert!(
+        packets2 > packets1 && seq2 > seq1 && seq2 >= packets2,
+        "{seq2} {packets2}"
+    );
+    child.signal("INT");
+    let r = child.finish();
+    r.assert_clean();
+    let sa = r.summary["sas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "out")
+        .unwrap()
+        .clone();
+    let (seq, packets) = (sa["seq"].as_u64().unwrap(), sa["packets"].as_u64().unwrap());
+    assert!(seq >= packets && seq - packets < 4096, "{}", r.summary);
+    // lan's packets went into the tunnel or were dropped with a reason.
+    let lan = r.port("lan");
+    let vti = r.port("vti0");
+    assert_eq!(
+        lan["rx_packets"].as_u64().unwrap(),
+        vti["tx_packets"].as_u64().unwrap()
+            + drops_of(lan).values().sum::<u64>()
+            + drops_of(vti).values().sum::<u64>(),
+        "{}",
+        r.summary
+    );
+    assert_eq!(
+        packets,
+        vti["tx_packets"].as_u64().unwrap(),
+        "{}",
+        r.summary
+    );
+}
