@@ -992,7 +992,7 @@ pub fn bind(listen: SocketAddr) -> Result<tiny_http::Server, String> {
 pub fn exposure_note(listen: SocketAddr) -> Option<String> {
     (!listen.ip().is_loopback()).then(|| {
         format!(
-            "metrics.listen is {listen}, not loopback: /metrics, /show/* and /flowlabels (read-only, no keys) are reachable from the network; restrict it with a firewall or network policy"
+            "metrics.listen is {listen}, not loopback: /metrics, /show/* and /flowlabels (read-only, no keys) and POST /reload (unless metrics.reload: false) are reachable from the network; restrict it with a firewall or network policy"
         )
     })
 }

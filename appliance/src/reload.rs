@@ -454,6 +454,15 @@ forwarding:
     }
 
     #[test]
+    fn the_embedded_default_has_no_file_to_reload() {
+        let e = Source::default().load().unwrap_err();
+        assert!(
+            e.contains("embedded default") && e.contains("--config FILE"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn filters_forwarding_and_validation_change_live() {
         let new = BASE
             .replace("bpf: { filter: udp }", "bpf: { filter: icmp }")

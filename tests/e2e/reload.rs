@@ -383,3 +383,59 @@ fn sas_kept_across_reloads_keep_their_sequence_numbers_and_changed_sas_are_refus
         r.summary
     );
 }
+
+/// Flow -> label of the live table's dynamic entries.
+fn live_labels(addr: &str) -> std::collections::BTreeMap<String, u64> {
+    let v: serde_json::Value =
+        serde_json::from_str(&http_get(addr, "/flowlabels?format=json&limit=1000")).unwrap();
+    v["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["share"] == "dynamic")
+        .map(|e| (e["flow"].to_string(), e["label"].as_u64().unwrap()))
+        .collect()
+}
+
+#[test]
+fn flow_labels_of_live_flows_survive_reloads() {
+    let t = TestDir::new("reload-fl");
+    t.gen(
+        "in.pcap",
+        &["--count=200", "--flows=50", "--ip=6", "--seed=95"],
+    );
+    let with_labels = |filters: &str| {
+        replay_config(&t, filters).replace(
+            "    device: net_pcap1\n",
+            "    device: net_pcap1\n    flowlabel: fill\n",
+        ) + "flowlabels:\n  linger_s: 20\n"
+    };
+    let (a, b) = (with_labels(FILTERS_A), with_labels(FILTERS_B));
+    let cfg = t.path("appliance.yaml");
+    std::fs::write(&cfg, &a).unwrap();
+    let mut child = t.spawn(&cfg, &["--duration=60"]);
+    let addr = child.wait_for_metrics_addr();
+    std::thread::sleep(Duration::from_millis(500));
+    let before = live_labels(&addr);
+    assert_eq!(before.len(), 50);
+    for (i, text) in [&b, &a].into_iter().enumerate() {
+        std::fs::write(&cfg, text).unwrap();
+        let (status, body) = http_post(&addr, "/reload");
+        assert_eq!(status, 200, "{body}");
+        assert!(body.contains(&format!("generation {}", i + 2)), "{body}");
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(live_labels(&addr), before, "after reload {}", i + 1);
+    }
+    // The table's parameters are set at start.
+    std::fs::write(&cfg, a.replace("linger_s: 20", "linger_s: 30")).unwrap();
+    let (status, body) = http_post(&addr, "/reload");
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body.contains("`flowlabels`: the flow-label table") && body.contains("restart required"),
+        "{body}"
+    );
+    child.signal("INT");
+    let r = child.finish();
+    r.assert_clean();
+    r.assert_conservation();
+}
