@@ -217,6 +217,9 @@ struct Reloader {
     counted: crate::reload::SharedCounted,
     cell: Arc<GenerationCell>,
     stats: Arc<crate::reload::ReloadStats>,
+    /// Replaced generations some worker may still hold: freed here, on the control thread,
+    /// once every worker moved on (never on a worker lcore).
+    retired: Vec<Arc<Generation>>,
 }
 
 impl Reloader {
@@ -247,10 +250,11 @@ impl Reloader {
         let counted = slots.number(&mut gen).map_err(|m| format!("{file}: {m}"))?;
         let perturber = pipelines::flow::Perturber::of_generation(&gen, Instant::now());
         let (filters, actions) = (counted.filters.len(), counted.actions.len());
-        let epoch = self
+        let (epoch, old) = self
             .cell
             .publish_numbered(gen)
             .map_err(|e| format!("{file}: pipeline: {e}"))?;
+        self.retired.push(old);
         self.slots = slots;
         match self.counted.write() {
             Ok(mut c) => *c = counted,
@@ -275,6 +279,11 @@ impl Reloader {
         });
         crate::reload::finish(&self.stats, how, &r, self.cell.epoch());
         r
+    }
+
+    /// Frees the replaced generations no worker holds any more.
+    fn free_retired(&mut self) {
+        self.retired.retain(|g| Arc::strong_count(g) > 1);
     }
 }
 
@@ -474,6 +483,7 @@ fn bring_up_and_run(
         counted: counted.clone(),
         cell: cell.clone(),
         stats: reload_stats.clone(),
+        retired: Vec::new(),
     };
     let mut lcore_stats: Vec<Arc<LcoreStats>> = Vec::new();
     let mut jobs = Vec::new();
@@ -607,6 +617,7 @@ fn bring_up_and_run(
             let r = reloader.reload_logged("POST /reload", &mut perturber);
             let _ = req.0.send(r);
         }
+        reloader.free_retired();
         perturber.tick(now, &mut pipelines::flow::random_u32);
         if let Some(t) = &flowlabels {
             if now - last_gc >= gc_every {

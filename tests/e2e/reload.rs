@@ -70,7 +70,7 @@ fn action_drops(addr: &str) -> f64 {
 /// Which generation is in effect, told by the traffic itself: TCP drops grow under the second
 /// configuration only.
 fn assert_tcp_dropped(addr: &str, dropped: bool, step: usize) {
-    std::thread::sleep(Duration::from_millis(50)); // the workers' next burst
+    std::thread::sleep(Duration::from_millis(100)); // past the workers' next burst
     let before = action_drops(addr);
     std::thread::sleep(Duration::from_millis(150));
     let after = action_drops(addr);
