@@ -372,12 +372,16 @@ impl Default for WorkersConfig {
 pub struct MetricsConfig {
     /// Address of the HTTP server serving `/metrics`; loopback by default. `null` disables it.
     pub listen: Option<String>,
+    /// Whether `POST /reload` on that address re-reads the configuration (SIGHUP always does);
+    /// `false` answers 403.
+    pub reload: bool,
 }
 
 impl Default for MetricsConfig {
     fn default() -> Self {
         MetricsConfig {
             listen: Some("127.0.0.1:9091".into()),
+            reload: true,
         }
     }
 }

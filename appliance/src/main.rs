@@ -6,6 +6,7 @@ mod filters;
 mod gen;
 mod live;
 mod metrics;
+mod reload;
 mod run;
 mod show;
 mod summary;
@@ -209,21 +210,21 @@ fn cmd_run(a: RunArgs) -> i32 {
             }
         },
     };
-    if let Some(l) = a.metrics_listen {
-        cfg.metrics.listen = (l != "none").then_some(l);
-    }
-    if a.exit_when_idle_ms.is_some() {
-        cfg.run.exit_when_idle_ms = a.exit_when_idle_ms;
-    }
-    if a.duration.is_some() {
-        cfg.run.duration_s = a.duration;
-    }
+    let reload_source = reload::Source {
+        path: a.config.clone(),
+        overrides: reload::Overrides {
+            metrics_listen: a.metrics_listen.map(|l| (l != "none").then_some(l)),
+            exit_when_idle_ms: a.exit_when_idle_ms,
+            duration_s: a.duration,
+        },
+    };
+    reload_source.overrides.apply(&mut cfg);
     if let Err(e) = cfg.validate() {
         eprintln!("appliance: config error (after command-line overrides): {e}");
         return run::exit::CONFIG;
     }
     eprintln!("appliance: configuration {source}");
-    match run::run(&cfg) {
+    match run::run(&cfg, reload_source) {
         Ok((summary, code)) => {
             print!("{}", summary.render());
             if let Some(p) = a.summary_json {

@@ -15,7 +15,8 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use std::fmt::Error as FmtError;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -33,10 +34,11 @@ pub struct Telemetry {
     pub readers: Vec<Option<StatsReader>>,
     /// Every worker's counters.
     pub lcores: Vec<Arc<LcoreStats>>,
-    /// Labels of every filter, indexed by filter id.
-    pub filters: Arc<Vec<FilterInfo>>,
-    /// Actions in id order.
-    pub actions: Arc<Vec<ActionInfo>>,
+    /// The running generation's filters and actions with their counter slots (swapped by
+    /// reloads).
+    pub counted: crate::reload::SharedCounted,
+    /// Reload counters.
+    pub reloads: Arc<crate::reload::ReloadStats>,
     /// Packet pools.
     pub pools: Vec<Mempool>,
     /// Start time, for the uptime gauge.
@@ -62,6 +64,9 @@ pub struct FilterInfo {
     pub engine: String,
     /// Program length in instructions (flow classifiers: number of keys).
     pub insns: usize,
+    /// Index of its counters in the lcores' filter counters (see [`crate::reload`]).
+    #[serde(skip)]
+    pub slot: usize,
 }
 
 impl FilterInfo {
@@ -81,6 +86,7 @@ impl FilterInfo {
                         kind: f.classifier.kind(),
                         engine: engine.to_owned(),
                         insns,
+                        slot: 0,
                     }
                 })
                 .collect(),
@@ -105,6 +111,9 @@ pub struct ActionInfo {
     pub kind: &'static str,
     /// For mirred: "egress mirror to PORT", "ingress redirect to group G", ...; else empty.
     pub detail: String,
+    /// Index of its counters in the lcores' action counters (see [`crate::reload`]).
+    #[serde(skip)]
+    pub slot: usize,
 }
 
 /// A class id in tc's "major:minor" hex notation.
@@ -160,6 +169,7 @@ impl ActionInfo {
                         index: i.to_string(),
                         kind,
                         detail,
+                        slot: out.len(),
                     });
                 }
             }
@@ -477,6 +487,37 @@ impl prometheus_client::collector::Collector for Telemetry {
             &[(vec![], self.started.elapsed().as_secs() as i64)],
         )?;
 
+        let r = &self.reloads;
+        counter(
+            e,
+            "appliance_config_reloads",
+            "Configuration reloads (SIGHUP, POST /reload) by result: ok (a new generation took effect) or rejected (the running one stayed).",
+            &[
+                (vec![("result", "ok")], r.ok.load(Ordering::Relaxed)),
+                (vec![("result", "rejected")], r.rejected.load(Ordering::Relaxed)),
+            ],
+        )?;
+        gauge(
+            e,
+            "appliance_config_generation",
+            "The pipeline generation (epoch) in effect: 1 at start, one more per successful reload.",
+            &[(vec![], r.generation.load(Ordering::Relaxed) as i64)],
+        )?;
+        family(
+            e,
+            "appliance_config_last_reload_timestamp_seconds",
+            "When the configuration in effect was loaded (Unix time): start, then each successful reload.",
+            MetricType::Gauge,
+            &[(vec![], r.last_ok_ms.load(Ordering::Relaxed))],
+            |ms| ConstGauge::new(ms as f64 / 1000.0),
+        )?;
+        gauge(
+            e,
+            "appliance_config_last_reload_successful",
+            "1 when the last reload attempt took effect (or none was made), 0 when it was rejected.",
+            &[(vec![], i64::from(r.last_ok.load(Ordering::Relaxed)))],
+        )?;
+
         let totals = port_totals(&self.lcores, self.port_names.len());
         let per_port =
             |f: &dyn Fn(&pipelines::stats::PortTotals) -> u64| -> Vec<(Vec<(&str, &str)>, u64)> {
@@ -630,8 +671,11 @@ impl prometheus_client::collector::Collector for Telemetry {
             &xs,
         )?;
 
-        let ft = filter_totals(&self.lcores, self.filters.len());
-        let insns: Vec<String> = self.filters.iter().map(|f| f.insns.to_string()).collect();
+        let counted = crate::reload::counted(&self.counted);
+        let (filters, actions) = (&*counted.filters, &*counted.actions);
+        let ft = filter_totals(&self.lcores, counted.filter_slots);
+        let ft = |f: &FilterInfo| ft.get(f.slot).copied().unwrap_or_default();
+        let insns: Vec<String> = filters.iter().map(|f| f.insns.to_string()).collect();
         fn labels(f: &FilterInfo) -> Labels<'_> {
             vec![
                 ("port", f.port.as_str()),
@@ -640,18 +684,13 @@ impl prometheus_client::collector::Collector for Telemetry {
             ]
         }
         let per_filter = |v: &dyn Fn(&FilterTotals) -> u64| -> Series<'_, u64> {
-            self.filters
-                .iter()
-                .zip(&ft)
-                .map(|(f, t)| (labels(f), v(t)))
-                .collect()
+            filters.iter().map(|f| (labels(f), v(&ft(f)))).collect()
         };
         gauge(
             e,
             "appliance_filter_info",
             "One series per filter; the value is always 1. Labels say its classifier kind, engine and program length.",
-            &self
-                .filters
+            &filters
                 .iter()
                 .zip(&insns)
                 .map(|(f, n)| {
@@ -682,7 +721,8 @@ impl prometheus_client::collector::Collector for Telemetry {
             |ms| ConstGauge::new(ms as f64 / 1000.0),
         )?;
 
-        let at = action_totals(&self.lcores, self.actions.len());
+        let at = action_totals(&self.lcores, counted.action_slots);
+        let at = |a: &ActionInfo| at.get(a.slot).copied().unwrap_or_default();
         fn alabels(a: &ActionInfo) -> Labels<'_> {
             vec![
                 ("port", a.port.as_str()),
@@ -693,18 +733,13 @@ impl prometheus_client::collector::Collector for Telemetry {
             ]
         }
         let per_action = |v: &dyn Fn(&ActionTotals) -> u64| -> Series<'_, u64> {
-            self.actions
-                .iter()
-                .zip(&at)
-                .map(|(a, t)| (alabels(a), v(t)))
-                .collect()
+            actions.iter().map(|a| (alabels(a), v(&at(a)))).collect()
         };
         gauge(
             e,
             "appliance_action_info",
             "One series per action; the value is always 1. Labels say its kind and, for mirred, direction, operation and target.",
-            &self
-                .actions
+            &actions
                 .iter()
                 .map(|a| {
                     let mut l = alabels(a);
@@ -957,13 +992,21 @@ pub fn bind(listen: SocketAddr) -> Result<tiny_http::Server, String> {
 pub fn exposure_note(listen: SocketAddr) -> Option<String> {
     (!listen.ip().is_loopback()).then(|| {
         format!(
-            "metrics.listen is {listen}, not loopback: /metrics, /show/* and /flowlabels (read-only, no keys) are reachable from the network; restrict it with a firewall or network policy"
+            "metrics.listen is {listen}, not loopback: /metrics, /show/* and /flowlabels (read-only, no keys) and POST /reload (unless metrics.reload: false) are reachable from the network; restrict it with a firewall or network policy"
         )
     })
 }
 
-/// Serves `/metrics` from `server` in a control thread (not an EAL lcore).
-pub fn serve(server: tiny_http::Server, telemetry: Telemetry) -> MetricsServer {
+/// How long `POST /reload` waits for the control loop's answer.
+const RELOAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Serves `/metrics` from `server` in a control thread (not an EAL lcore). `reload`: where
+/// `POST /reload` hands requests to the control loop (`None`: `metrics.reload: false`, 403).
+pub fn serve(
+    server: tiny_http::Server,
+    telemetry: Telemetry,
+    reload: Option<mpsc::Sender<crate::reload::ReloadRequest>>,
+) -> MetricsServer {
     let addr = server
         .server_addr()
         .to_ip()
@@ -982,6 +1025,7 @@ pub fn serve(server: tiny_http::Server, telemetry: Telemetry) -> MetricsServer {
             let openmetrics = header("application/openmetrics-text; version=1.0.0; charset=utf-8");
             let classic = header("text/plain; version=0.0.4; charset=utf-8");
             let json = header("application/json");
+            let text = header("text/plain; charset=utf-8");
             for req in s.incoming_requests() {
                 let wants_openmetrics = req.headers().iter().any(|h| {
                     h.field.equiv("Accept")
@@ -997,9 +1041,33 @@ pub fn serve(server: tiny_http::Server, telemetry: Telemetry) -> MetricsServer {
                             .with_header(classic.clone())
                     }
                     (tiny_http::Method::Get, "/") => tiny_http::Response::from_string(format!(
-                        "appliance: GET /metrics, GET /flowlabels[?limit=N][&format=json], GET /show/{{{}}} (JSON)\n",
-                        crate::show::SHOWABLE.join(",")
+                        "appliance: GET /metrics, GET /flowlabels[?limit=N][&format=json], GET /show/{{{}}} (JSON){}\n",
+                        crate::show::SHOWABLE.join(","),
+                        if reload.is_some() { ", POST /reload" } else { "" }
                     )),
+                    (tiny_http::Method::Post, "/reload") => {
+                        let (status, body) = match &reload {
+                            None => (
+                                403,
+                                "POST /reload is disabled (metrics.reload: false); send SIGHUP to the process instead".to_owned(),
+                            ),
+                            Some(tx) => {
+                                let (reply_tx, reply_rx) = mpsc::channel();
+                                match tx
+                                    .send(crate::reload::ReloadRequest(reply_tx))
+                                    .ok()
+                                    .and_then(|()| reply_rx.recv_timeout(RELOAD_TIMEOUT).ok())
+                                {
+                                    Some(Ok(m)) => (200, m),
+                                    Some(Err(m)) => (400, m),
+                                    None => (503, "the control loop did not answer (shutting down?)".to_owned()),
+                                }
+                            }
+                        };
+                        tiny_http::Response::from_string(format!("{body}\n"))
+                            .with_status_code(status)
+                            .with_header(text.clone())
+                    }
                     (tiny_http::Method::Get, url)
                         if url == "/flowlabels" || url.starts_with("/flowlabels?") =>
                     {

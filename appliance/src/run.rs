@@ -69,6 +69,18 @@ impl Drop for StopOnDrop {
 
 /// Builds the pipeline generation (ports and forwarding table) from the configuration.
 pub fn build_generation(cfg: &Config) -> Result<Generation, ConfigError> {
+    build_generation_with(cfg, None)
+}
+
+/// The stateful parts a reloaded generation shares with the running one.
+struct Kept {
+    flowlabels: Option<Arc<FlowLabelTable>>,
+    ipsec: Option<Arc<pipelines::ipsec::Ipsec>>,
+}
+
+/// [`build_generation`], taking the flow-label table and the SAs from `kept` (a reload, which
+/// checked they are configured as before) instead of building fresh ones.
+fn build_generation_with(cfg: &Config, kept: Option<&Kept>) -> Result<Generation, ConfigError> {
     let filters = crate::filters::load(cfg, &cfg.base_dir)?;
     let mut ports: Vec<PortPipeline> = cfg
         .ports
@@ -113,13 +125,19 @@ pub fn build_generation(cfg: &Config) -> Result<Generation, ConfigError> {
                 .collect(),
         })
         .collect();
-    let flowlabels = match cfg.flowlabel_table_config()? {
-        Some(c) => Some(Arc::new(
-            FlowLabelTable::new(&c).map_err(|e| ConfigError::at("flowlabels", e.0))?,
-        )),
-        None => None,
+    let table_config = cfg.flowlabel_table_config()?;
+    let (flowlabels, ipsec) = match kept {
+        Some(k) => (k.flowlabels.clone(), k.ipsec.clone()),
+        None => (
+            match table_config {
+                Some(c) => Some(Arc::new(
+                    FlowLabelTable::new(&c).map_err(|e| ConfigError::at("flowlabels", e.0))?,
+                )),
+                None => None,
+            },
+            crate::tunnels::build_ipsec(cfg)?.map(Arc::new),
+        ),
     };
-    let ipsec = crate::tunnels::build_ipsec(cfg)?.map(Arc::new);
     if let Some(ip) = &ipsec {
         for t in &ip.tunnels {
             ports[usize::from(t.underlay.0)].local = true;
@@ -185,8 +203,93 @@ fn tx_targets(gen: &Generation) -> Vec<bool> {
     t
 }
 
-/// Runs the appliance; returns the summary and the exit code.
-pub fn run(cfg: &Config) -> Result<(Summary, i32), StartupError> {
+/// What the control loop needs to reload: the running configuration, what was set up at start
+/// and the cell the workers read.
+struct Reloader {
+    source: crate::reload::Source,
+    running: Config,
+    kept: Kept,
+    /// Ports that have transmit queues (set up at start).
+    has_tx: Vec<bool>,
+    /// Port MACs (read from the devices at start).
+    macs: Vec<[u8; 6]>,
+    slots: crate::reload::CounterSlots,
+    counted: crate::reload::SharedCounted,
+    cell: Arc<GenerationCell>,
+    stats: Arc<crate::reload::ReloadStats>,
+    /// Replaced generations some worker may still hold: freed here, on the control thread,
+    /// once every worker moved on (never on a worker lcore).
+    retired: Vec<Arc<Generation>>,
+}
+
+impl Reloader {
+    /// Re-reads the configuration and publishes it as the next generation, or says why not
+    /// (the running generation stays). On success returns the new generation's perturber.
+    fn reload(&mut self) -> Result<(String, pipelines::flow::Perturber), String> {
+        let cfg = self.source.load()?;
+        let file = self.source.describe();
+        let err = |e: ConfigError| format!("{file}: config error: {e}");
+        crate::reload::check_restart_only(&self.running, &cfg).map_err(err)?;
+        crate::reload::check_same_sas(self.kept.ipsec.as_deref(), &cfg).map_err(err)?;
+        let mut gen = build_generation_with(&cfg, Some(&self.kept)).map_err(err)?;
+        for (p, mac) in gen.ports.iter_mut().zip(&self.macs) {
+            p.mac = *mac;
+        }
+        for (i, (want, has)) in tx_targets(&gen).iter().zip(&self.has_tx).enumerate() {
+            if *want && !*has {
+                return Err(err(ConfigError::at(
+                    format!("ports[{i}]"),
+                    format!(
+                        "port {:?} is now sent to (forwarding, redirect or mirror), but nothing                          was at start, so it has no transmit queues: restart required",
+                        cfg.ports[i].name
+                    ),
+                )));
+            }
+        }
+        let mut slots = self.slots.clone();
+        let counted = slots.number(&mut gen).map_err(|m| format!("{file}: {m}"))?;
+        let perturber = pipelines::flow::Perturber::of_generation(&gen, Instant::now());
+        let (filters, actions) = (counted.filters.len(), counted.actions.len());
+        let (epoch, old) = self
+            .cell
+            .publish_numbered(gen)
+            .map_err(|e| format!("{file}: pipeline: {e}"))?;
+        self.retired.push(old);
+        self.slots = slots;
+        match self.counted.write() {
+            Ok(mut c) => *c = counted,
+            Err(p) => *p.into_inner() = counted,
+        }
+        self.running = cfg;
+        Ok((
+            format!("{file}: generation {epoch} in effect ({filters} filters, {actions} actions)"),
+            perturber,
+        ))
+    }
+
+    /// Runs one reload and records and logs its outcome (`how`: what asked for it).
+    fn reload_logged(
+        &mut self,
+        how: &str,
+        perturber: &mut pipelines::flow::Perturber,
+    ) -> crate::reload::ReloadReply {
+        let r = self.reload().map(|(m, p)| {
+            *perturber = p;
+            m
+        });
+        crate::reload::finish(&self.stats, how, &r, self.cell.epoch());
+        r
+    }
+
+    /// Frees the replaced generations no worker holds any more.
+    fn free_retired(&mut self) {
+        self.retired.retain(|g| Arc::strong_count(g) > 1);
+    }
+}
+
+/// Runs the appliance; returns the summary and the exit code. `source` is where reloads
+/// (SIGHUP, `POST /reload`) re-read the configuration.
+pub fn run(cfg: &Config, source: crate::reload::Source) -> Result<(Summary, i32), StartupError> {
     let started = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -195,6 +298,10 @@ pub fn run(cfg: &Config) -> Result<(Summary, i32), StartupError> {
             .and_then(|_| signal_hook::flag::register(sig, stop.clone()))
             .map_err(|e| startup(format!("cannot install signal handler: {e}")))?;
     }
+    // SIGHUP: reload (the control loop looks at the flag every 10 ms).
+    let hup = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, hup.clone())
+        .map_err(|e| startup(format!("cannot install signal handler: {e}")))?;
     // Bind the metrics socket before DPDK starts, so a taken port fails with nothing started.
     let listener = match &cfg.metrics.listen {
         Some(l) => {
@@ -217,7 +324,7 @@ pub fn run(cfg: &Config) -> Result<(Summary, i32), StartupError> {
         ))
     })?;
     // From here on, errors return through `bring_up`'s caller, which tears down what exists.
-    let result = bring_up_and_run(cfg, &stop, listener, started);
+    let result = bring_up_and_run(cfg, &stop, &hup, source, listener, started);
     let cleanup = eal.cleanup();
     let (summary, code) = result?;
     if let Err(e) = cleanup {
@@ -231,6 +338,8 @@ pub fn run(cfg: &Config) -> Result<(Summary, i32), StartupError> {
 fn bring_up_and_run(
     cfg: &Config,
     stop: &Arc<AtomicBool>,
+    hup: &AtomicBool,
+    source: crate::reload::Source,
     listener: Option<tiny_http::Server>,
     started: Instant,
 ) -> Result<(Summary, i32), StartupError> {
@@ -347,15 +456,35 @@ fn bring_up_and_run(
         crypto_dev = Some(dev);
         crypto_queues = stages.into_iter().map(Some).collect();
     }
-    let filter_info = crate::metrics::FilterInfo::of(&gen);
     let links = Arc::new(Links::new(cfg.ports.len()));
-    gen.assign_filter_ids();
-    let action_info = crate::metrics::ActionInfo::of(&gen);
+    let mut slots = crate::reload::CounterSlots::for_start(&gen);
+    let counted = slots
+        .number(&mut gen)
+        .map_err(|m| startup(format!("pipeline: {m}")))?;
+    let (filter_slots, action_slots) = (counted.filter_slots, counted.action_slots);
+    let counted = Arc::new(std::sync::RwLock::new(counted));
+    let reload_stats = Arc::new(crate::reload::ReloadStats::new());
+    let macs: Vec<[u8; 6]> = gen.ports.iter().map(|p| p.mac).collect();
     // Flow classifiers with `perturb`: the control loop re-seeds them.
     let mut perturber = pipelines::flow::Perturber::of_generation(&gen, Instant::now());
     let flowlabels = gen.flowlabels.clone();
     let ipsec_state = gen.ipsec.clone();
     let cell = GenerationCell::new(gen).map_err(|e| startup(format!("pipeline: {e}")))?;
+    let mut reloader = Reloader {
+        source,
+        running: cfg.clone(),
+        kept: Kept {
+            flowlabels: flowlabels.clone(),
+            ipsec: ipsec_state.clone(),
+        },
+        has_tx: targets.clone(),
+        macs,
+        slots,
+        counted: counted.clone(),
+        cell: cell.clone(),
+        stats: reload_stats.clone(),
+        retired: Vec::new(),
+    };
     let mut lcore_stats: Vec<Arc<LcoreStats>> = Vec::new();
     let mut jobs = Vec::new();
     let drain_ticks = pmd_glue::tsc_hz().max(1) * u64::from(cfg.workers.tx_drain_us) / 1_000_000;
@@ -366,13 +495,8 @@ fn bring_up_and_run(
         .zip(tx_assign)
         .zip(crypto_queues)
     {
-        let (writer, reader) = StatsWriter::with_sas(
-            lc.0,
-            cfg.ports.len(),
-            filter_info.len(),
-            action_info.len(),
-            nsas,
-        );
+        let (writer, reader) =
+            StatsWriter::with_sas(lc.0, cfg.ports.len(), filter_slots, action_slots, nsas);
         lcore_stats.push(reader);
         jobs.push((
             *lc,
@@ -420,6 +544,7 @@ fn bring_up_and_run(
         }
     };
     refresh_links(&links);
+    let (reload_tx, reload_rx) = std::sync::mpsc::channel();
     let metrics: Option<MetricsServer> = listener.map(|l| {
         crate::metrics::serve(
             l,
@@ -429,15 +554,17 @@ fn bring_up_and_run(
                 devices: cfg.ports.iter().map(|p| p.device.clone()).collect(),
                 readers: readers.clone(),
                 lcores: lcore_stats.clone(),
-                filters: filter_info.clone(),
-                actions: action_info.clone(),
+                counted: counted.clone(),
+                reloads: reload_stats.clone(),
                 pools: vec![pool.clone(), clone_pool.clone()],
                 started,
                 flowlabels: flowlabels.clone(),
                 ipsec: ipsec_state.clone(),
             },
+            cfg.metrics.reload.then(|| reload_tx.clone()),
         )
     });
+    drop(reload_tx);
     if let Some(m) = &metrics {
         eprintln!("appliance: metrics at http://{}/metrics", m.addr);
     }
@@ -483,6 +610,14 @@ fn bring_up_and_run(
             refresh_links(&links);
             last_links = now;
         }
+        if hup.swap(false, Ordering::Relaxed) {
+            let _ = reloader.reload_logged("SIGHUP", &mut perturber);
+        }
+        while let Ok(req) = reload_rx.try_recv() {
+            let r = reloader.reload_logged("POST /reload", &mut perturber);
+            let _ = req.0.send(r);
+        }
+        reloader.free_retired();
         perturber.tick(now, &mut pipelines::flow::random_u32);
         if let Some(t) = &flowlabels {
             if now - last_gc >= gc_every {
@@ -534,6 +669,9 @@ fn bring_up_and_run(
         }
     }
     let totals = port_totals(&lcore_stats, cfg.ports.len());
+    let counted = crate::reload::counted(&counted);
+    let filter_totals = pipelines::stats::filter_totals(&lcore_stats, counted.filter_slots);
+    let action_totals = pipelines::stats::action_totals(&lcore_stats, counted.action_slots);
     let pools: Vec<PoolSummary> = [&pool, &clone_pool]
         .iter()
         .map(|p| PoolSummary {
@@ -564,24 +702,30 @@ fn bring_up_and_run(
                 packets: l.packets.get(),
             })
             .collect(),
-        filters: filter_info
+        filters: counted
+            .filters
             .iter()
-            .zip(pipelines::stats::filter_totals(
-                &lcore_stats,
-                filter_info.len(),
-            ))
+            .map(|info| {
+                (
+                    info,
+                    filter_totals.get(info.slot).copied().unwrap_or_default(),
+                )
+            })
             .map(|(info, t)| FilterSummary {
                 info: info.clone(),
                 matched_packets: t.packets,
                 matched_bytes: t.bytes,
             })
             .collect(),
-        actions: action_info
+        actions: counted
+            .actions
             .iter()
-            .zip(pipelines::stats::action_totals(
-                &lcore_stats,
-                action_info.len(),
-            ))
+            .map(|info| {
+                (
+                    info,
+                    action_totals.get(info.slot).copied().unwrap_or_default(),
+                )
+            })
             .map(|(info, t)| ActionSummary {
                 info: info.clone(),
                 packets: t.packets,

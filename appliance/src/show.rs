@@ -112,11 +112,12 @@ fn lcores(t: &Telemetry) -> Value {
 }
 
 fn filters(t: &Telemetry) -> Value {
-    let ft = filter_totals(&t.lcores, t.filters.len());
-    let rows: Vec<Value> = t
+    let counted = crate::reload::counted(&t.counted);
+    let ft = filter_totals(&t.lcores, counted.filter_slots);
+    let rows: Vec<Value> = counted
         .filters
         .iter()
-        .zip(&ft)
+        .map(|f| (f, ft.get(f.slot).copied().unwrap_or_default()))
         .map(|(f, tot)| {
             json!({
                 "port": f.port, "hook": f.hook, "name": f.name, "kind": f.kind,
@@ -130,11 +131,12 @@ fn filters(t: &Telemetry) -> Value {
 }
 
 fn actions(t: &Telemetry) -> Value {
-    let at = action_totals(&t.lcores, t.actions.len());
-    let rows: Vec<Value> = t
+    let counted = crate::reload::counted(&t.counted);
+    let at = action_totals(&t.lcores, counted.action_slots);
+    let rows: Vec<Value> = counted
         .actions
         .iter()
-        .zip(&at)
+        .map(|a| (a, at.get(a.slot).copied().unwrap_or_default()))
         .map(|(a, tot)| {
             json!({
                 "port": a.port, "hook": a.hook, "filter": a.filter, "class": a.class,

@@ -1472,9 +1472,21 @@ impl GenerationCell {
     /// Returns the new epoch.
     pub fn publish(&self, mut gen: Generation) -> Result<u64, GenerationError> {
         gen.assign_filter_ids();
+        self.publish_numbered(gen).map(|(epoch, _)| epoch)
+    }
+
+    /// As [`GenerationCell::publish`], but keeps the counter ids the caller gave the filters
+    /// and actions (a reload keeps a filter's counters when the filter keeps its identity).
+    /// Ids beyond the workers' counter arrays are not counted (never out of bounds). Also
+    /// returns the generation it replaced: whoever holds it last frees it, so a caller that
+    /// keeps it until its strong count is 1 (every reader moved on) frees it off the workers.
+    pub fn publish_numbered(
+        &self,
+        gen: Generation,
+    ) -> Result<(u64, Arc<Generation>), GenerationError> {
         gen.validate()?;
-        self.current.store(Arc::new(gen));
-        Ok(self.epoch.fetch_add(1, Ordering::AcqRel) + 1)
+        let old = self.current.swap(Arc::new(gen));
+        Ok((self.epoch.fetch_add(1, Ordering::AcqRel) + 1, old))
     }
 
     /// The current epoch (incremented by every publish).
@@ -1916,6 +1928,23 @@ mod tests {
             .is_err());
         assert_eq!(cell.epoch(), 2);
         assert_eq!(reader.current().ports.len(), 2);
+    }
+
+    #[test]
+    fn publish_numbered_keeps_the_callers_counter_ids() {
+        let cell = GenerationCell::new(gen_of(ports(2))).unwrap();
+        let mut reader = cell.reader();
+        let mut p = ports(2);
+        let mut f = filter(MarkIs(0), vec![Action::Pass]);
+        (f.id, f.action_base) = (7, 40);
+        p[0].ingress.push(f);
+        let (epoch, old) = cell.publish_numbered(gen_of(p)).unwrap();
+        assert_eq!(epoch, 2);
+        assert!(old.ports[0].ingress.is_empty());
+        assert_eq!(Arc::strong_count(&old), 2, "the reader still holds it");
+        let f = &reader.current().ports[0].ingress[0];
+        assert_eq!((f.id, f.action_base), (7, 40));
+        assert_eq!(Arc::strong_count(&old), 1, "the reader moved on");
     }
     use MirredDirection::{Egress, Ingress};
     use MirredOp::{Mirror, Redirect};

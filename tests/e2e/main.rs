@@ -10,6 +10,7 @@ mod flowlabel;
 mod ipsec;
 mod mirred;
 mod ops;
+mod reload;
 mod util;
 
 use std::collections::BTreeMap;

@@ -577,6 +577,38 @@ pub fn http_get_accept(addr: &str, path: &str, accept: &str) -> String {
     body.to_owned()
 }
 
+/// HTTP/1.0 POST with an empty body on loopback; returns (status, body).
+pub fn http_post(addr: &str, path: &str) -> (u16, String) {
+    let mut s = std::net::TcpStream::connect(addr).expect("connect admin");
+    s.set_read_timeout(Some(Duration::from_secs(70))).unwrap();
+    write!(
+        s,
+        "POST {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: 0\r\n\r\n"
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let (head, body) = resp.split_once("\r\n\r\n").expect("http response");
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("status line: {head}"));
+    (status, body.to_owned())
+}
+
+/// The value of the first sample of `series` (name and labels exactly as exposed) in a
+/// Prometheus text exposition.
+pub fn sample(body: &str, series: &str) -> f64 {
+    body.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .filter(|v| v.starts_with(' '))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or_else(|| panic!("series {series} missing from:\n{body}"))
+}
+
 /// `promtool check metrics` accepts the exposition.
 pub fn promtool_check_metrics(body: &str) {
     let mut c = Command::new("promtool")

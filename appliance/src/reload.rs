@@ -1,0 +1,587 @@
+//! Hitless configuration reload (`SIGHUP`, `POST /reload`): the control thread re-reads the
+//! configuration file, checks it exactly as at start, refuses changes to what was set up at
+//! start (EAL, ports and devices, queues, pools, crypto device, workers, tunnels and SAs, the
+//! flow-label table), builds a new pipeline generation that shares the running generation's
+//! stateful parts (the flow-label table, the SAs with their sequence numbers and replay windows)
+//! and publishes it: each worker switches at its next burst boundary.
+//!
+//! Filter and action counters live in fixed per-lcore arrays sized at start; [`CounterSlots`]
+//! gives every filter identity (port, hook, name) and every action list (filter, class, kinds and
+//! targets of its actions) a slot that stays its own for the life of the process, so counters of
+//! what a reload keeps carry over and a removed filter's series disappear.
+use crate::config::{Config, ConfigError, PortConfig};
+use crate::metrics::{ActionInfo, FilterInfo};
+use pipelines::pipeline::Generation;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, RwLock};
+
+/// Command-line settings that override the file, applied again to every reloaded file.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--metrics-listen` (`Some(None)`: none).
+    pub metrics_listen: Option<Option<String>>,
+    /// `--exit-when-idle-ms`.
+    pub exit_when_idle_ms: Option<u64>,
+    /// `--duration`.
+    pub duration_s: Option<f64>,
+}
+
+impl Overrides {
+    /// Applies the overrides to `cfg`.
+    pub fn apply(&self, cfg: &mut Config) {
+        if let Some(l) = &self.metrics_listen {
+            cfg.metrics.listen = l.clone();
+        }
+        if self.exit_when_idle_ms.is_some() {
+            cfg.run.exit_when_idle_ms = self.exit_when_idle_ms;
+        }
+        if self.duration_s.is_some() {
+            cfg.run.duration_s = self.duration_s;
+        }
+    }
+}
+
+/// Where a reload reads the configuration from.
+#[derive(Debug, Clone, Default)]
+pub struct Source {
+    /// `--config FILE`; `None`: the embedded default (which has no file to re-read).
+    pub path: Option<PathBuf>,
+    /// Command-line overrides.
+    pub overrides: Overrides,
+}
+
+impl Source {
+    /// Reads, overrides and validates the file, with the errors `appliance run` prints at start.
+    pub fn load(&self) -> Result<Config, String> {
+        let Some(path) = &self.path else {
+            return Err(
+                "no configuration file to re-read: the appliance runs its embedded default \
+                 configuration; start it with `appliance run --config FILE` to reload"
+                    .to_owned(),
+            );
+        };
+        let mut cfg = crate::config::load(path)
+            .map_err(|e| format!("{}: config error: {e}", path.display()))?;
+        self.overrides.apply(&mut cfg);
+        cfg.validate().map_err(|e| {
+            format!(
+                "{}: config error (after command-line overrides): {e}",
+                path.display()
+            )
+        })?;
+        Ok(cfg)
+    }
+
+    /// The file name for messages.
+    pub fn describe(&self) -> String {
+        self.path.as_ref().map_or_else(
+            || "embedded default".to_owned(),
+            |p| p.display().to_string(),
+        )
+    }
+}
+
+/// What a reload answered: the new epoch, or why the running generation stays.
+pub type ReloadReply = Result<String, String>;
+
+/// A `POST /reload` handed from the admin thread to the control loop, with where to answer.
+#[derive(Debug)]
+pub struct ReloadRequest(pub mpsc::Sender<ReloadReply>);
+
+/// Reload counters for `/metrics`: written by the control thread only, read at scrape time.
+#[derive(Debug)]
+pub struct ReloadStats {
+    /// Reloads that took effect.
+    pub ok: AtomicU64,
+    /// Reloads refused (the running generation stayed).
+    pub rejected: AtomicU64,
+    /// The generation (epoch) in effect: 1 at start, +1 per successful reload.
+    pub generation: AtomicU64,
+    /// When the running configuration was loaded (Unix ms): start, then each successful reload.
+    pub last_ok_ms: AtomicU64,
+    /// Whether the last reload attempt succeeded (true until one fails).
+    pub last_ok: AtomicBool,
+}
+
+impl ReloadStats {
+    /// Counters at start: generation 1, loaded now.
+    pub fn new() -> ReloadStats {
+        ReloadStats {
+            ok: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
+            generation: AtomicU64::new(1),
+            last_ok_ms: AtomicU64::new(crate::run::unix_ms()),
+            last_ok: AtomicBool::new(true),
+        }
+    }
+
+    fn record(&self, result: &ReloadReply, epoch: u64) {
+        match result {
+            Ok(_) => {
+                self.ok.fetch_add(1, Ordering::Relaxed);
+                self.generation.store(epoch, Ordering::Relaxed);
+                self.last_ok_ms
+                    .store(crate::run::unix_ms(), Ordering::Relaxed);
+                self.last_ok.store(true, Ordering::Relaxed);
+            }
+            Err(_) => {
+                self.rejected.fetch_add(1, Ordering::Relaxed);
+                self.last_ok.store(false, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+impl Default for ReloadStats {
+    fn default() -> Self {
+        ReloadStats::new()
+    }
+}
+
+/// The filters and actions of the running generation with their counter slots, as `/metrics`,
+/// `/show` and the summary list them.
+#[derive(Debug, Clone)]
+pub struct Counted {
+    /// Every filter of the running generation (in pipeline order), with its slot.
+    pub filters: Arc<Vec<FilterInfo>>,
+    /// Every action of the running generation (in pipeline order), with its slot.
+    pub actions: Arc<Vec<ActionInfo>>,
+    /// Size of the per-lcore filter counter arrays.
+    pub filter_slots: usize,
+    /// Size of the per-lcore action counter arrays.
+    pub action_slots: usize,
+}
+
+/// The running [`Counted`], swapped by the control thread at each reload.
+pub type SharedCounted = Arc<RwLock<Counted>>;
+
+/// Reads the running [`Counted`] (a poisoned lock still holds a consistent value: it is only
+/// ever replaced whole).
+pub fn counted(c: &SharedCounted) -> Counted {
+    match c.read() {
+        Ok(g) => g.clone(),
+        Err(p) => p.into_inner().clone(),
+    }
+}
+
+/// Key of one action list: port, hook, filter, class, and each action's kind and detail.
+type ListKey = (
+    String,
+    &'static str,
+    String,
+    String,
+    Vec<(&'static str, String)>,
+);
+
+/// Counter slots by identity, for the life of the process.
+#[derive(Debug, Clone)]
+pub struct CounterSlots {
+    filters: HashMap<(String, &'static str, String), u32>,
+    lists: HashMap<ListKey, u32>,
+    next_filter: u32,
+    next_action: u32,
+    filter_cap: u32,
+    action_cap: u32,
+}
+
+impl CounterSlots {
+    /// Slots for the first generation: room for four times its filters and actions (at least
+    /// 256 filters and 1024 actions) over the reloads to come.
+    pub fn for_start(gen: &Generation) -> CounterSlots {
+        let cap = |n: usize, min: usize| (n.saturating_mul(4)).max(min).min(1 << 20) as u32;
+        CounterSlots {
+            filters: HashMap::new(),
+            lists: HashMap::new(),
+            next_filter: 0,
+            next_action: 0,
+            filter_cap: cap(gen.filter_count(), 256),
+            action_cap: cap(gen.action_count(), 1024),
+        }
+    }
+
+    /// Gives every filter and action of `gen` its slot (a new identity takes the next free one)
+    /// and describes them. At start this numbers as [`Generation::assign_filter_ids`] does.
+    /// Fails, leaving `self` as it was, when the slots sized at start run out.
+    pub fn number(&mut self, gen: &mut Generation) -> Result<Counted, String> {
+        let mut next = self.clone();
+        let filters = FilterInfo::of(gen);
+        let actions = ActionInfo::of(gen);
+        let mut filter_out = Vec::with_capacity(filters.len());
+        let mut action_out = Vec::with_capacity(actions.len());
+        let (mut fi, mut ai) = (0usize, 0usize);
+        for p in &mut gen.ports {
+            let port = p.name.clone();
+            for (hook, list) in [("ingress", &mut p.ingress), ("egress", &mut p.egress)] {
+                for f in list.iter_mut() {
+                    let key = (port.clone(), hook, f.name.clone());
+                    let id = match next.filters.get(&key) {
+                        Some(&id) => id,
+                        None => {
+                            if next.next_filter >= next.filter_cap {
+                                return Err(format!(
+                                    "filter counters: all {} slots sized at start are taken by \
+                                     the filters this process has run; restart required",
+                                    next.filter_cap
+                                ));
+                            }
+                            next.next_filter += 1;
+                            next.filters.insert(key, next.next_filter - 1);
+                            next.next_filter - 1
+                        }
+                    };
+                    f.id = id;
+                    let mut info = filters[fi].clone();
+                    fi += 1;
+                    info.slot = id as usize;
+                    filter_out.push(info);
+                    let mut bases = Vec::new();
+                    for (class, acts, _) in f.action_lists() {
+                        let infos = &actions[ai..ai + acts.len()];
+                        ai += acts.len();
+                        let key: ListKey = (
+                            port.clone(),
+                            hook,
+                            f.name.clone(),
+                            class.map_or_else(String::new, |c| c.to_string()),
+                            infos.iter().map(|a| (a.kind, a.detail.clone())).collect(),
+                        );
+                        let base = match next.lists.get(&key) {
+                            Some(&b) => b,
+                            None => {
+                                let n = acts.len() as u32;
+                                if next.action_cap - next.next_action < n {
+                                    return Err(format!(
+                                        "action counters: all {} slots sized at start are taken \
+                                         by the actions this process has run; restart required",
+                                        next.action_cap
+                                    ));
+                                }
+                                next.next_action += n;
+                                next.lists.insert(key, next.next_action - n);
+                                next.next_action - n
+                            }
+                        };
+                        for (i, a) in infos.iter().enumerate() {
+                            let mut a = a.clone();
+                            a.slot = base as usize + i;
+                            action_out.push(a);
+                        }
+                        bases.push(base);
+                    }
+                    f.action_base = bases[0];
+                    for (c, b) in f.classes.iter_mut().zip(&bases[1..]) {
+                        c.base = *b;
+                    }
+                }
+            }
+        }
+        *self = next;
+        Ok(Counted {
+            filters: Arc::new(filter_out),
+            actions: Arc::new(action_out),
+            filter_slots: self.filter_cap as usize,
+            action_slots: self.action_cap as usize,
+        })
+    }
+}
+
+/// Refuses `new` when it changes what was set up at start; `Ok` when only live parts differ
+/// (ports' `validate`, `flowlabel` modes within an existing table, `ingress`/`egress`
+/// filters, `forwarding`, `groups`).
+pub fn check_restart_only(old: &Config, new: &Config) -> Result<(), ConfigError> {
+    let restart = |path: &str, what: &str| {
+        ConfigError::at(
+            path,
+            format!("{what} cannot change while the appliance runs: restart required"),
+        )
+    };
+    if old.eal != new.eal {
+        return Err(restart(
+            "eal",
+            "the EAL (lcores, hence the number of workers, memory, devices, arguments)",
+        ));
+    }
+    if old.mempool != new.mempool {
+        return Err(restart("mempool", "the packet pool"));
+    }
+    if old.ports.len() != new.ports.len()
+        || old
+            .ports
+            .iter()
+            .zip(&new.ports)
+            .any(|(a, b)| a.name != b.name)
+    {
+        return Err(restart(
+            "ports",
+            &format!(
+                "the set of ports and their order ({} -> {})",
+                names(&old.ports),
+                names(&new.ports)
+            ),
+        ));
+    }
+    for (i, (a, b)) in old.ports.iter().zip(&new.ports).enumerate() {
+        let fields: [(&str, bool); 9] = [
+            ("device", a.device == b.device),
+            ("tunnel", a.tunnel == b.tunnel),
+            ("args", a.args == b.args),
+            ("rx_queues", a.rx_queues == b.rx_queues),
+            ("rx_desc", a.rx_desc == b.rx_desc),
+            ("tx_desc", a.tx_desc == b.tx_desc),
+            ("promiscuous", a.promiscuous == b.promiscuous),
+            ("mtu", a.mtu == b.mtu),
+            ("state", a.state == b.state),
+        ];
+        if let Some((f, _)) = fields.iter().find(|(_, same)| !same) {
+            return Err(restart(
+                &format!("ports[{i}].{f}"),
+                &format!("port {:?}'s {f}", a.name),
+            ));
+        }
+    }
+    if old.workers != new.workers {
+        return Err(restart("workers", "the workers' settings"));
+    }
+    if old.metrics != new.metrics {
+        return Err(restart("metrics", "the admin endpoint"));
+    }
+    if old.run != new.run {
+        return Err(restart("run", "self-termination"));
+    }
+    if old.crypto != new.crypto {
+        return Err(restart("crypto", "the crypto device"));
+    }
+    if old.sas != new.sas || old.sa_keys_file != new.sa_keys_file {
+        return Err(ConfigError::at(
+            "sas",
+            "tunnels/sas changed: restart required (SAs keep their state across reloads only \
+             when they stay exactly as they are)",
+        ));
+    }
+    if old.labels_flows() != new.labels_flows() || old.flowlabels != new.flowlabels {
+        return Err(restart(
+            "flowlabels",
+            "the flow-label table (whether any port labels, capacity, lingers, reservations)",
+        ));
+    }
+    Ok(())
+}
+
+fn names(ports: &[PortConfig]) -> String {
+    ports
+        .iter()
+        .map(|p| p.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Checks that the SAs `new` would build are the running ones, keys included (a keys file can
+/// change under the same name).
+pub fn check_same_sas(
+    running: Option<&pipelines::ipsec::Ipsec>,
+    new: &Config,
+) -> Result<(), ConfigError> {
+    let built = crate::tunnels::build_ipsec(new)?;
+    let same = match (running, &built) {
+        (None, None) => true,
+        (Some(a), Some(b)) => {
+            a.sas.len() == b.sas.len()
+                && a.tunnels.len() == b.tunnels.len()
+                && a.sas.iter().zip(&b.sas).all(|(x, y)| {
+                    let (x, y) = (&x.cfg, &y.cfg);
+                    x.name == y.name
+                        && x.spi == y.spi
+                        && x.direction == y.direction
+                        && x.src == y.src
+                        && x.dst == y.dst
+                        && x.mark == y.mark
+                        && x.algorithm == y.algorithm
+                        && x.keys == y.keys
+                        && x.replay_window == y.replay_window
+                        && x.esn == y.esn
+                })
+        }
+        _ => false,
+    };
+    if same {
+        Ok(())
+    } else {
+        Err(ConfigError::at(
+            "sas",
+            "tunnels/sas changed (keys file included): restart required",
+        ))
+    }
+}
+
+/// Records `result` in `stats` (epoch: the generation now in effect) and logs it.
+pub fn finish(stats: &ReloadStats, how: &str, result: &ReloadReply, epoch: u64) {
+    stats.record(result, epoch);
+    match result {
+        Ok(m) => eprintln!("appliance: reload ({how}): {m}"),
+        Err(m) => {
+            eprintln!("appliance: reload ({how}) rejected, generation {epoch} keeps running: {m}")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = "eal: { lcores: \"0-1\", no_huge: true, memory_mb: 256, no_pci: true }
+ports:
+  - name: a
+    device: net_ring0
+    ingress:
+      - { name: tcp, bpf: { filter: tcp }, actions: [pass] }
+      - { name: udp, bpf: { filter: udp } }
+  - name: b
+    device: net_ring1
+forwarding:
+  - { from: a, to: b }
+";
+
+    fn cfg(text: &str) -> Config {
+        crate::config::parse(text).unwrap()
+    }
+
+    fn restart_error(new: &str) -> String {
+        check_restart_only(&cfg(BASE), &cfg(new))
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn the_embedded_default_has_no_file_to_reload() {
+        let e = Source::default().load().unwrap_err();
+        assert!(
+            e.contains("embedded default") && e.contains("--config FILE"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn filters_forwarding_and_validation_change_live() {
+        let new = BASE
+            .replace("bpf: { filter: udp }", "bpf: { filter: icmp }")
+            .replace("{ from: a, to: b }", "{ from: a, action: drop }")
+            .replace(
+                "    device: net_ring1\n",
+                "    device: net_ring1\n    validate: l2\n",
+            );
+        assert_ne!(cfg(BASE), cfg(&new));
+        check_restart_only(&cfg(BASE), &cfg(&new)).unwrap();
+    }
+
+    #[test]
+    fn what_was_set_up_at_start_needs_a_restart() {
+        for (new, path, what) in [
+            (BASE.replace("0-1", "0-2"), "`eal`", "the EAL"),
+            (
+                BASE.replace("device: net_ring1", "device: net_ring2"),
+                "`ports[1].device`",
+                "port \"b\"'s device",
+            ),
+            (
+                BASE.replace(
+                    "    device: net_ring1\n",
+                    "    device: net_ring1\n    rx_queues: 2\n",
+                ),
+                "`ports[1].rx_queues`",
+                "rx_queues",
+            ),
+            (
+                BASE.replace("  - name: b\n    device: net_ring1\n", "")
+                    .replace("forwarding:\n  - { from: a, to: b }\n", ""),
+                "`ports`",
+                "the set of ports and their order (a, b -> a)",
+            ),
+            (
+                format!("{BASE}mempool: {{ mbufs: 32767 }}\n"),
+                "`mempool`",
+                "pool",
+            ),
+            (
+                format!("{BASE}workers: {{ tx_drain_us: 50 }}\n"),
+                "`workers`",
+                "workers",
+            ),
+            (
+                format!("{BASE}metrics: {{ reload: false }}\n"),
+                "`metrics`",
+                "admin",
+            ),
+        ] {
+            let e = restart_error(&new);
+            assert!(e.starts_with(path), "{e}");
+            assert!(e.contains(what), "{e}");
+            assert!(
+                e.ends_with("cannot change while the appliance runs: restart required"),
+                "{e}"
+            );
+        }
+    }
+
+    fn numbered(slots: &mut CounterSlots, text: &str) -> (Generation, Counted) {
+        let mut gen = crate::run::build_generation(&cfg(text)).unwrap();
+        let c = slots.number(&mut gen).unwrap();
+        (gen, c)
+    }
+
+    #[test]
+    fn counter_slots_follow_filter_identity_across_reloads() {
+        let start = crate::run::build_generation(&cfg(BASE)).unwrap();
+        let mut slots = CounterSlots::for_start(&start);
+        let (gen, c) = numbered(&mut slots, BASE);
+        // At start: numbered as assign_filter_ids does.
+        let mut positional = crate::run::build_generation(&cfg(BASE)).unwrap();
+        positional.assign_filter_ids();
+        let ids = |g: &Generation| {
+            g.filters()
+                .map(|(_, _, f)| (f.id, f.action_base))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(ids(&gen), ids(&positional));
+        assert_eq!(c.filters.iter().map(|f| f.slot).collect::<Vec<_>>(), [0, 1]);
+        assert_eq!(c.actions.iter().map(|a| a.slot).collect::<Vec<_>>(), [0]);
+        assert_eq!((c.filter_slots, c.action_slots), (256, 1024));
+
+        // `udp` goes, `icmp` comes (before `tcp`), `tcp`'s actions change.
+        let next = BASE
+            .replace("      - { name: udp, bpf: { filter: udp } }\n", "")
+            .replace(
+                "      - { name: tcp,",
+                "      - { name: icmp, bpf: { filter: icmp } }\n      - { name: tcp,",
+            )
+            .replace("actions: [pass]", "actions: [drop]");
+        let (_, c) = numbered(&mut slots, &next);
+        let f: Vec<_> = c
+            .filters
+            .iter()
+            .map(|f| (f.name.as_str(), f.slot))
+            .collect();
+        assert_eq!(f, [("icmp", 2), ("tcp", 0)]);
+        assert_eq!(c.actions.iter().map(|a| a.slot).collect::<Vec<_>>(), [1]);
+
+        // Back to the first configuration: every identity has its old slots again.
+        let (gen2, c) = numbered(&mut slots, BASE);
+        assert_eq!(ids(&gen2), ids(&positional));
+        assert_eq!(c.filters.iter().map(|f| f.slot).collect::<Vec<_>>(), [0, 1]);
+    }
+
+    #[test]
+    fn running_out_of_counter_slots_is_refused_and_changes_nothing() {
+        let start = crate::run::build_generation(&cfg(BASE)).unwrap();
+        let mut slots = CounterSlots::for_start(&start);
+        slots.filter_cap = 2;
+        numbered(&mut slots, BASE);
+        let before = slots.next_filter;
+        let mut gen =
+            crate::run::build_generation(&cfg(&BASE.replace("name: udp", "name: udp2"))).unwrap();
+        let e = slots.number(&mut gen).unwrap_err();
+        assert!(e.contains("restart required"), "{e}");
+        assert_eq!(slots.next_filter, before);
+    }
+}
