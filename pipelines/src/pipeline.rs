@@ -1212,18 +1212,19 @@ impl Generation {
         }
     }
 
-    /// Where a burst from `ingress` goes when the port has ingress filters and forwards to a
-    /// port without egress filters or a tunnel: each frame is validated and classified, and
-    /// those the filters let go on their way (see [`Generation::classify_in_burst`]) can leave
-    /// with the burst itself, as [`Generation::burst_target`]'s do.
+    /// Where a burst from `ingress` goes when [`Generation::burst_target`] has none but the
+    /// port forwards to a port without egress filters: each frame is validated and classified
+    /// by the port's ingress filters (if any), and those they let go on their way (see
+    /// [`Generation::classify_in_burst`]) leave with the burst itself, as `burst_target`'s do,
+    /// or into the tunnel when the destination is one.
     #[inline]
     pub fn filtered_target(&self, ingress: PortIndex) -> Option<PortIndex> {
         let p = self.ports.get(usize::from(ingress.0))?;
         match p.forward {
-            Forward::To(out) if !p.ingress.is_empty() && !p.local => self
+            Forward::To(out) if !p.local => self
                 .ports
                 .get(usize::from(out.0))
-                .filter(|o| o.egress.is_empty() && o.tunnel.is_none())
+                .filter(|o| o.egress.is_empty())
                 .map(|_| out),
             _ => None,
         }
@@ -1233,8 +1234,8 @@ impl Generation {
     /// exactly as [`Generation::process`] would treat it, except that a frame the ingress
     /// filters pass (and the forwarding entry sends to `out`) comes back as `Some`, labelled if
     /// `out` labels flows: the caller sends it to `out` with the rest of the burst. Everything
-    /// else (drops, redirects, direct-action sends) happens here. Does not count the frame as
-    /// received.
+    /// else (drops, redirects, direct-action sends, and frames for a tunnel, which go to
+    /// [`Sink::send_tunnel`]) happens here. Does not count the frame as received.
     #[inline]
     pub fn classify_in_burst<P: Packet, S: Sink<P>>(
         &self,
@@ -1260,43 +1261,47 @@ impl Generation {
         };
         // The hook's view straight from the parse (what `run_chain` builds from a `Walk`); a
         // `Walk` is made only for the packets that leave the fast path.
-        let mut view = PacketView {
-            data: pkt.data(),
-            frame_len: pkt.frame_len(),
-            parsed: &parsed,
-            dev: ingress,
-            iif: ingress,
-            ingress_mac: in_port.mac,
-            rss_hash: pkt.rss_hash(),
-            mark: 0,
-            priority: 0,
-            classid: 0,
-            flowlabel: 0,
-        };
-        let r = self.chain_loop(&in_port.ingress, &pkt, &mut view, 0, stats, sink);
-        match r {
-            ChainResult::Pass => {
-                let pinned = view.flowlabel;
-                if out_port.flowlabel != LabelMode::Off && parsed.l3 == L3::Ipv6 {
-                    self.set_flow_label(&mut pkt, out_port.flowlabel, &parsed, pinned, stats);
+        let mut pinned = 0;
+        if !in_port.ingress.is_empty() {
+            let mut view = PacketView {
+                data: pkt.data(),
+                frame_len: pkt.frame_len(),
+                parsed: &parsed,
+                dev: ingress,
+                iif: ingress,
+                ingress_mac: in_port.mac,
+                rss_hash: pkt.rss_hash(),
+                mark: 0,
+                priority: 0,
+                classid: 0,
+                flowlabel: 0,
+            };
+            match self.chain_loop(&in_port.ingress, &pkt, &mut view, 0, stats, sink) {
+                ChainResult::Pass => pinned = view.flowlabel,
+                ChainResult::Drop(reason) => {
+                    stats.drop(ingress, reason, 1);
+                    return None;
                 }
-                Some(pkt)
-            }
-            ChainResult::Drop(reason) => {
-                stats.drop(ingress, reason, 1);
-                None
-            }
-            ChainResult::Redirect(m, id) => {
-                let w = Walk::from_view(&view, 0);
-                self.redirect(m, id, pkt, w.hop(), stats, sink);
-                None
-            }
-            ChainResult::Send(p) => {
-                let w = Walk::from_view(&view, 0);
-                self.run_egress(pkt, p, w, stats, sink);
-                None
+                ChainResult::Redirect(m, id) => {
+                    let w = Walk::from_view(&view, 0);
+                    self.redirect(m, id, pkt, w.hop(), stats, sink);
+                    return None;
+                }
+                ChainResult::Send(p) => {
+                    let w = Walk::from_view(&view, 0);
+                    self.run_egress(pkt, p, w, stats, sink);
+                    return None;
+                }
             }
         }
+        if out_port.flowlabel != LabelMode::Off && parsed.l3 == L3::Ipv6 {
+            self.set_flow_label(&mut pkt, out_port.flowlabel, &parsed, pinned, stats);
+        }
+        if out_port.tunnel.is_some() {
+            sink.send_tunnel(out, pkt, &parsed, ingress, stats);
+            return None;
+        }
+        Some(pkt)
     }
 
     /// Processes a burst of packets received on `ingress` (see [`Generation::process`]),
@@ -1665,29 +1670,46 @@ mod tests {
     #[test]
     fn the_filtered_burst_path_treats_every_frame_as_process_does() {
         use etherparse::PacketBuilder;
-        let mut p = ports(4);
-        p[0].forward = Forward::To(PortIndex(1));
-        p[0].ingress = vec![
-            filter(
-                EtherTypeIs(0x0806, 0),
-                vec![Action::SetMark(7), Action::Continue],
-            ),
-            filter(MarkIs(7), vec![Action::mirror(PortIndex(3)), Action::Pass]),
-            filter(EtherTypeIs(0x0800, 0), vec![Action::Drop]),
-            filter(
-                EtherTypeIs(0x86dd, 0),
-                vec![Action::SetClassid(5), Action::Continue],
-            ),
-            filter(EtherTypeIs(0x88b5, 0), vec![Action::redirect(PortIndex(2))]),
-        ];
-        let gen = Generation {
-            ports: p,
-            ..Default::default()
+        let filters = || {
+            vec![
+                filter(
+                    EtherTypeIs(0x0806, 0),
+                    vec![Action::SetMark(7), Action::Continue],
+                ),
+                filter(MarkIs(7), vec![Action::mirror(PortIndex(3)), Action::Pass]),
+                filter(EtherTypeIs(0x0800, 0), vec![Action::Drop]),
+                filter(
+                    EtherTypeIs(0x86dd, 0),
+                    vec![Action::SetClassid(5), Action::Continue],
+                ),
+                filter(EtherTypeIs(0x88b5, 0), vec![Action::redirect(PortIndex(2))]),
+            ]
         };
-        gen.validate().unwrap();
-        assert_eq!(gen.filtered_target(PortIndex(0)), Some(PortIndex(1)));
-        assert_eq!(gen.burst_target(PortIndex(0)), None);
-        assert_eq!(gen.filtered_target(PortIndex(1)), None, "no filters");
+        // Filters, then a plain destination; filters, then a tunnel; a tunnel without filters.
+        let mut gens = Vec::new();
+        for (with_filters, tunnel) in [(true, false), (true, true), (false, true)] {
+            let mut p = ports(4);
+            p[0].forward = Forward::To(PortIndex(1));
+            if with_filters {
+                p[0].ingress = filters();
+            }
+            if tunnel {
+                p[1].tunnel = Some(0);
+            }
+            let gen = Generation {
+                ports: p,
+                ..Default::default()
+            };
+            gen.validate().unwrap();
+            assert_eq!(gen.filtered_target(PortIndex(0)), Some(PortIndex(1)));
+            assert_eq!(gen.burst_target(PortIndex(0)), None);
+            assert_eq!(
+                gen.filtered_target(PortIndex(1)),
+                None,
+                "no forwarding entry"
+            );
+            gens.push(gen);
+        }
 
         let mut v4 = Vec::new();
         PacketBuilder::ethernet2([2; 6], [4; 6])
@@ -1707,31 +1729,33 @@ mod tests {
         unknown[13] = 0xb6;
         let mut bad_v4 = v4.clone();
         bad_v4[14 + 10] ^= 0xff; // header checksum
-                                 // Mirrored and passed, dropped, classified and passed, redirected, passed unmatched,
-                                 // malformed (two reasons).
+                                 // With filters: mirrored and passed, dropped, classified and passed, redirected, passed
+                                 // unmatched; malformed (two reasons).
         let frames = [arp().bytes, v4, v6, other, unknown, bad_v4, vec![0u8; 9]];
-        for f in frames {
-            let (want, want_totals) = run(&gen, VecPacket::new(f.clone()), 0);
-            let (mut w, r) =
-                StatsWriter::new(1, gen.ports.len(), gen.filter_count(), gen.action_count());
-            let mut sink = VecSink::default();
-            if let Some(pkt) = gen.classify_in_burst(
-                VecPacket::new(f.clone()),
-                PortIndex(0),
-                PortIndex(1),
-                &mut w,
-                &mut sink,
-            ) {
-                sink.send(PortIndex(1), pkt, &mut w);
-            }
-            let got_totals = port_totals(&[r], gen.ports.len());
-            assert_eq!(sink.sent, want, "frame {f:02x?}");
-            for (g, e) in got_totals.iter().zip(&want_totals) {
-                assert_eq!(
-                    (g.tx_packets, &g.drops),
-                    (e.tx_packets, &e.drops),
-                    "frame {f:02x?}"
-                );
+        for (g, gen) in gens.iter().enumerate() {
+            for f in &frames {
+                let (want, want_totals) = run(gen, VecPacket::new(f.clone()), 0);
+                let (mut w, r) =
+                    StatsWriter::new(1, gen.ports.len(), gen.filter_count(), gen.action_count());
+                let mut sink = VecSink::default();
+                if let Some(pkt) = gen.classify_in_burst(
+                    VecPacket::new(f.clone()),
+                    PortIndex(0),
+                    PortIndex(1),
+                    &mut w,
+                    &mut sink,
+                ) {
+                    sink.send(PortIndex(1), pkt, &mut w);
+                }
+                let got_totals = port_totals(&[r], gen.ports.len());
+                assert_eq!(sink.sent, want, "generation {g}, frame {f:02x?}");
+                for (a, e) in got_totals.iter().zip(&want_totals) {
+                    assert_eq!(
+                        (a.tx_packets, &a.drops),
+                        (e.tx_packets, &e.drops),
+                        "generation {g}, frame {f:02x?}"
+                    );
+                }
             }
         }
     }
