@@ -121,6 +121,7 @@ fn esn_tail(alg: Algorithm, esn: bool) -> usize {
 /// header and any VLAN tags) into an ESP tunnel-mode frame, all but the cipher. Bytes past the
 /// inner packet (Ethernet padding) are removed. `Err` leaves the packet in an unspecified state
 /// (the caller drops it).
+#[inline(always)]
 pub fn encap<P: Packet>(
     pkt: &mut P,
     parsed: &Parsed,
