@@ -185,11 +185,7 @@ fn dpdk_end_to_end() {
     let (mut rxq, mut txq) = ring.take_queues().unwrap();
     assert!(ring.take_queues().is_err(), "queues are handed out once");
     let mut buf = TxBuffer::new();
-    for i in 0..32u8 {
-        let mut m = pool.alloc().unwrap();
-        assert!(m.fill(&[i; 64]));
-        buf.push(m).unwrap();
-    }
+    fill_numbered(&pool, &mut buf);
     assert!(buf.is_full());
     let extra = pool.alloc().unwrap();
     let extra = buf
@@ -208,11 +204,7 @@ fn dpdk_end_to_end() {
     // Burst-level path: keep the even-numbered frames and transmit the burst itself.
     let n = rxq[0].rx_burst(&mut burst);
     assert_eq!(n, 0, "ring drained");
-    for i in 0..32u8 {
-        let mut m = pool.alloc().unwrap();
-        assert!(m.fill(&[i; 64]));
-        buf.push(m).unwrap();
-    }
+    fill_numbered(&pool, &mut buf);
     assert_eq!(txq[0].flush(&mut buf), (32, 32 * 64, 0));
     assert_eq!(rxq[0].rx_burst(&mut burst), 32);
     burst.retain(|m| m.data()[0] % 2 == 0);
@@ -234,11 +226,7 @@ fn dpdk_end_to_end() {
     assert!(pool.is_full());
     // Owned variant: frames divisible by 3 leave the burst (kept aside here, as a redirect
     // would), odd ones are dropped, the rest stay in order.
-    for i in 0..32u8 {
-        let mut m = pool.alloc().unwrap();
-        assert!(m.fill(&[i; 64]));
-        buf.push(m).unwrap();
-    }
+    fill_numbered(&pool, &mut buf);
     assert_eq!(txq[0].flush(&mut buf), (32, 32 * 64, 0));
     assert_eq!(rxq[0].rx_burst(&mut burst), 32);
     let mut aside = Vec::new();
@@ -264,11 +252,7 @@ fn dpdk_end_to_end() {
     assert!(pool.is_full());
     let _ = rxq[0].rx_burst(&mut burst);
     // Refill the burst for the drop-while-held check below.
-    for i in 0..32u8 {
-        let mut m = pool.alloc().unwrap();
-        assert!(m.fill(&[i; 64]));
-        buf.push(m).unwrap();
-    }
+    fill_numbered(&pool, &mut buf);
     txq[0].flush(&mut buf);
     assert_eq!(rxq[0].rx_burst(&mut burst), 32);
     drop(burst.pop_front());
@@ -291,4 +275,13 @@ fn dpdk_end_to_end() {
     drop(ports); // closes net_null0, net_pcap0, net_tap0
     drop(pool);
     eal.cleanup().expect("EAL cleanup with nothing alive");
+}
+
+/// Fills `buf` with 32 frames from `pool`, frame `i` of 64 bytes all `i`.
+fn fill_numbered(pool: &Mempool, buf: &mut TxBuffer) {
+    for i in 0..32u8 {
+        let mut m = pool.alloc().unwrap();
+        assert!(m.fill(&[i; 64]));
+        buf.push(m).unwrap();
+    }
 }

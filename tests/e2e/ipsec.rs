@@ -737,13 +737,7 @@ fn sa_metrics_are_exported_and_inbound_lifetimes_retire_the_sa() {
     let body = http_get(&addr, "/metrics");
     let r = child.finish();
     r.assert_clean();
-    let sa_in = r.summary["sas"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == "in")
-        .unwrap()
-        .clone();
+    let sa_in = r.sa("in").clone();
     assert_eq!(sa_in["expired"], true, "{}", r.summary);
     assert_eq!(sa_in["soft_expired"], true, "{}", r.summary);
     assert!(

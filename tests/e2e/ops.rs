@@ -599,12 +599,7 @@ fn a_real_prometheus_scrapes_the_appliance_and_its_rules_evaluate() {
         .find(|f| f["name"] == "tcp")
         .unwrap();
     assert_eq!(tcp, f["matched_packets"].as_f64().unwrap());
-    let s = r.summary["sas"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == "out")
-        .unwrap();
+    let s = r.sa("out");
     assert_eq!(sa_out, s["packets"].as_f64().unwrap());
     assert!(sa_out > 5.0 && s["soft_expired"] == true);
     assert!(live > 0.0, "labelled flows are live");
@@ -735,12 +730,7 @@ fn show_lists_ports_filters_actions_tunnels_sas_and_flowlabels_without_keys() {
     assert_eq!(vti["out_sa"], "out");
     assert_eq!(vti["next_hop_mac"], "02:00:00:00:00:02");
     let out = find("sas", "sas", "name", "out");
-    let want = r.summary["sas"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == "out")
-        .unwrap();
+    let want = r.sa("out");
     assert_eq!(out["spi"], "0x1000");
     assert_eq!(out["packets"], want["packets"]);
     assert_eq!(out["soft_expired"], true);

@@ -356,13 +356,7 @@ fn sas_kept_across_reloads_keep_their_sequence_numbers_and_changed_sas_are_refus
     child.signal("INT");
     let r = child.finish();
     r.assert_clean();
-    let sa = r.summary["sas"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == "out")
-        .unwrap()
-        .clone();
+    let sa = r.sa("out").clone();
     let (seq, packets) = (sa["seq"].as_u64().unwrap(), sa["packets"].as_u64().unwrap());
     assert!(seq >= packets && seq - packets < 4096, "{}", r.summary);
     // lan's packets went into the tunnel or were dropped with a reason.

@@ -381,6 +381,14 @@ pub struct RunResult {
 }
 
 impl RunResult {
+    /// The summary's entry of the SA named `name` (panics when there is none).
+    pub fn sa(&self, name: &str) -> &serde_json::Value {
+        self.summary["sas"]
+            .as_array()
+            .and_then(|a| a.iter().find(|s| s["name"] == name))
+            .unwrap_or_else(|| panic!("no SA {name:?} in the summary"))
+    }
+
     /// Exit 0, a summary, no worker panic, every mbuf back in its pool.
     pub fn assert_clean(&self) {
         assert_eq!(
