@@ -232,6 +232,16 @@ fn table(head: &[&str], rows: &[Vec<String>]) -> String {
     o
 }
 
+/// A table of the JSON objects `rows`, one column per (header, key).
+fn keyed_table(rows: &[Value], cols: &[(&str, &str)]) -> String {
+    let head: Vec<&str> = cols.iter().map(|c| c.0).collect();
+    let body: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| cols.iter().map(|(_, k)| s(&r[*k])).collect())
+        .collect();
+    table(&head, &body)
+}
+
 /// Renders one `/show/<what>` answer as a table.
 pub fn render_show(what: &str, v: &Value) -> String {
     let empty = Vec::new();
@@ -281,153 +291,83 @@ pub fn render_show(what: &str, v: &Value) -> String {
                 &rows,
             )
         }
-        "lcores" => table(
-            &["lcore", "polls", "busy-polls", "packets", "mirror-copies"],
-            &rows_of("lcores")
-                .iter()
-                .map(|r| {
-                    cells(
-                        r,
-                        &["lcore", "polls", "busy_polls", "packets", "mirror_copies"],
-                    )
-                })
-                .collect::<Vec<_>>(),
-        ),
-        "filters" => table(
+        "lcores" => keyed_table(
+            &rows_of("lcores"),
             &[
-                "port", "hook", "filter", "kind", "engine", "insns", "matched", "bytes",
+                ("lcore", "lcore"),
+                ("polls", "polls"),
+                ("busy-polls", "busy_polls"),
+                ("packets", "packets"),
+                ("mirror-copies", "mirror_copies"),
             ],
-            &rows_of("filters")
-                .iter()
-                .map(|r| {
-                    cells(
-                        r,
-                        &[
-                            "port",
-                            "hook",
-                            "name",
-                            "kind",
-                            "engine",
-                            "insns",
-                            "matched_packets",
-                            "matched_bytes",
-                        ],
-                    )
-                })
-                .collect::<Vec<_>>(),
         ),
-        "actions" => table(
+        "filters" => keyed_table(
+            &rows_of("filters"),
             &[
-                "port",
-                "hook",
-                "filter",
-                "class",
-                "#",
-                "kind",
-                "detail",
-                "packets",
-                "bytes",
-                "overlimits",
-                "drops",
+                ("port", "port"),
+                ("hook", "hook"),
+                ("filter", "name"),
+                ("kind", "kind"),
+                ("engine", "engine"),
+                ("insns", "insns"),
+                ("matched", "matched_packets"),
+                ("bytes", "matched_bytes"),
             ],
-            &rows_of("actions")
-                .iter()
-                .map(|r| {
-                    cells(
-                        r,
-                        &[
-                            "port",
-                            "hook",
-                            "filter",
-                            "class",
-                            "index",
-                            "kind",
-                            "detail",
-                            "packets",
-                            "bytes",
-                            "overlimits",
-                            "drops",
-                        ],
-                    )
-                })
-                .collect::<Vec<_>>(),
         ),
-        "tunnels" => table(
+        "actions" => keyed_table(
+            &rows_of("actions"),
             &[
-                "tunnel", "underlay", "local", "remote", "ikey", "okey", "mtu", "path-mtu",
-                "next-hop", "mac", "out-sa",
+                ("port", "port"),
+                ("hook", "hook"),
+                ("filter", "filter"),
+                ("class", "class"),
+                ("#", "index"),
+                ("kind", "kind"),
+                ("detail", "detail"),
+                ("packets", "packets"),
+                ("bytes", "bytes"),
+                ("overlimits", "overlimits"),
+                ("drops", "drops"),
             ],
-            &rows_of("tunnels")
-                .iter()
-                .map(|r| {
-                    cells(
-                        r,
-                        &[
-                            "name",
-                            "underlay",
-                            "local",
-                            "remote",
-                            "ikey",
-                            "okey",
-                            "mtu",
-                            "path_mtu",
-                            "next_hop",
-                            "next_hop_mac",
-                            "out_sa",
-                        ],
-                    )
-                })
-                .collect::<Vec<_>>(),
         ),
-        "sas" => table(
+        "tunnels" => keyed_table(
+            &rows_of("tunnels"),
             &[
-                "sa",
-                "dir",
-                "spi",
-                "src",
-                "dst",
-                "mark",
-                "algorithm",
-                "esn",
-                "window",
-                "packets",
-                "bytes",
-                "replay",
-                "too-old",
-                "bad-icv",
-                "errors",
-                "seq",
-                "soft",
-                "expired",
+                ("tunnel", "name"),
+                ("underlay", "underlay"),
+                ("local", "local"),
+                ("remote", "remote"),
+                ("ikey", "ikey"),
+                ("okey", "okey"),
+                ("mtu", "mtu"),
+                ("path-mtu", "path_mtu"),
+                ("next-hop", "next_hop"),
+                ("mac", "next_hop_mac"),
+                ("out-sa", "out_sa"),
             ],
-            &rows_of("sas")
-                .iter()
-                .map(|r| {
-                    cells(
-                        r,
-                        &[
-                            "name",
-                            "direction",
-                            "spi",
-                            "src",
-                            "dst",
-                            "mark",
-                            "algorithm",
-                            "esn",
-                            "replay_window",
-                            "packets",
-                            "bytes",
-                            "replay_drops",
-                            "too_old_drops",
-                            "bad_icv_drops",
-                            "errors",
-                            "seq",
-                            "soft_expired",
-                            "expired",
-                        ],
-                    )
-                })
-                .collect::<Vec<_>>(),
+        ),
+        "sas" => keyed_table(
+            &rows_of("sas"),
+            &[
+                ("sa", "name"),
+                ("dir", "direction"),
+                ("spi", "spi"),
+                ("src", "src"),
+                ("dst", "dst"),
+                ("mark", "mark"),
+                ("algorithm", "algorithm"),
+                ("esn", "esn"),
+                ("window", "replay_window"),
+                ("packets", "packets"),
+                ("bytes", "bytes"),
+                ("replay", "replay_drops"),
+                ("too-old", "too_old_drops"),
+                ("bad-icv", "bad_icv_drops"),
+                ("errors", "errors"),
+                ("seq", "seq"),
+                ("soft", "soft_expired"),
+                ("expired", "expired"),
+            ],
         ),
         _ => format!("{v}\n"),
     }

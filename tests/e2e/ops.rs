@@ -402,20 +402,7 @@ impl Prometheus {
 
     /// GET on the HTTP API: (status, body).
     fn get(&self, path: &str) -> (u16, String) {
-        let Ok(mut s) = std::net::TcpStream::connect(&self.addr) else {
-            return (0, String::new());
-        };
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        write!(s, "GET {path} HTTP/1.0\r\nHost: {}\r\n\r\n", self.addr).unwrap();
-        let mut resp = String::new();
-        let _ = s.read_to_string(&mut resp);
-        let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((&resp, ""));
-        let status = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
-        (status, body.to_owned())
+        http_request(&self.addr, "GET", path, "", 10).unwrap_or((0, String::new()))
     }
 
     /// An instant query: the result vector (panics on a query error, naming the query).

@@ -568,41 +568,44 @@ pub fn http_get(addr: &str, path: &str) -> String {
 
 /// HTTP/1.0 GET with an Accept header; returns the body.
 pub fn http_get_accept(addr: &str, path: &str, accept: &str) -> String {
-    let mut s = std::net::TcpStream::connect(addr).expect("connect metrics");
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.0\r\nHost: {addr}\r\nAccept: {accept}\r\n\r\n"
-    )
-    .unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
-    let (head, body) = resp.split_once("\r\n\r\n").expect("http response");
-    assert!(
-        head.starts_with("HTTP/1.") && head.contains(" 200 "),
-        "{head}"
-    );
-    body.to_owned()
+    let (status, body) = http_request(addr, "GET", path, &format!("Accept: {accept}\r\n"), 10)
+        .expect("connect metrics");
+    assert_eq!(status, 200, "GET {path}: {body}");
+    body
 }
 
 /// HTTP/1.0 POST with an empty body on loopback; returns (status, body).
 pub fn http_post(addr: &str, path: &str) -> (u16, String) {
-    let mut s = std::net::TcpStream::connect(addr).expect("connect admin");
-    s.set_read_timeout(Some(Duration::from_secs(70))).unwrap();
+    http_request(addr, "POST", path, "Content-Length: 0\r\n", 70).expect("connect admin")
+}
+
+/// One HTTP/1.0 request (`headers`: extra header lines, each ending in CRLF) with a read
+/// timeout in seconds: (status, body), status 0 when the answer has no status line; `None`
+/// when nothing accepts the connection.
+pub fn http_request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &str,
+    timeout_s: u64,
+) -> Option<(u16, String)> {
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(timeout_s)))
+        .unwrap();
     write!(
         s,
-        "POST {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: 0\r\n\r\n"
+        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\n{headers}\r\n"
     )
     .unwrap();
     let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
-    let (head, body) = resp.split_once("\r\n\r\n").expect("http response");
+    let _ = s.read_to_string(&mut resp);
+    let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((&resp, ""));
     let status = head
         .split_whitespace()
         .nth(1)
         .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("status line: {head}"));
-    (status, body.to_owned())
+        .unwrap_or(0);
+    Some((status, body.to_owned()))
 }
 
 /// The value of the first sample of `series` (name and labels exactly as exposed) in a
