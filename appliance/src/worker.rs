@@ -2,7 +2,9 @@
 //! buffers -> tx burst. A buffer is sent as soon as it holds a full burst; partial bursts are
 //! sent when a poll round finds no packet, or at the latest after the drain interval
 //! (`workers.tx_drain_us`), as DPDK's l3fwd does.
-use pipelines::pipeline::{BurstTarget, Generation, GenerationReader, PortIndex, Sink};
+use pipelines::pipeline::{
+    BurstTarget, FilteredTarget, Generation, GenerationReader, PortIndex, Sink,
+};
 use pipelines::stats::StatsWriter;
 use pipelines::wire::Parsed;
 use pipelines::DropReason;
@@ -165,7 +167,7 @@ impl TxSide {
         self.send_kept(out, burst, kept_bytes, stats);
     }
 
-    /// A burst from a port with ingress filters to its `Generation::filtered_target` `out`:
+    /// A burst from a port with ingress filters to its `Generation::filtered_target` `t`:
     /// every frame is validated and classified; those the filters pass leave with the burst
     /// itself (after whatever was already buffered for `out`), the others went their own way
     /// (dropped and counted, redirected, mirrored). Same semantics as
@@ -176,7 +178,7 @@ impl TxSide {
         gen: &Generation,
         burst: &mut Burst,
         ingress: PortIndex,
-        out: PortIndex,
+        t: &FilteredTarget<'_>,
         stats: &mut StatsWriter,
     ) {
         let received = burst.remaining() as u64;
@@ -184,7 +186,7 @@ impl TxSide {
         burst.retain_owned(|m| {
             let len = u64::from(m.pkt_len());
             rx_bytes += len;
-            let kept = gen.classify_in_burst(m, ingress, out, stats, self);
+            let kept = gen.classify_in_burst(m, ingress, t, stats, self);
             if let Some(m) = &kept {
                 kept_bytes += u64::from(m.pkt_len());
             }
@@ -192,7 +194,7 @@ impl TxSide {
         });
         stats.rx(ingress, received, rx_bytes);
         if !burst.is_empty() {
-            self.send_kept(out, burst, kept_bytes, stats);
+            self.send_kept(t.out, burst, kept_bytes, stats);
         }
     }
 
@@ -341,8 +343,8 @@ impl Worker {
                     round += n as u64;
                     if let Some(t) = gen.burst_target(*port) {
                         txs.forward_burst(gen, &mut burst, *port, t, &mut stats);
-                    } else if let Some(out) = gen.filtered_target(*port) {
-                        txs.filter_burst(gen, &mut burst, *port, out, &mut stats);
+                    } else if let Some(t) = gen.filtered_target(*port) {
+                        txs.filter_burst(gen, &mut burst, *port, &t, &mut stats);
                     } else {
                         gen.process_burst(&mut burst, *port, &mut stats, &mut txs);
                     }

@@ -133,6 +133,47 @@ pub trait ChainClassifier: Send + Sync + fmt::Debug {
     /// [`Verdict::NoMatch`], with that verdict, or `None` when every one from `first` on said
     /// `NoMatch`.
     fn classify_from(&self, pkt: &PacketView<'_>, first: usize) -> Option<(usize, Verdict)>;
+
+    /// Whether some member, run from the first on `frame` as a port's ingress hook sees it
+    /// before any filter ran, would say something other than [`Verdict::NoMatch`]: exactly
+    /// `classify_from(view, 0).is_some()` for the view of that frame. Chains that read only
+    /// the frame (not the parse) answer without one, which lets a hook that is a single chain
+    /// pass the frames no member decides on without building a view; the default (`true`)
+    /// sends every frame the full way.
+    fn decides_at_ingress(&self, frame: &IngressFrame<'_>) -> bool {
+        let _ = frame;
+        true
+    }
+}
+
+impl<'a> IngressFrame<'a> {
+    /// `pkt` as received on `dev`, whose MAC address is `ingress_mac`.
+    #[inline]
+    pub fn of<P: Packet>(pkt: &'a P, dev: PortIndex, ingress_mac: [u8; 6]) -> IngressFrame<'a> {
+        IngressFrame {
+            data: pkt.data(),
+            frame_len: pkt.frame_len(),
+            dev,
+            ingress_mac,
+            rss_hash: pkt.rss_hash(),
+        }
+    }
+}
+
+/// A received frame before its port's ingress hook ran (no mark, priority, class id or label
+/// set yet): what [`ChainClassifier::decides_at_ingress`] sees.
+#[derive(Debug, Clone, Copy)]
+pub struct IngressFrame<'a> {
+    /// First segment from the Ethernet header.
+    pub data: &'a [u8],
+    /// Total frame length.
+    pub frame_len: u32,
+    /// The receiving port.
+    pub dev: PortIndex,
+    /// The receiving port's MAC address.
+    pub ingress_mac: [u8; 6],
+    /// NIC RSS hash, if any.
+    pub rss_hash: Option<u32>,
 }
 
 /// A filter's place in a [`ChainClassifier`]: the chain decides for the filters
@@ -378,6 +419,20 @@ pub struct BurstTarget {
     pub validation: Validation,
     /// The target port's flow labelling (only with full validation, which parses the headers).
     pub flowlabel: LabelMode,
+}
+
+/// A burst's destination when its port has ingress filters or forwards to a tunnel: see
+/// [`Generation::filtered_target`].
+#[derive(Debug, Clone, Copy)]
+pub struct FilteredTarget<'a> {
+    /// The port the frames the filters pass go to.
+    pub out: PortIndex,
+    /// The port's ingress hook when it is one fused chain that can answer
+    /// [`ChainClassifier::decides_at_ingress`].
+    sole_chain: Option<&'a dyn ChainClassifier>,
+    /// Whether frames that pass need their parse after the hook (the destination labels
+    /// flows or is a tunnel); otherwise validating them suffices.
+    needs_parse: bool,
 }
 
 /// Checks one frame at `level`: `Ok` to forward it, or the reason to drop it.
@@ -1218,33 +1273,51 @@ impl Generation {
     /// [`Generation::classify_in_burst`]) leave with the burst itself, as `burst_target`'s do,
     /// or into the tunnel when the destination is one.
     #[inline]
-    pub fn filtered_target(&self, ingress: PortIndex) -> Option<PortIndex> {
+    pub fn filtered_target(&self, ingress: PortIndex) -> Option<FilteredTarget<'_>> {
         let p = self.ports.get(usize::from(ingress.0))?;
-        match p.forward {
-            Forward::To(out) if !p.local => self
-                .ports
-                .get(usize::from(out.0))
-                .filter(|o| o.egress.is_empty())
-                .map(|_| out),
-            _ => None,
-        }
+        let out = match p.forward {
+            Forward::To(out) if !p.local => out,
+            _ => return None,
+        };
+        let o = self
+            .ports
+            .get(usize::from(out.0))
+            .filter(|o| o.egress.is_empty())?;
+        // `validate` guarantees a fused chain covers consecutive filters with indices 0, 1, ...:
+        // a chain as long as the hook that starts at its first filter is the whole hook.
+        let sole_chain = p
+            .ingress
+            .first()
+            .and_then(|f| f.fused.as_ref())
+            .filter(|fu| fu.index == 0 && fu.chain.len() == p.ingress.len())
+            .map(|fu| &*fu.chain);
+        Some(FilteredTarget {
+            out,
+            sole_chain,
+            needs_parse: o.flowlabel != LabelMode::Off || o.tunnel.is_some(),
+        })
     }
 
-    /// One frame of a burst from `ingress` to its [`Generation::filtered_target`] `out`,
-    /// exactly as [`Generation::process`] would treat it, except that a frame the ingress
-    /// filters pass (and the forwarding entry sends to `out`) comes back as `Some`, labelled if
-    /// `out` labels flows: the caller sends it to `out` with the rest of the burst. Everything
+    /// One frame of a burst from `ingress` to its [`Generation::filtered_target`] `t`, exactly
+    /// as [`Generation::process`] would treat it, except that a frame the ingress filters pass
+    /// (and the forwarding entry sends to `t.out`) comes back as `Some`, labelled if `t.out`
+    /// labels flows: the caller sends it to `t.out` with the rest of the burst. Everything
     /// else (drops, redirects, direct-action sends, and frames for a tunnel, which go to
     /// [`Sink::send_tunnel`]) happens here. Does not count the frame as received.
+    ///
+    /// When the hook is a single chain, a frame no member decides on is only validated and
+    /// run through the chain once ([`ChainClassifier::decides_at_ingress`]); the others, and
+    /// every frame of other hooks, take the walk through the hook with the parse.
     #[inline]
     pub fn classify_in_burst<P: Packet, S: Sink<P>>(
         &self,
         mut pkt: P,
         ingress: PortIndex,
-        out: PortIndex,
+        t: &FilteredTarget<'_>,
         stats: &mut StatsWriter,
         sink: &mut S,
     ) -> Option<P> {
+        let out = t.out;
         let (Some(in_port), Some(out_port)) = (
             self.ports.get(usize::from(ingress.0)),
             self.ports.get(usize::from(out.0)),
@@ -1252,6 +1325,19 @@ impl Generation {
             stats.drop(ingress, DropReason::NoRoute, 1);
             return None;
         };
+        let mac = in_port.mac;
+        if let (Some(chain), false) = (t.sole_chain, t.needs_parse) {
+            // The frame leaves as it came unless a member decides: validation is all it needs.
+            if let Err(reason) =
+                wire::check(pkt.data(), pkt.frame_len(), pkt.ipv4_checksum_verified())
+            {
+                stats.drop(ingress, reason, 1);
+                return None;
+            }
+            if !chain.decides_at_ingress(&IngressFrame::of(&pkt, ingress, mac)) {
+                return Some(pkt);
+            }
+        }
         let parsed = match wire::parse(pkt.data(), pkt.frame_len(), pkt.ipv4_checksum_verified()) {
             Ok(p) => p,
             Err(reason) => {
@@ -1262,7 +1348,14 @@ impl Generation {
         // The hook's view straight from the parse (what `run_chain` builds from a `Walk`); a
         // `Walk` is made only for the packets that leave the fast path.
         let mut pinned = 0;
-        if !in_port.ingress.is_empty() {
+        let walk = match t.sole_chain {
+            // Asked already above when no parse was needed: this frame decides.
+            Some(chain) if t.needs_parse => {
+                chain.decides_at_ingress(&IngressFrame::of(&pkt, ingress, mac))
+            }
+            _ => !in_port.ingress.is_empty(),
+        };
+        if walk {
             let mut view = PacketView {
                 data: pkt.data(),
                 frame_len: pkt.frame_len(),
@@ -1565,6 +1658,43 @@ mod tests {
         }
     }
 
+    /// A chain of classifiers that answers [`ChainClassifier::decides_at_ingress`] from the
+    /// frame (by parsing it, as a chain reading only the frame needs not).
+    #[derive(Debug)]
+    struct TestChain(Vec<Box<dyn Classifier>>);
+
+    impl ChainClassifier for TestChain {
+        fn len(&self) -> usize {
+            self.0.len()
+        }
+
+        fn classify_from(&self, pkt: &PacketView<'_>, first: usize) -> Option<(usize, Verdict)> {
+            (first..self.0.len())
+                .map(|i| (i, self.0[i].classify(pkt)))
+                .find(|(_, v)| *v != Verdict::NoMatch)
+        }
+
+        fn decides_at_ingress(&self, f: &IngressFrame<'_>) -> bool {
+            let Ok(parsed) = wire::parse(f.data, f.frame_len, false) else {
+                return true;
+            };
+            let view = PacketView {
+                data: f.data,
+                frame_len: f.frame_len,
+                parsed: &parsed,
+                dev: f.dev,
+                iif: f.dev,
+                ingress_mac: f.ingress_mac,
+                rss_hash: f.rss_hash,
+                mark: 0,
+                priority: 0,
+                classid: 0,
+                flowlabel: 0,
+            };
+            self.classify_from(&view, 0).is_some()
+        }
+    }
+
     fn arp() -> VecPacket {
         let mut f = vec![0xffu8; 6];
         f.extend_from_slice(&[2, 0, 0, 0, 0, 1]);
@@ -1685,13 +1815,31 @@ mod tests {
                 filter(EtherTypeIs(0x88b5, 0), vec![Action::redirect(PortIndex(2))]),
             ]
         };
-        // Filters, then a plain destination; filters, then a tunnel; a tunnel without filters.
+        // Filters (one by one, or fused into one chain that answers `decides_at_ingress`),
+        // then a plain destination or a tunnel; a tunnel without filters.
         let mut gens = Vec::new();
-        for (with_filters, tunnel) in [(true, false), (true, true), (false, true)] {
+        for (with_filters, fused, tunnel) in [
+            (true, false, false),
+            (true, false, true),
+            (true, true, false),
+            (true, true, true),
+            (false, false, true),
+        ] {
             let mut p = ports(4);
             p[0].forward = Forward::To(PortIndex(1));
             if with_filters {
                 p[0].ingress = filters();
+            }
+            if fused {
+                let chain: Arc<dyn ChainClassifier> = Arc::new(TestChain(
+                    filters().into_iter().map(|f| f.classifier).collect(),
+                ));
+                for (index, f) in p[0].ingress.iter_mut().enumerate() {
+                    f.fused = Some(Fused {
+                        chain: chain.clone(),
+                        index,
+                    });
+                }
             }
             if tunnel {
                 p[1].tunnel = Some(0);
@@ -1701,11 +1849,13 @@ mod tests {
                 ..Default::default()
             };
             gen.validate().unwrap();
-            assert_eq!(gen.filtered_target(PortIndex(0)), Some(PortIndex(1)));
+            let t = gen.filtered_target(PortIndex(0)).unwrap();
+            assert_eq!(t.out, PortIndex(1));
+            assert_eq!(t.sole_chain.is_some(), fused);
+            assert_eq!(t.needs_parse, tunnel);
             assert_eq!(gen.burst_target(PortIndex(0)), None);
-            assert_eq!(
-                gen.filtered_target(PortIndex(1)),
-                None,
+            assert!(
+                gen.filtered_target(PortIndex(1)).is_none(),
                 "no forwarding entry"
             );
             gens.push(gen);
@@ -1738,10 +1888,11 @@ mod tests {
                 let (mut w, r) =
                     StatsWriter::new(1, gen.ports.len(), gen.filter_count(), gen.action_count());
                 let mut sink = VecSink::default();
+                let t = gen.filtered_target(PortIndex(0)).unwrap();
                 if let Some(pkt) = gen.classify_in_burst(
                     VecPacket::new(f.clone()),
                     PortIndex(0),
-                    PortIndex(1),
+                    &t,
                     &mut w,
                     &mut sink,
                 ) {

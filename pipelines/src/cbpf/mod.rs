@@ -11,7 +11,9 @@
 //! - [`BpfChain`]: a chain as the pipeline's [`ChainClassifier`]: one call classifies for
 //!   every filter of the chain.
 //! - [`gen`]: deterministic random valid programs and frames for tests, fuzzing, benchmarks.
-use crate::pipeline::{ChainClassifier, Classifier, DirectVerdict, PacketView, Verdict};
+use crate::pipeline::{
+    ChainClassifier, Classifier, DirectVerdict, IngressFrame, PacketView, PortIndex, Verdict,
+};
 use std::fmt;
 
 pub mod check;
@@ -177,14 +179,34 @@ impl Classifier for BpfClassifier {
 /// `needs_rxhash`) the kernel's software flow hash, as `skb_get_hash` does.
 #[inline]
 fn meta_of(pkt: &PacketView<'_>, needs_rxhash: bool) -> Meta {
-    let rxhash = match pkt.rss_hash {
+    meta_for(
+        pkt.data,
+        pkt.dev,
+        pkt.ingress_mac,
+        pkt.mark,
+        pkt.rss_hash,
+        needs_rxhash,
+    )
+}
+
+/// [`meta_of`] from the parts of a view it reads.
+#[inline]
+fn meta_for(
+    data: &[u8],
+    dev: PortIndex,
+    ingress_mac: [u8; 6],
+    mark: u32,
+    rss_hash: Option<u32>,
+    needs_rxhash: bool,
+) -> Meta {
+    let rxhash = match rss_hash {
         None if needs_rxhash => Some(crate::flow::software_rxhash(
-            pkt.data,
+            data,
             crate::flow::rxhash_secret(),
         )),
         h => h,
     };
-    Meta::of_frame(pkt.data, pkt.dev.0, pkt.ingress_mac, pkt.mark, rxhash)
+    Meta::of_frame(data, dev.0, ingress_mac, mark, rxhash)
 }
 
 /// Something that runs a chain of programs ([`ebpf::translate_chain`]) over a frame.
@@ -278,6 +300,25 @@ impl<E: ChainEngine> ChainClassifier for BpfChain<E> {
         };
         let (at, r) = ebpf::chain_result(r, self.modes.len())?;
         Some((at, self.modes.get(at)?.verdict(r)))
+    }
+
+    #[inline]
+    fn decides_at_ingress(&self, f: &IngressFrame<'_>) -> bool {
+        // A view's mark is 0 before any filter ran; the programs read nothing else of it.
+        let r = if self.needs_meta {
+            let meta = meta_for(
+                f.data,
+                f.dev,
+                f.ingress_mac,
+                0,
+                f.rss_hash,
+                self.needs_rxhash,
+            );
+            self.run_from(f.data, f.frame_len, &meta, 0)
+        } else {
+            self.run_from(f.data, f.frame_len, &Meta::ZERO, 0)
+        };
+        ebpf::chain_result(r, self.modes.len()).is_some()
     }
 }
 
@@ -478,6 +519,114 @@ mod tests {
             filter_totals(lc, n),
             crate::stats::action_totals(lc, gen.action_count()),
         )
+    }
+
+    /// A hook that is one chain of random programs (both modes, metadata loads, the software
+    /// rxhash) takes the filtered burst path's shortcut (`decides_at_ingress`) for the frames
+    /// no member decides on: every frame is forwarded, dropped and counted exactly as
+    /// `Generation::process` does, and `decides_at_ingress` agrees with `classify_from`.
+    #[test]
+    fn a_hook_of_one_chain_treats_bursts_exactly_as_process_does() {
+        use crate::cbpf::gen::{random_chain_member, GenOptions, Rng};
+        use crate::pipeline::{ChainClassifier, Fused, IngressFrame, Sink};
+        use std::sync::Arc;
+        let (mut passed, mut decided) = (0, 0);
+        for seed in 0..120u64 {
+            let mut r = Rng::new(seed);
+            let n = 1 + (seed as usize % 8);
+            let members: Vec<(Program, Mode)> = (0..n as u64)
+                .map(|k| {
+                    let (insns, mode) = random_chain_member(
+                        seed * 16 + k,
+                        1 + r.below(30) as usize,
+                        GenOptions::default(),
+                    );
+                    (Program::load(insns).unwrap(), mode)
+                })
+                .collect();
+            let m: Vec<(&Program, Mode)> = members.iter().map(|(p, m)| (p, *m)).collect();
+            let fast = RbpfInterpreter::chain_fast(&m).unwrap();
+            let chain = Arc::new(BpfChain::new(&m, RbpfInterpreter::chain(&m).unwrap(), fast));
+            let shared: Arc<dyn ChainClassifier> = chain.clone();
+            let filters: Vec<Filter> = members
+                .iter()
+                .enumerate()
+                .map(|(index, (p, mode))| {
+                    let c = BpfClassifier::new(p, Box::new(Interpreter::new(p)), *mode);
+                    let actions = match mode {
+                        Mode::Classid { .. } => vec![Action::Drop],
+                        Mode::DirectAction { .. } => vec![],
+                    };
+                    let mut f = Filter::new(format!("f{index}"), Box::new(c), actions);
+                    f.fused = Some(Fused {
+                        chain: shared.clone(),
+                        index,
+                    });
+                    f
+                })
+                .collect();
+            let (gen, _, _) = hook_generation(filters);
+            let t = gen.filtered_target(PortIndex(0)).unwrap();
+            for k in 0..24 {
+                let bytes = crate::flow::gen::random_flow_frame(seed * 32 + k);
+                let rss = (k % 3 == 0).then_some((k as u32).wrapping_mul(0x9e37_79b9));
+                let pkt = || {
+                    let mut p = VecPacket::new(bytes.clone());
+                    p.rss = rss;
+                    p
+                };
+                let run = |burst: bool| {
+                    let (mut w, r) = StatsWriter::new(0, 3, gen.filter_count(), gen.action_count());
+                    let mut sink = VecSink::default();
+                    if burst {
+                        if let Some(p) =
+                            gen.classify_in_burst(pkt(), PortIndex(0), &t, &mut w, &mut sink)
+                        {
+                            sink.send(PortIndex(1), p, &mut w);
+                        }
+                    } else {
+                        gen.process(pkt(), PortIndex(0), &mut w, &mut sink);
+                    }
+                    let lc = std::slice::from_ref(&r);
+                    let sent: Vec<_> = sink.sent.into_iter().map(|(p, k)| (p, k.bytes)).collect();
+                    let drops: Vec<_> = port_totals(lc, 3).into_iter().map(|t| t.drops).collect();
+                    (sent, drops, filter_totals(lc, gen.filter_count()))
+                };
+                assert_eq!(run(true), run(false), "seed {seed}, frame {k}");
+                let p = pkt();
+                let frame = IngressFrame::of(&p, PortIndex(0), [0; 6]);
+                let decides = chain.decides_at_ingress(&frame);
+                if let Ok(parsed) = crate::wire::parse(&bytes, bytes.len() as u32, false) {
+                    let view = PacketView {
+                        data: &bytes,
+                        frame_len: bytes.len() as u32,
+                        parsed: &parsed,
+                        dev: PortIndex(0),
+                        iif: PortIndex(0),
+                        ingress_mac: [0; 6],
+                        rss_hash: rss,
+                        mark: 0,
+                        priority: 0,
+                        classid: 0,
+                        flowlabel: 0,
+                    };
+                    assert_eq!(
+                        decides,
+                        chain.classify_from(&view, 0).is_some(),
+                        "seed {seed}, frame {k}"
+                    );
+                }
+                if decides {
+                    decided += 1;
+                } else {
+                    passed += 1;
+                }
+            }
+        }
+        assert!(
+            passed > 200 && decided > 200,
+            "{passed} passed, {decided} decided"
+        );
     }
 
     /// Hooks of random programs (both modes, metadata loads, results that mostly do not
