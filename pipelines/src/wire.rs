@@ -174,7 +174,7 @@ pub fn ipv4_header_checksum(header: &[u8]) -> u16 {
 #[inline(always)]
 fn ipv4_checksum_ok(header: &[u8]) -> bool {
     match <&[u8; IPV4_MIN_HLEN]>::try_from(header) {
-        Ok(h) => fold20(h) == 0xffff,
+        Ok(h) => fold20_ne(h) == 0xffff,
         Err(_) => ipv4_header_checksum(header) == 0,
     }
 }
@@ -190,7 +190,16 @@ pub fn ipv4_header_checksum20(header: &[u8; IPV4_MIN_HLEN]) -> u16 {
 /// words, deferred carries.
 #[inline(always)]
 fn fold20(h: &[u8; IPV4_MIN_HLEN]) -> u16 {
-    let w = |i: usize| u64::from(u32::from_be_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]));
+    // The sum is independent of byte order (RFC 1071 2(B)): sum in the host's order, without a
+    // byte swap per word, and swap the folded result once.
+    u16::from_be_bytes(fold20_ne(h).to_ne_bytes())
+}
+
+/// [`fold20`] in the host's byte order: the folded sum whose in-memory bytes are the big-endian
+/// sum's. `0xffff` (a header that verifies) reads the same in both orders.
+#[inline(always)]
+fn fold20_ne(h: &[u8; IPV4_MIN_HLEN]) -> u16 {
+    let w = |i: usize| u64::from(u32::from_ne_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]));
     let mut sum = w(0) + w(4) + w(8) + w(12) + w(16);
     sum = (sum & 0xffff_ffff) + (sum >> 32);
     sum = (sum & 0xffff) + (sum >> 16);
