@@ -563,7 +563,8 @@ pub fn engine(program: &Program, choice: EngineChoice) -> Box<dyn Engine> {
 }
 
 /// Builds a hook's filters (validated and in order, as [`load`] leaves them) and fuses every
-/// run of two or more consecutive classic-BPF filters that the JIT runs into chains
+/// run of two or more consecutive classic-BPF filters that the JIT runs (or the hook's only
+/// filter, when the JIT runs it) into chains
 /// ([`pipelines::cbpf::translate_chain`]): one call per chain and packet instead of one per
 /// filter. A chain ends where a filter is not such a filter or where the next program would
 /// overflow the JIT's code page.
@@ -597,8 +598,9 @@ fn fuse(filters: &mut [Filter], run: Vec<(usize, &Program, Mode)>) {
         while n < rest.len() && pmd_glue::bpf_jit::RbpfChainJit::fits(&members(n + 1)).is_ok() {
             n += 1;
         }
-        if n < 2 {
-            // Alone, a filter's own engine is as fast as a chain: it keeps it.
+        // Alone, a filter's own engine is as fast as a chain, except on a hook of that one
+        // filter: as a chain it lets bursts ask it about all their frames at once.
+        if n == 0 || (n == 1 && filters.len() > 1) {
             rest = &rest[1..];
             continue;
         }
@@ -606,7 +608,9 @@ fn fuse(filters: &mut [Filter], run: Vec<(usize, &Program, Mode)>) {
         if let Ok(jit) = pmd_glue::bpf_jit::RbpfChainJit::new(&m) {
             // A fast variant that does not fit the page is left out.
             let fast = pmd_glue::bpf_jit::RbpfChainJit::new_fast(&m).ok().flatten();
-            let chain: Arc<dyn ChainClassifier> = Arc::new(BpfChain::new(&m, jit, fast));
+            let burst = pmd_glue::bpf_jit::RbpfChainJit::new_burst(&m).ok();
+            let chain: Arc<dyn ChainClassifier> =
+                Arc::new(BpfChain::new(&m, jit, fast).with_burst(burst));
             for (index, &(at, _, _)) in rest[..n].iter().enumerate() {
                 filters[at].fused = Some(Fused {
                     chain: chain.clone(),

@@ -3,7 +3,8 @@
 //! sent when a poll round finds no packet, or at the latest after the drain interval
 //! (`workers.tx_drain_us`), as DPDK's l3fwd does.
 use pipelines::pipeline::{
-    BurstTarget, FilteredTarget, Generation, GenerationReader, PortIndex, Sink,
+    validate, BurstTarget, FilteredTarget, Generation, GenerationReader, PortIndex, Sink,
+    Validation,
 };
 use pipelines::stats::StatsWriter;
 use pipelines::wire::Parsed;
@@ -183,6 +184,46 @@ impl TxSide {
     ) {
         let received = burst.remaining() as u64;
         let (mut rx_bytes, mut kept_bytes) = (0u64, 0u64);
+        if t.whole_frames() {
+            // Validate the burst, ask the hook's chain about all of it at once, and send only
+            // the frames some member decides on the frame-by-frame way.
+            burst.retain(|m| {
+                let len = u64::from(m.pkt_len());
+                rx_bytes += len;
+                match validate(m, Validation::Full) {
+                    Ok(()) => {
+                        kept_bytes += len;
+                        true
+                    }
+                    Err(reason) => {
+                        stats.drop(ingress, reason, 1);
+                        false
+                    }
+                }
+            });
+            stats.rx(ingress, received, rx_bytes);
+            let decided = t.decided(burst.as_slice());
+            if decided != 0 {
+                let mut i = 0;
+                burst.retain_owned(|m| {
+                    let walk = i >= 64 || decided >> i & 1 != 0;
+                    i += 1;
+                    if !walk {
+                        return Some(m);
+                    }
+                    kept_bytes -= u64::from(m.pkt_len());
+                    let kept = gen.walk_in_burst(m, ingress, t, stats, self);
+                    if let Some(m) = &kept {
+                        kept_bytes += u64::from(m.pkt_len());
+                    }
+                    kept
+                });
+            }
+            if !burst.is_empty() {
+                self.send_kept(t.out, burst, kept_bytes, stats);
+            }
+            return;
+        }
         burst.retain_owned(|m| {
             let len = u64::from(m.pkt_len());
             rx_bytes += len;

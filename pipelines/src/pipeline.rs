@@ -144,9 +144,33 @@ pub trait ChainClassifier: Send + Sync + fmt::Debug {
         let _ = frame;
         true
     }
+
+    /// [`ChainClassifier::decides_at_ingress`] for each of `frames` at once: bit `i` of the
+    /// result is frame `i`'s answer. Only the first 64 frames have a bit; callers pass no more.
+    fn decides_at_ingress_burst(&self, frames: &[IngressFrame<'_>]) -> u64 {
+        each_decides(self, frames)
+    }
+}
+
+/// [`ChainClassifier::decides_at_ingress_burst`] frame by frame.
+pub fn each_decides<C: ChainClassifier + ?Sized>(c: &C, frames: &[IngressFrame<'_>]) -> u64 {
+    frames
+        .iter()
+        .take(64)
+        .enumerate()
+        .fold(0, |m, (i, f)| m | u64::from(c.decides_at_ingress(f)) << i)
 }
 
 impl<'a> IngressFrame<'a> {
+    /// No frame (a placeholder).
+    pub const EMPTY: IngressFrame<'static> = IngressFrame {
+        data: &[],
+        frame_len: 0,
+        dev: PortIndex(0),
+        ingress_mac: [0; 6],
+        rss_hash: None,
+    };
+
     /// `pkt` as received on `dev`, whose MAC address is `ingress_mac`.
     #[inline]
     pub fn of<P: Packet>(pkt: &'a P, dev: PortIndex, ingress_mac: [u8; 6]) -> IngressFrame<'a> {
@@ -433,6 +457,49 @@ pub struct FilteredTarget<'a> {
     /// Whether frames that pass need their parse after the hook (the destination labels
     /// flows or is a tunnel); otherwise validating them suffices.
     needs_parse: bool,
+    /// The receiving port and its MAC address.
+    ingress: PortIndex,
+    ingress_mac: [u8; 6],
+}
+
+/// Frames [`FilteredTarget::decided`] hands its chain at once.
+const DECIDE_CHUNK: usize = 32;
+
+impl FilteredTarget<'_> {
+    /// Whether a frame of this burst that passes validation and that no member of the hook's
+    /// single chain decides on leaves unchanged for [`FilteredTarget::out`]: then the caller
+    /// may validate the burst ([`validate`] at [`Validation::Full`]), ask
+    /// [`FilteredTarget::decided`] which frames need more, and hand only those to
+    /// [`Generation::classify_in_burst`].
+    #[inline]
+    pub fn whole_frames(&self) -> bool {
+        self.sole_chain.is_some() && !self.needs_parse
+    }
+
+    /// For validated frames `pkts` of this burst: bit `i` set when frame `i` must go through
+    /// [`Generation::classify_in_burst`] (some member of the hook's chain decides on it, or
+    /// there is no single chain); clear when no member decides. Frames past the 64th have no
+    /// bit: callers send them through `classify_in_burst`.
+    #[inline]
+    pub fn decided<P: Packet>(&self, pkts: &[P]) -> u64 {
+        let Some(chain) = self.sole_chain else {
+            return u64::MAX;
+        };
+        let mut mask = 0;
+        for (c, chunk) in pkts
+            .chunks(DECIDE_CHUNK)
+            .take(64 / DECIDE_CHUNK)
+            .enumerate()
+        {
+            let mut frames = [IngressFrame::EMPTY; DECIDE_CHUNK];
+            for (f, p) in frames.iter_mut().zip(chunk) {
+                *f = IngressFrame::of(p, self.ingress, self.ingress_mac);
+            }
+            let m = chain.decides_at_ingress_burst(&frames[..chunk.len()]);
+            mask |= m << (c * DECIDE_CHUNK);
+        }
+        mask
+    }
 }
 
 /// Checks one frame at `level`: `Ok` to forward it, or the reason to drop it.
@@ -1295,6 +1362,8 @@ impl Generation {
             out,
             sole_chain,
             needs_parse: o.flowlabel != LabelMode::Off || o.tunnel.is_some(),
+            ingress,
+            ingress_mac: p.mac,
         })
     }
 
@@ -1311,6 +1380,33 @@ impl Generation {
     #[inline]
     pub fn classify_in_burst<P: Packet, S: Sink<P>>(
         &self,
+        pkt: P,
+        ingress: PortIndex,
+        t: &FilteredTarget<'_>,
+        stats: &mut StatsWriter,
+        sink: &mut S,
+    ) -> Option<P> {
+        if let (Some(chain), false) = (t.sole_chain, t.needs_parse) {
+            // The frame leaves as it came unless a member decides: validation is all it needs.
+            if let Err(reason) =
+                wire::check(pkt.data(), pkt.frame_len(), pkt.ipv4_checksum_verified())
+            {
+                stats.drop(ingress, reason, 1);
+                return None;
+            }
+            if !chain.decides_at_ingress(&IngressFrame::of(&pkt, ingress, t.ingress_mac)) {
+                return Some(pkt);
+            }
+        }
+        self.walk_in_burst(pkt, ingress, t, stats, sink)
+    }
+
+    /// [`Generation::classify_in_burst`] for a frame that takes the walk through the hook: one
+    /// that [`FilteredTarget::decided`] marked, or any frame when the burst is not
+    /// [`FilteredTarget::whole_frames`]. Not validated yet.
+    #[inline]
+    pub fn walk_in_burst<P: Packet, S: Sink<P>>(
+        &self,
         mut pkt: P,
         ingress: PortIndex,
         t: &FilteredTarget<'_>,
@@ -1326,18 +1422,6 @@ impl Generation {
             return None;
         };
         let mac = in_port.mac;
-        if let (Some(chain), false) = (t.sole_chain, t.needs_parse) {
-            // The frame leaves as it came unless a member decides: validation is all it needs.
-            if let Err(reason) =
-                wire::check(pkt.data(), pkt.frame_len(), pkt.ipv4_checksum_verified())
-            {
-                stats.drop(ingress, reason, 1);
-                return None;
-            }
-            if !chain.decides_at_ingress(&IngressFrame::of(&pkt, ingress, mac)) {
-                return Some(pkt);
-            }
-        }
         let parsed = match wire::parse(pkt.data(), pkt.frame_len(), pkt.ipv4_checksum_verified()) {
             Ok(p) => p,
             Err(reason) => {
@@ -1349,7 +1433,7 @@ impl Generation {
         // `Walk` is made only for the packets that leave the fast path.
         let mut pinned = 0;
         let walk = match t.sole_chain {
-            // Asked already above when no parse was needed: this frame decides.
+            // Without a parse needed the caller asked already: this frame decides.
             Some(chain) if t.needs_parse => {
                 chain.decides_at_ingress(&IngressFrame::of(&pkt, ingress, mac))
             }

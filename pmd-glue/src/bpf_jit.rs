@@ -25,9 +25,10 @@
 //! so [`RbpfJit::new`] first computes an upper bound of the machine code
 //! ([`x86_size_bound`]) and refuses larger programs with [`JitError::TooLarge`]; the caller
 //! keeps the interpreter for them.
-use pipelines::cbpf::ebpf::{JitCtx, TranslateError, Translated};
+use pipelines::cbpf::ebpf::{BurstCtx, JitCtx, TranslateError, Translated};
 use pipelines::cbpf::{
-    translate, translate_chain, translate_chain_fast, ChainEngine, Engine, Meta, Mode, Program,
+    translate, translate_chain, translate_chain_burst, translate_chain_fast, ChainEngine, Engine,
+    Meta, Mode, Program,
 };
 use rbpf::ebpf as e;
 use std::fmt;
@@ -64,7 +65,7 @@ pub fn insn_size_bound(opc: u8, off: i16) -> Option<usize> {
         e::ADD64_IMM => 7,
         e::ADD64_REG | e::OR64_REG => 3,
         e::NEG32 => 3,
-        e::LSH32_IMM | e::RSH32_IMM => 4,
+        e::LSH32_IMM | e::RSH32_IMM | e::LSH64_IMM => 4,
         // mov rcx, src; shift dst, cl.
         e::LSH32_REG | e::RSH32_REG => 6,
         // be16: 0x66 + rol imm8 (4) + and imm32 (7); be32/be64: REX + bswap (3).
@@ -259,6 +260,15 @@ impl RbpfChainJit {
         RbpfChainJit::compile(translate_chain(members)?)
     }
 
+    /// Translates and compiles the burst variant of the chain of `members`
+    /// ([`pipelines::cbpf::translate_chain_burst`]), for [`ChainEngine::run_burst`] only.
+    pub fn new_burst(members: &[(&Program, Mode)]) -> Result<RbpfChainJit, JitError> {
+        if !imp::SUPPORTED {
+            return Err(JitError::Unsupported);
+        }
+        RbpfChainJit::compile(translate_chain_burst(members)?)
+    }
+
     /// Translates and compiles the fast variant of the chain of `members`
     /// ([`pipelines::cbpf::translate_chain_fast`]); `Ok(None)` when it has none.
     pub fn new_fast(members: &[(&Program, Mode)]) -> Result<Option<RbpfChainJit>, JitError> {
@@ -322,6 +332,11 @@ impl ChainEngine for RbpfChainJit {
             .run(&mut ctx)
             .unwrap_or((self.members as u64) << 32)
     }
+
+    #[inline]
+    fn run_burst(&self, ctx: &mut BurstCtx<'_>) -> Option<u64> {
+        self.jit.run_burst(ctx)
+    }
 }
 
 /// The machine-code bound of `t`, or why the JIT cannot take it.
@@ -341,7 +356,7 @@ fn admit(t: &Translated) -> Result<usize, JitError> {
 #[cfg(all(target_arch = "x86_64", not(windows)))]
 mod imp {
     use super::JitError;
-    use pipelines::cbpf::ebpf::{JitCtx, Translated};
+    use pipelines::cbpf::ebpf::{BurstCtx, JitCtx, Translated};
     use rbpf::EbpfVmMbuff;
     use std::mem::{size_of, ManuallyDrop};
     use std::ptr::NonNull;
@@ -366,6 +381,8 @@ mod imp {
         /// Borrows `code` with a `'static` lifetime that is really "until `Compiled::drop`";
         /// never handed out.
         vm: ManuallyDrop<EbpfVmMbuff<'static>>,
+        /// A burst chain (its context is a `BurstCtx`, else a `JitCtx`).
+        burst: bool,
         /// Held for its `Drop`, which frees the bytes after the VM is gone.
         _code: OwnedCode,
     }
@@ -393,6 +410,7 @@ mod imp {
     impl Compiled {
         /// Compiles `t`, whose machine code the caller checked fits the JIT's page.
         pub(super) fn new(t: Translated) -> Result<Compiled, JitError> {
+            let burst = t.is_burst();
             let code = OwnedCode(NonNull::from(Box::leak(t.into_code())));
             // SAFETY: the bytes stay allocated and unchanged until `OwnedCode::drop`, which
             // runs after the VM holding this reference is dropped (`Compiled::drop`; on the
@@ -404,6 +422,7 @@ mod imp {
             };
             let mut c = Compiled {
                 vm: ManuallyDrop::new(vm),
+                burst,
                 _code: code,
             };
             c.vm.jit_compile()
@@ -413,6 +432,10 @@ mod imp {
 
         #[inline]
         pub(super) fn run(&self, ctx: &mut JitCtx) -> Option<u64> {
+            if self.burst {
+                // Its code reads a `BurstCtx`: never hand it a smaller context.
+                return None;
+            }
             // SAFETY: `JitCtx` is `#[repr(C)]` of integer fields with explicit padding (its
             // layout is const-asserted in `pipelines`: 56 bytes, no implicit padding), so all
             // of its bytes are initialized and any byte pattern is valid; the slice borrows
@@ -432,13 +455,40 @@ mod imp {
             // rbpf only returns `Err` when the program was not compiled, which `new` rules out.
             unsafe { self.vm.execute_program_jit(&mut no_mem, mbuff) }.ok()
         }
+
+        /// Runs a burst chain over `ctx`: its mask.
+        #[inline]
+        pub(super) fn run_burst(&self, ctx: &mut BurstCtx<'_>) -> Option<u64> {
+            if !self.burst {
+                return None;
+            }
+            // SAFETY: `BurstCtx` is `#[repr(C)]` of integer fields with explicit padding (its
+            // layout is const-asserted in `pipelines`: `BurstCtx::SIZE` bytes, no implicit
+            // padding; the `PhantomData` is zero-sized), so all of its bytes are initialized
+            // and any byte pattern is valid; the slice borrows `ctx` exclusively for this call.
+            let mbuff = unsafe {
+                std::slice::from_raw_parts_mut(
+                    (ctx as *mut BurstCtx<'_>).cast::<u8>(),
+                    size_of::<BurstCtx<'_>>(),
+                )
+            };
+            let mut no_mem: [u8; 0] = [];
+            // SAFETY: the page was compiled (in `new`) from a burst `Translated`
+            // (`translate_chain_burst`), whose code reads the count at offset 0, clamps it to
+            // `BURST_MAX`, and runs the fast chain's code once per slot with the slot as its
+            // `JitCtx` (slots lie inside the `BurstCtx::SIZE` bytes); each slot's frame was
+            // pushed as a slice borrowed for the context's lifetime, which outlives this call,
+            // and is only read after checking its bounds as in `run`. Besides its stack, the
+            // code writes nothing. rbpf only returns `Err` for a program it did not compile.
+            unsafe { self.vm.execute_program_jit(&mut no_mem, mbuff) }.ok()
+        }
     }
 }
 
 #[cfg(not(all(target_arch = "x86_64", not(windows))))]
 mod imp {
     use super::JitError;
-    use pipelines::cbpf::ebpf::{JitCtx, Translated};
+    use pipelines::cbpf::ebpf::{BurstCtx, JitCtx, Translated};
 
     pub(super) const SUPPORTED: bool = false;
 
@@ -451,6 +501,10 @@ mod imp {
         }
 
         pub(super) fn run(&self, _: &mut JitCtx) -> Option<u64> {
+            match *self {}
+        }
+
+        pub(super) fn run_burst(&self, _: &mut BurstCtx<'_>) -> Option<u64> {
             match *self {}
         }
     }

@@ -14,6 +14,7 @@ pub const BURST_SIZE: usize = 32;
 /// A mirror copy is made with [`Mbuf::clone_indirect`], which DPDK implements by reference
 /// counting; while bytes are shared, [`Mbuf::data_mut`] returns `None` so neither copy can
 /// see the other's modifications.
+#[repr(transparent)]
 pub struct Mbuf(NonNull<sys::rte_mbuf>);
 
 // SAFETY: an Mbuf is the unique owner of its mbuf; moving it to another thread moves that
@@ -447,6 +448,18 @@ impl Burst {
         debug_assert!(n <= BURST_SIZE);
         self.head = 0;
         self.len = n.min(BURST_SIZE);
+    }
+
+    /// The packets not yet taken, in order, to read.
+    #[inline]
+    pub fn as_slice(&self) -> &[Mbuf] {
+        let (start, end) = (self.head.min(BURST_SIZE), self.len.min(BURST_SIZE));
+        let ptrs = &self.ptrs[start..end.max(start)];
+        // SAFETY: `Mbuf` is `#[repr(transparent)]` over `NonNull<rte_mbuf>`, which has the
+        // layout of `*mut rte_mbuf`; slots head..len hold the non-null mbufs rx_burst filled
+        // (or `retain`/`retain_owned` kept), which the burst owns. The shared borrow of `self`
+        // keeps them in the burst, and `&Mbuf` never drops (frees) one.
+        unsafe { std::slice::from_raw_parts(ptrs.as_ptr().cast::<Mbuf>(), ptrs.len()) }
     }
 
     /// Takes the next packet.

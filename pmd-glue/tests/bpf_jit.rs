@@ -464,6 +464,102 @@ fn chain_jit_agrees_with_its_members_from_every_start() {
     assert!(fast_runs > 5000, "{fast_runs} fast chain runs");
 }
 
+/// Burst chains (`translate_chain_burst`): over bursts of 0..=32 random frames (some cut
+/// short, some runts), the JIT-compiled burst chain's mask equals rbpf's checking interpreter's
+/// over the same burst, and each bit is exactly "some member decides" by the reference
+/// interpreter, except that frames shorter than the fast body's entry check may be marked
+/// without deciding (they then take the checked chain). More than 32 frames in the count are
+/// clamped to the context's 32 slots.
+#[test]
+fn burst_chain_jit_marks_exactly_the_frames_a_member_decides_on() {
+    use pipelines::cbpf::ebpf::{BurstCtx, BURST_MAX, FAST_CHAIN_LEN};
+    use pipelines::cbpf::gen::{chain_reference, random_chain_member, GenOptions};
+    use pipelines::cbpf::{ChainEngine, Mode};
+    use pmd_glue::bpf_jit::RbpfChainJit;
+    let (mut compiled, mut decided, mut undecided) = (0, 0, 0);
+    for seed in 0..300u64 {
+        let n = 1 + (seed as usize % 9);
+        let members: Vec<(Program, Mode)> = (0..n as u64)
+            .map(|k| {
+                let len = 1 + ((seed + k) as usize * 13) % 48;
+                let (insns, mode) =
+                    random_chain_member(9_000 + seed * 16 + k, len, GenOptions::default());
+                (Program::load(insns).unwrap(), mode)
+            })
+            .collect();
+        let refs: Vec<(&Program, Mode)> = members.iter().map(|(p, m)| (p, *m)).collect();
+        let jit = match RbpfChainJit::new_burst(&refs) {
+            Ok(j) => j,
+            Err(JitError::TooLarge { .. }) => continue,
+            Err(e) => panic!("seed {seed}: {e}"),
+        };
+        let checked = RbpfInterpreter::chain_burst(&refs).unwrap();
+        compiled += 1;
+        let interps: Vec<Interpreter> = members.iter().map(|(p, _)| Interpreter::new(p)).collect();
+        let irefs: Vec<(&Interpreter, Mode)> = interps
+            .iter()
+            .zip(&members)
+            .map(|(i, (_, m))| (i, *m))
+            .collect();
+        let count = (seed as usize * 7) % (BURST_MAX + 1);
+        let frames: Vec<Vec<u8>> = (0..count as u64)
+            .map(|k| {
+                let mut f = random_frame(seed * 64 + k);
+                match k % 9 {
+                    4 => f.truncate(f.len() / 3),
+                    7 => f.truncate(k as usize % 14),
+                    _ => {}
+                }
+                f
+            })
+            .collect();
+        let metas: Vec<_> = (0..count as u64).map(|k| random_meta(seed ^ k)).collect();
+        let mut ctx = BurstCtx::new();
+        for (f, m) in frames.iter().zip(&metas) {
+            assert!(ctx.push(f, f.len() as u32 + 3, Some(m)));
+        }
+        let want_interp = checked
+            .try_run_burst(&ctx)
+            .unwrap_or_else(|e| panic!("translator bug, seed {seed}: {e}"));
+        let got = jit.run_burst(&mut ctx).expect("a burst chain");
+        assert_eq!(got, want_interp, "seed {seed}");
+        for (i, (f, m)) in frames.iter().zip(&metas).enumerate() {
+            let decides = chain_reference(&irefs, f, f.len() as u32 + 3, m, 0).is_some();
+            let bit = got >> i & 1 != 0;
+            if f.len() < FAST_CHAIN_LEN as usize && bit {
+                continue; // may be marked as short
+            }
+            assert_eq!(bit, decides, "seed {seed}, frame {i} ({} bytes)", f.len());
+            if decides {
+                decided += 1;
+            } else {
+                undecided += 1;
+            }
+        }
+        // A burst chain is never run with a single frame's context, nor the reverse.
+        assert_eq!(
+            jit.run_from(
+                &frames.first().cloned().unwrap_or_default(),
+                0,
+                &metas.first().copied().unwrap_or_default(),
+                0
+            ),
+            (n as u64) << 32
+        );
+        if let Ok(single) = RbpfChainJit::new(&refs) {
+            assert_eq!(single.run_burst(&mut BurstCtx::new()), None);
+        }
+    }
+    assert!(
+        compiled > 250,
+        "only {compiled} burst chains fit the JIT page"
+    );
+    assert!(
+        decided > 300 && undecided > 300,
+        "{decided} decided, {undecided} not"
+    );
+}
+
 /// The chain's code-size bound is safe too: the longest chain of a typical program the bound
 /// admits compiles and runs, one more member is refused, and rbpf's page really overflows only
 /// later.

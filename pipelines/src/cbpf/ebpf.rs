@@ -160,6 +160,113 @@ impl JitCtx {
     }
 }
 
+/// Frames a burst chain ([`translate_chain_burst`]) runs over in one call.
+pub const BURST_MAX: usize = 32;
+
+/// One frame of a [`BurstCtx`]: its [`JitCtx`], padded to 64 bytes.
+#[derive(Debug, Clone, Copy)]
+#[repr(C)]
+struct BurstSlot {
+    ctx: JitCtx,
+    _pad: u64,
+}
+
+/// The context a burst chain ([`translate_chain_burst`]) receives as rbpf's `mbuff`: the
+/// number of frames (at offset 0) and, from offset [`BURST_SLOTS`], one 64-byte slot per frame
+/// whose first [`JitCtx::SIZE`] bytes are that frame's [`JitCtx`]. `#[repr(C)]` with explicit
+/// padding: every byte is initialized. The frames are borrowed for `'a`, so they outlive every
+/// run over the context.
+#[derive(Debug, Clone)]
+#[repr(C)]
+pub struct BurstCtx<'a> {
+    n: u64,
+    _pad: [u64; 7],
+    slots: [BurstSlot; BURST_MAX],
+    frames: std::marker::PhantomData<&'a [u8]>,
+}
+
+/// Offset of [`BurstCtx`]'s first slot.
+pub const BURST_SLOTS: i32 = 64;
+/// Size of a [`BurstCtx`] slot.
+pub const BURST_SLOT: i32 = 64;
+
+const _: () = {
+    assert!(size_of::<BurstSlot>() == BURST_SLOT as usize);
+    assert!(offset_of!(BurstCtx<'static>, n) == 0);
+    assert!(offset_of!(BurstCtx<'static>, slots) == BURST_SLOTS as usize);
+    assert!(size_of::<BurstCtx<'static>>() == BurstCtx::SIZE);
+};
+
+impl Default for BurstCtx<'_> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<'a> BurstCtx<'a> {
+    /// Size in bytes: the header and [`BURST_MAX`] slots.
+    pub const SIZE: usize = BURST_SLOTS as usize + BURST_MAX * BURST_SLOT as usize;
+
+    /// An empty context (every byte zero).
+    #[inline]
+    pub fn new() -> BurstCtx<'a> {
+        let empty = BurstSlot {
+            ctx: JitCtx::new(&[], 0),
+            _pad: 0,
+        };
+        BurstCtx {
+            n: 0,
+            _pad: [0; 7],
+            slots: [empty; BURST_MAX],
+            frames: std::marker::PhantomData,
+        }
+    }
+
+    /// Number of frames.
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.n as usize
+    }
+
+    /// Whether there is no frame.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+
+    /// Appends a frame (as [`JitCtx::new`], with `meta` when the chain reads metadata);
+    /// `false` when the context already holds [`BURST_MAX`] frames.
+    #[inline]
+    pub fn push(&mut self, data: &'a [u8], wirelen: u32, meta: Option<&Meta>) -> bool {
+        let Some(slot) = self.slots.get_mut(self.n as usize) else {
+            return false;
+        };
+        slot.ctx = JitCtx::new(data, wirelen);
+        if let Some(m) = meta {
+            slot.ctx.set_meta(m);
+        }
+        self.n += 1;
+        true
+    }
+
+    /// The context as bytes (native byte order), for rbpf's interpreter.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut b = vec![0u8; BurstCtx::SIZE];
+        b[..8].copy_from_slice(&self.n.to_ne_bytes());
+        for (i, s) in self.slots.iter().enumerate() {
+            let at = BURST_SLOTS as usize + i * BURST_SLOT as usize;
+            b[at..at + JitCtx::SIZE].copy_from_slice(&s.ctx.to_bytes());
+        }
+        b
+    }
+
+    /// The address range of frame `i`'s bytes (for rbpf's interpreter's allowed memory).
+    pub fn frame_range(&self, i: usize) -> Option<std::ops::Range<u64>> {
+        let c = &self.slots.get(i)?.ctx;
+        Some(c.data..c.data + c.buflen)
+    }
+}
+
 /// Offset inside [`Meta`] of the field ancillary load `a` reads (`None`: not a field).
 fn meta_offset(a: Ancillary) -> Option<i16> {
     let off = match a {
@@ -216,6 +323,8 @@ pub struct Translated {
     uses_metadata: bool,
     /// Members of a chain ([`translate_chain`]); 0 for a single program.
     chain: u32,
+    /// A burst chain ([`translate_chain_burst`]): its context is a [`BurstCtx`].
+    burst: bool,
 }
 
 impl Translated {
@@ -249,6 +358,12 @@ impl Translated {
         (self.chain != 0).then_some(self.chain as usize)
     }
 
+    /// Whether this is a burst chain ([`translate_chain_burst`]), whose context is a
+    /// [`BurstCtx`] rather than a [`JitCtx`].
+    pub fn is_burst(&self) -> bool {
+        self.burst
+    }
+
     /// Takes the bytecode out.
     pub fn into_code(self) -> Box<[u8]> {
         self.code
@@ -261,6 +376,7 @@ impl fmt::Debug for Translated {
             .field("insns", &self.len())
             .field("uses_metadata", &self.uses_metadata)
             .field("chain", &self.chain)
+            .field("burst", &self.burst)
             .finish()
     }
 }
@@ -290,6 +406,18 @@ struct Emitter {
     /// Absolute loads ending at or below this offset need no check of their own: the code
     /// checked `buflen` against it once at entry (a fast chain; 0 otherwise).
     checked_end: u64,
+    /// In a burst chain: where a frame's verdict goes instead of `exit`.
+    burst: Option<BurstExits>,
+}
+
+/// The two ends of one frame's run in a burst chain ([`translate_chain_burst`]), both bound
+/// before the members (the only backward jumps a translation has).
+#[derive(Clone, Copy)]
+struct BurstExits {
+    /// Some member decided (or the frame is too short for the fast body): mark the frame.
+    decided: Label,
+    /// No member decided: on to the next frame.
+    undecided: Label,
 }
 
 fn ins(opc: u8, dst: u8, src: u8, off: i16, imm: i32) -> e::Insn {
@@ -310,6 +438,7 @@ impl Emitter {
             fixups: Vec::new(),
             zero: Label(0),
             checked_end: 0,
+            burst: None,
         }
     }
 
@@ -337,18 +466,23 @@ impl Emitter {
         self.put(opc, dst, src, 0, imm);
     }
 
-    /// Resolves the jumps (all forward) into offsets.
+    /// Resolves the jumps into offsets: all forward, except those to a burst chain's
+    /// [`BurstExits`] (bound before every jump to them).
     fn finish(mut self) -> Result<Vec<e::Insn>, TranslateError> {
         let len = self.out.len();
         if len > MAX_EBPF_INSNS {
             return Err(TranslateError::TooLong { insns: len });
         }
+        let back = |l: Label| {
+            self.burst
+                .is_some_and(|b| l == b.decided || l == b.undecided)
+        };
         for &(at, to) in &self.fixups {
             let target = self.labels[to.0]
-                .filter(|&t| t > at)
+                .filter(|&t| t > at || (back(to) && t + 1 < at))
                 .ok_or_else(|| TranslateError::Rejected(format!("jump at {at}: bad target")))?;
-            // Forward only and inside a program of at most i16::MAX slots: always fits.
-            self.out[at].off = i16::try_from(target - (at + 1))
+            // Inside a program of at most MAX_EBPF_INSNS (< i16::MAX) slots: always fits.
+            self.out[at].off = i16::try_from(target as isize - (at as isize + 1))
                 .map_err(|_| TranslateError::TooLong { insns: len })?;
         }
         Ok(self.out)
@@ -574,6 +708,10 @@ fn ret_const(em: &mut Emitter, ret: Ret, k: u32) {
                 em.jump(e::JA, 0, 0, 0, next);
                 return;
             }
+            if let Some(b) = em.burst {
+                em.jump(e::JA, 0, 0, 0, b.decided);
+                return;
+            }
             em.const64(RA, u64::from(index) << 32 | u64::from(k));
         }
     }
@@ -593,6 +731,10 @@ fn ret_a(em: &mut Emitter, ret: Ret) {
                 em.jump(e::JA, 0, 0, 0, next);
                 em.bind(decide);
             }
+        }
+        if let Some(b) = em.burst {
+            em.jump(e::JA, 0, 0, 0, b.decided);
+            return;
         }
         tag(em, index);
     }
@@ -728,6 +870,7 @@ fn seal(
     uses_metadata: bool,
     chain: u32,
 ) -> Result<Translated, TranslateError> {
+    let burst = em.burst.is_some();
     let out = em.finish()?;
     let code: Box<[u8]> = out.iter().flat_map(|i| i.to_array()).collect();
     rbpf::EbpfVmMbuff::new(Some(&code)).map_err(|e| TranslateError::Rejected(e.to_string()))?;
@@ -736,6 +879,7 @@ fn seal(
         ancillary,
         uses_metadata,
         chain,
+        burst,
     })
 }
 
@@ -767,7 +911,7 @@ pub fn translate(prog: &Program) -> Result<Translated, TranslateError> {
 /// A chain needs at least one member and at most [`u32::MAX`]; the same length limit as for
 /// single programs applies to the whole chain.
 pub fn translate_chain(members: &[(&Program, Mode)]) -> Result<Translated, TranslateError> {
-    chain(members, 0)
+    chain(members, 0, false)
 }
 
 /// Frames at least this long take a fast chain ([`translate_chain_fast`]): the minimum
@@ -789,8 +933,17 @@ pub const CHAIN_SHORT: u64 = u64::MAX;
 pub fn translate_chain_fast(
     members: &[(&Program, Mode)],
 ) -> Result<Option<Translated>, TranslateError> {
+    match fast_checked_end(members) {
+        Some(end) => chain(members, end, false).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// The entry check of a fast chain of `members` ([`translate_chain_fast`]); `None` when no
+/// load would lose its check.
+fn fast_checked_end(members: &[(&Program, Mode)]) -> Option<u64> {
     use op::*;
-    let checked_end = members
+    members
         .iter()
         .flat_map(|(p, _)| p.insns())
         .filter_map(|i| match (class(i.code), i.code & 0xe0) {
@@ -799,22 +952,38 @@ pub fn translate_chain_fast(
             _ => None,
         })
         .filter(|&end| end <= u64::from(FAST_CHAIN_LEN))
-        .max();
-    match checked_end {
-        Some(end) => chain(members, end).map(Some),
-        None => Ok(None),
-    }
+        .max()
+}
+
+/// The chain of [`translate_chain`] run over up to [`BURST_MAX`] frames in one call: its
+/// context is a [`BurstCtx`], and it returns a bit mask with bit `i` set when frame `i` needs
+/// [`translate_chain`]'s answer: some member decides on it, or it is shorter than the
+/// fast chain's entry check ([`translate_chain_fast`], whose single check the burst chain
+/// shares). A clear bit means exactly that no member decides. Every frame starts at member 0.
+///
+/// The body is the fast chain's, inside a loop over the slots: one call, one prologue and one
+/// context serve a whole burst.
+pub fn translate_chain_burst(members: &[(&Program, Mode)]) -> Result<Translated, TranslateError> {
+    chain(members, fast_checked_end(members).unwrap_or(0), true)
 }
 
 /// [`translate_chain`], with absolute loads ending within `checked_end` bytes checked once at
-/// entry (0: none).
-fn chain(members: &[(&Program, Mode)], checked_end: u64) -> Result<Translated, TranslateError> {
+/// entry (0: none); for `burst`, [`translate_chain_burst`].
+fn chain(
+    members: &[(&Program, Mode)],
+    checked_end: u64,
+    burst: bool,
+) -> Result<Translated, TranslateError> {
     let n = u32::try_from(members.len())
         .ok()
         .filter(|&n| n > 0)
         .ok_or_else(|| TranslateError::Rejected(format!("a chain of {} members", members.len())))?;
     let total: usize = members.iter().map(|(p, _)| p.len()).sum();
-    let mut em = Emitter::new(total * 3 + 8 * members.len() + 8);
+    let mut em = Emitter::new(total * 3 + 8 * members.len() + 24);
+    let done = em.label();
+    if burst {
+        burst_loop(&mut em, done);
+    }
     let short = em.label();
     if members.iter().any(|(p, _)| reads_packet(p)) {
         em.put(e::LD_DW_REG, RDATA, RCTX, CTX_DATA, 0);
@@ -825,13 +994,15 @@ fn chain(members: &[(&Program, Mode)], checked_end: u64) -> Result<Translated, T
             em.checked_end = checked_end;
         }
     }
-    // Dispatch on the start member: forward jumps only, one compare when it is 0.
     let entries: Vec<Label> = (0..=n).map(|_| em.label()).collect();
-    em.put(e::LD_W_REG, RT, RCTX, CTX_START, 0);
-    for (i, &entry) in entries.iter().enumerate().take(n as usize) {
-        em.jump(e::JEQ_IMM, RT, 0, i as i32, entry);
+    if !burst {
+        // Dispatch on the start member: forward jumps only, one compare when it is 0.
+        em.put(e::LD_W_REG, RT, RCTX, CTX_START, 0);
+        for (i, &entry) in entries.iter().enumerate().take(n as usize) {
+            em.jump(e::JEQ_IMM, RT, 0, i as i32, entry);
+        }
+        em.jump(e::JA, 0, 0, 0, entries[n as usize]);
     }
-    em.jump(e::JA, 0, 0, 0, entries[n as usize]);
     for (i, &(prog, mode)) in members.iter().enumerate() {
         em.bind(entries[i]);
         reset_registers(&mut em, prog);
@@ -844,16 +1015,70 @@ fn chain(members: &[(&Program, Mode)], checked_end: u64) -> Result<Translated, T
     }
     // No member decided.
     em.bind(entries[n as usize]);
-    em.const64(RA, u64::from(n) << 32);
-    em.put(e::EXIT, 0, 0, 0, 0);
+    match em.burst {
+        Some(b) => em.jump(e::JA, 0, 0, 0, b.undecided),
+        None => {
+            em.const64(RA, u64::from(n) << 32);
+            em.put(e::EXIT, 0, 0, 0, 0);
+        }
+    }
     if em.used(short) {
         em.bind(short);
-        em.const64(RA, CHAIN_SHORT);
+        match em.burst {
+            Some(b) => em.jump(e::JA, 0, 0, 0, b.decided),
+            None => {
+                em.const64(RA, CHAIN_SHORT);
+                em.put(e::EXIT, 0, 0, 0, 0);
+            }
+        }
+    }
+    if burst {
+        em.bind(done);
+        em.put(e::MOV64_REG, RA, RMASK, 0, 0);
         em.put(e::EXIT, 0, 0, 0, 0);
     }
     let ancillary = members.iter().fold(0, |m, (p, _)| m | ancillary_set(p));
     let uses_metadata = members.iter().any(|(p, _)| p.uses_metadata());
     seal(em, ancillary, uses_metadata, n)
+}
+
+// A burst chain's loop registers (no member uses them).
+const RBASE: u8 = 5;
+const REND: u8 = 7;
+const RBIT: u8 = 8;
+const RMASK: u8 = 9;
+
+/// A burst chain's loop head: `RBASE` = the [`BurstCtx`], `REND` = the end of its last used
+/// slot (the count clamped to [`BURST_MAX`]), `RMASK` = 0; then per frame `RCTX` = its slot
+/// and `RBIT` = its bit, and `done` after the last. Binds `em`'s [`BurstExits`]: a decided
+/// frame sets its bit in `RMASK`; both go on with the next frame.
+fn burst_loop(em: &mut Emitter, done: Label) {
+    em.put(e::MOV64_REG, RBASE, RCTX, 0, 0);
+    em.put(e::LD_DW_REG, REND, RBASE, 0, 0);
+    em.put(e::JLE_IMM, REND, 0, 1, BURST_MAX as i32);
+    em.put(e::MOV32_IMM, REND, 0, 0, BURST_MAX as i32);
+    em.put(e::LSH64_IMM, REND, 0, 0, BURST_SLOT.trailing_zeros() as i32);
+    em.put(e::ADD64_REG, REND, RBASE, 0, 0);
+    em.put(e::ADD64_IMM, REND, 0, 0, BURST_SLOTS);
+    // The first slot is RBASE + BURST_SLOTS: start one slot before it.
+    em.put(e::MOV64_REG, RCTX, RBASE, 0, 0);
+    em.put(e::ADD64_IMM, RCTX, 0, 0, BURST_SLOTS - BURST_SLOT);
+    em.put(e::MOV32_IMM, RBIT, 0, 0, 1);
+    em.put(e::MOV32_IMM, RMASK, 0, 0, 0);
+    let first = em.label();
+    em.jump(e::JA, 0, 0, 0, first);
+    let exits = BurstExits {
+        decided: em.label(),
+        undecided: em.label(),
+    };
+    em.bind(exits.decided);
+    em.put(e::OR64_REG, RMASK, RBIT, 0, 0);
+    em.bind(exits.undecided);
+    em.put(e::LSH64_IMM, RBIT, 0, 0, 1);
+    em.bind(first);
+    em.put(e::ADD64_IMM, RCTX, 0, 0, BURST_SLOT);
+    em.jump(e::JGE_REG, RCTX, REND, 0, done);
+    em.burst = Some(exits);
 }
 
 /// Splits a chain's result ([`translate_chain`]) into the deciding member and its result, or
@@ -899,6 +1124,38 @@ impl RbpfInterpreter {
         members: &[(&Program, Mode)],
     ) -> Result<Option<RbpfInterpreter>, TranslateError> {
         Ok(translate_chain_fast(members)?.map(|prog| RbpfInterpreter { prog }))
+    }
+
+    /// Translates the burst variant of a chain ([`translate_chain_burst`]).
+    pub fn chain_burst(members: &[(&Program, Mode)]) -> Result<RbpfInterpreter, TranslateError> {
+        Ok(RbpfInterpreter {
+            prog: translate_chain_burst(members)?,
+        })
+    }
+
+    /// Runs a burst chain over `ctx`; returns its mask. An `Err` is an access rbpf refused, a
+    /// mask naming a frame past the context's, or a translation that is not a burst chain.
+    ///
+    /// rbpf's interpreter checks the context, the stack and the frames; for the frames (memory
+    /// it is told about by address range) it checks only that each access starts inside one,
+    /// where the single-frame runs ([`RbpfInterpreter::try_run_from`]) check whole accesses
+    /// against the frame. The burst body is the fast chain's code, which those check.
+    pub fn try_run_burst(&self, ctx: &BurstCtx<'_>) -> Result<u64, String> {
+        if !self.prog.is_burst() {
+            return Err("not a burst chain".into());
+        }
+        let mbuff = ctx.to_bytes();
+        let mut vm = rbpf::EbpfVmMbuff::new(Some(self.prog.code())).map_err(|e| e.to_string())?;
+        for r in (0..ctx.len()).filter_map(|i| ctx.frame_range(i)) {
+            if !r.is_empty() {
+                vm.register_allowed_memory(r);
+            }
+        }
+        let r = vm.execute_program(&[], &mbuff).map_err(|e| e.to_string())?;
+        if ctx.len() < 64 && r >> ctx.len() != 0 {
+            return Err(format!("mask {r:#x} for {} frames", ctx.len()));
+        }
+        Ok(r)
     }
 
     /// The translation this engine runs.

@@ -12,7 +12,8 @@
 //!   every filter of the chain.
 //! - [`gen`]: deterministic random valid programs and frames for tests, fuzzing, benchmarks.
 use crate::pipeline::{
-    ChainClassifier, Classifier, DirectVerdict, IngressFrame, PacketView, PortIndex, Verdict,
+    each_decides, ChainClassifier, Classifier, DirectVerdict, IngressFrame, PacketView, PortIndex,
+    Verdict,
 };
 use std::fmt;
 
@@ -24,7 +25,8 @@ pub mod interp;
 
 pub use check::{LoadError, Program};
 pub use ebpf::{
-    translate, translate_chain, translate_chain_fast, RbpfInterpreter, TranslateError, Translated,
+    translate, translate_chain, translate_chain_burst, translate_chain_fast, BurstCtx,
+    RbpfInterpreter, TranslateError, Translated,
 };
 pub use insn::{parse_ddd, parse_tc_bytecode, Ancillary, Insn};
 pub use interp::{Interpreter, Meta};
@@ -220,6 +222,14 @@ pub trait ChainEngine: Send + Sync + fmt::Debug {
     /// chain's result: `(member << 32) | result` of the first member that decided, or
     /// `members << 32` (see [`ebpf::chain_result`]).
     fn run_from(&self, data: &[u8], wirelen: u32, meta: &Meta, start: u32) -> u64;
+
+    /// Runs a burst chain ([`ebpf::translate_chain_burst`]) over `ctx`; returns its mask
+    /// (bit `i` set: frame `i` needs the chain's answer from [`ChainEngine::run_from`]).
+    /// `None` when this engine was not built from a burst chain.
+    fn run_burst(&self, ctx: &mut ebpf::BurstCtx<'_>) -> Option<u64> {
+        let _ = ctx;
+        None
+    }
 }
 
 impl ChainEngine for RbpfInterpreter {
@@ -236,6 +246,20 @@ impl ChainEngine for RbpfInterpreter {
             }
         }
     }
+
+    fn run_burst(&self, ctx: &mut ebpf::BurstCtx<'_>) -> Option<u64> {
+        if !self.translated().is_burst() {
+            return None;
+        }
+        match self.try_run_burst(ctx) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                debug_assert!(false, "translator bug: {e}");
+                // Every frame takes the checked chain.
+                Some(u64::MAX)
+            }
+        }
+    }
 }
 
 /// The programs of consecutive filters on a hook, run as one chain ([`ebpf::translate_chain`]):
@@ -248,6 +272,9 @@ impl ChainEngine for RbpfInterpreter {
 pub struct BpfChain<E> {
     checked: E,
     fast: Option<E>,
+    /// The burst variant ([`ebpf::translate_chain_burst`]), for
+    /// [`ChainClassifier::decides_at_ingress_burst`].
+    burst: Option<E>,
     modes: Box<[Mode]>,
     needs_meta: bool,
     needs_rxhash: bool,
@@ -261,10 +288,17 @@ impl<E: ChainEngine> BpfChain<E> {
         BpfChain {
             checked,
             fast,
+            burst: None,
             modes: members.iter().map(|&(_, m)| m).collect(),
             needs_meta: members.iter().any(|(p, _)| p.uses_metadata()),
             needs_rxhash: members.iter().any(|(p, _)| p.uses(Ancillary::RxHash)),
         }
+    }
+
+    /// Adds the burst variant, built from [`ebpf::translate_chain_burst`] of the same members.
+    pub fn with_burst(mut self, burst: Option<E>) -> BpfChain<E> {
+        self.burst = burst;
+        self
     }
 
     /// The engine's name.
@@ -319,6 +353,51 @@ impl<E: ChainEngine> ChainClassifier for BpfChain<E> {
             self.run_from(f.data, f.frame_len, &Meta::ZERO, 0)
         };
         ebpf::chain_result(r, self.modes.len()).is_some()
+    }
+
+    #[inline]
+    fn decides_at_ingress_burst(&self, frames: &[IngressFrame<'_>]) -> u64 {
+        let Some(burst) = &self.burst else {
+            return each_decides(self, frames);
+        };
+        let mut mask = 0;
+        for (c, chunk) in frames
+            .chunks(ebpf::BURST_MAX)
+            .take(64 / ebpf::BURST_MAX)
+            .enumerate()
+        {
+            let mut ctx = ebpf::BurstCtx::new();
+            for f in chunk {
+                let meta = self.needs_meta.then(|| {
+                    meta_for(
+                        f.data,
+                        f.dev,
+                        f.ingress_mac,
+                        0,
+                        f.rss_hash,
+                        self.needs_rxhash,
+                    )
+                });
+                ctx.push(f.data, f.frame_len, meta.as_ref());
+            }
+            let Some(m) = burst.run_burst(&mut ctx) else {
+                return each_decides(self, frames);
+            };
+            // Frames too short for the fast body come back marked: ask the checked chain.
+            let mut short = m;
+            let mut m = m;
+            while short != 0 {
+                let i = short.trailing_zeros() as usize;
+                short &= short - 1;
+                if let Some(f) = chunk.get(i) {
+                    if f.data.len() < ebpf::FAST_CHAIN_LEN as usize && !self.decides_at_ingress(f) {
+                        m &= !(1 << i);
+                    }
+                }
+            }
+            mask |= m << (c * ebpf::BURST_MAX);
+        }
+        mask
     }
 }
 
@@ -546,7 +625,11 @@ mod tests {
                 .collect();
             let m: Vec<(&Program, Mode)> = members.iter().map(|(p, m)| (p, *m)).collect();
             let fast = RbpfInterpreter::chain_fast(&m).unwrap();
-            let chain = Arc::new(BpfChain::new(&m, RbpfInterpreter::chain(&m).unwrap(), fast));
+            let burst = RbpfInterpreter::chain_burst(&m).unwrap();
+            let chain = Arc::new(
+                BpfChain::new(&m, RbpfInterpreter::chain(&m).unwrap(), fast)
+                    .with_burst((seed % 4 != 0).then_some(burst)),
+            );
             let shared: Arc<dyn ChainClassifier> = chain.clone();
             let filters: Vec<Filter> = members
                 .iter()
@@ -567,33 +650,82 @@ mod tests {
                 .collect();
             let (gen, _, _) = hook_generation(filters);
             let t = gen.filtered_target(PortIndex(0)).unwrap();
-            for k in 0..24 {
-                let bytes = crate::flow::gen::random_flow_frame(seed * 32 + k);
-                let rss = (k % 3 == 0).then_some((k as u32).wrapping_mul(0x9e37_79b9));
-                let pkt = || {
-                    let mut p = VecPacket::new(bytes.clone());
-                    p.rss = rss;
-                    p
-                };
-                let run = |burst: bool| {
+            assert!(t.whole_frames());
+            // The worker's whole-frame path: validate the burst, then one question for all of
+            // its valid frames; a frame with its bit clear leaves unchanged, the others walk.
+            let frames: Vec<(Vec<u8>, Option<u32>)> = (0..40u64)
+                .map(|k| {
+                    let mut b = crate::flow::gen::random_flow_frame(seed * 64 + k);
+                    if k % 11 == 5 {
+                        b.truncate(k as usize % 50);
+                    }
+                    (
+                        b,
+                        (k % 3 == 0).then_some((k as u32).wrapping_mul(0x9e37_79b9)),
+                    )
+                })
+                .collect();
+            let packet = |(b, rss): &(Vec<u8>, Option<u32>)| {
+                let mut p = VecPacket::new(b.clone());
+                p.rss = *rss;
+                p
+            };
+            let valid: Vec<VecPacket> = frames
+                .iter()
+                .map(packet)
+                .filter(|p| crate::pipeline::validate(p, crate::pipeline::Validation::Full).is_ok())
+                .collect();
+            let mask = t.decided(&valid);
+            let mut bits = std::collections::HashMap::new();
+            for (i, p) in valid.iter().enumerate() {
+                let frame = IngressFrame::of(p, PortIndex(0), [0; 6]);
+                let bit = mask >> i & 1 != 0;
+                assert_eq!(
+                    bit,
+                    chain.decides_at_ingress(&frame),
+                    "seed {seed}, valid frame {i}"
+                );
+                bits.insert(p.bytes.clone(), bit);
+            }
+            for (k, fr) in frames.iter().enumerate() {
+                let bytes = fr.0.clone();
+                let pkt = || packet(fr);
+                let run = |how: u8| {
                     let (mut w, r) = StatsWriter::new(0, 3, gen.filter_count(), gen.action_count());
                     let mut sink = VecSink::default();
-                    if burst {
-                        if let Some(p) =
-                            gen.classify_in_burst(pkt(), PortIndex(0), &t, &mut w, &mut sink)
-                        {
-                            sink.send(PortIndex(1), p, &mut w);
+                    let kept = match (how, bits.get(&bytes)) {
+                        (0, _) => {
+                            gen.process(pkt(), PortIndex(0), &mut w, &mut sink);
+                            None
                         }
-                    } else {
-                        gen.process(pkt(), PortIndex(0), &mut w, &mut sink);
+                        (1, _) => gen.classify_in_burst(pkt(), PortIndex(0), &t, &mut w, &mut sink),
+                        (_, None) => {
+                            let reason = crate::pipeline::validate(
+                                &pkt(),
+                                crate::pipeline::Validation::Full,
+                            )
+                            .unwrap_err();
+                            w.drop(PortIndex(0), reason, 1);
+                            None
+                        }
+                        (_, Some(false)) => Some(pkt()),
+                        (_, Some(true)) => {
+                            gen.walk_in_burst(pkt(), PortIndex(0), &t, &mut w, &mut sink)
+                        }
+                    };
+                    if let Some(p) = kept {
+                        sink.send(PortIndex(1), p, &mut w);
                     }
                     let lc = std::slice::from_ref(&r);
                     let sent: Vec<_> = sink.sent.into_iter().map(|(p, k)| (p, k.bytes)).collect();
                     let drops: Vec<_> = port_totals(lc, 3).into_iter().map(|t| t.drops).collect();
                     (sent, drops, filter_totals(lc, gen.filter_count()))
                 };
-                assert_eq!(run(true), run(false), "seed {seed}, frame {k}");
+                let want = run(0);
+                assert_eq!(run(1), want, "seed {seed}, frame {k}");
+                assert_eq!(run(2), want, "seed {seed}, frame {k}, whole burst");
                 let p = pkt();
+                let rss = p.rss;
                 let frame = IngressFrame::of(&p, PortIndex(0), [0; 6]);
                 let decides = chain.decides_at_ingress(&frame);
                 if let Ok(parsed) = crate::wire::parse(&bytes, bytes.len() as u32, false) {
