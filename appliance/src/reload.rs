@@ -1,9 +1,12 @@
 //! Hitless configuration reload (`SIGHUP`, `POST /reload`): the control thread re-reads the
-//! configuration file, checks it exactly as at start, refuses changes to what was set up at
-//! start (EAL, ports and devices, queues, pools, crypto device, workers, tunnels and SAs, the
-//! flow-label table), builds a new pipeline generation that shares the running generation's
-//! stateful parts (the flow-label table, the SAs with their sequence numbers and replay windows)
-//! and publishes it: each worker switches at its next burst boundary.
+//! configuration file,
+//! checks it exactly as at start, refuses changes to what was set up at start (EAL, ports and
+//! devices, queues, pools, crypto device, workers, tunnels and SAs, the flow-label table's
+//! capacity), builds a new pipeline generation that shares the running generation's stateful
+//! parts (the flow-label table, the SAs with their sequence numbers and replay windows) and
+//! publishes it: each worker switches at its next burst boundary. Flow-label reservations are
+//! claimed in the table before the generation that pins them is published, and released once
+//! no worker runs a generation that may pin them (see `pipelines::flowlabel`).
 //!
 //! Filter and action counters live in fixed per-lcore arrays sized at start; [`CounterSlots`]
 //! gives every filter identity (port, hook, name) and every action list (filter, class, kinds and
@@ -288,8 +291,8 @@ impl CounterSlots {
 }
 
 /// Refuses `new` when it changes what was set up at start; `Ok` when only live parts differ
-/// (ports' `validate`, `flowlabel` modes within an existing table, `ingress`/`egress`
-/// filters, `forwarding`, `groups`).
+/// (ports' `validate` and `flowlabel` modes, `ingress`/`egress` filters, `forwarding`,
+/// `groups`, `flowlabels` but its capacity (see [`check_flowlabel_capacity`])).
 pub fn check_restart_only(old: &Config, new: &Config) -> Result<(), ConfigError> {
     let restart = |path: &str, what: &str| {
         ConfigError::at(
@@ -341,15 +344,41 @@ pub fn check_restart_only(old: &Config, new: &Config) -> Result<(), ConfigError>
             ));
         }
     }
-    if old.workers != new.workers {
-        return Err(restart("workers", "the workers' settings"));
+    // Field by field (the patterns name every field: a new one must be sorted into live or
+    // restart-only here).
+    let crate::config::WorkersConfig { tx_drain_us } = &new.workers;
+    if old.workers.tx_drain_us != *tx_drain_us {
+        return Err(restart(
+            "workers.tx_drain_us",
+            "the workers' transmit drain period",
+        ));
     }
-    if old.metrics != new.metrics {
-        return Err(restart("metrics", "the admin endpoint"));
+    let crate::config::MetricsConfig { listen, reload } = &new.metrics;
+    if old.metrics.listen != *listen {
+        return Err(restart("metrics.listen", "the admin address"));
     }
-    if old.run != new.run {
-        return Err(restart("run", "self-termination"));
+    if old.metrics.reload != *reload {
+        return Err(restart("metrics.reload", "whether POST /reload is served"));
     }
+    let crate::config::RunConfig {
+        exit_when_idle_ms,
+        duration_s,
+    } = &new.run;
+    if old.run.duration_s != *duration_s {
+        return Err(restart("run.duration_s", "the run's duration"));
+    }
+    if old.run.exit_when_idle_ms != *exit_when_idle_ms {
+        return Err(restart("run.exit_when_idle_ms", "the idle exit"));
+    }
+    // Live (see `check_flowlabel_capacity` for `capacity`): reservations are swapped with the
+    // generation, lingers and the collector period apply from the next collection.
+    let crate::config::FlowLabelsConfig {
+        capacity: _,
+        linger_s: _,
+        max_linger_s: _,
+        gc_interval_ms: _,
+        reserved: _,
+    } = &new.flowlabels;
     if old.crypto != new.crypto {
         return Err(restart("crypto", "the crypto device"));
     }
@@ -360,14 +389,50 @@ pub fn check_restart_only(old: &Config, new: &Config) -> Result<(), ConfigError>
              when they stay exactly as they are)",
         ));
     }
-    if old.labels_flows() != new.labels_flows() || old.flowlabels != new.flowlabels {
-        return Err(restart(
-            "flowlabels",
-            "the flow-label table (whether any port labels, capacity, lingers, reservations)",
-        ));
-    }
     Ok(())
 }
+
+/// Refuses a capacity other than the running flow-label table's (`table_capacity`: `None`
+/// while no table exists) when `new` labels flows: the table's buckets are allocated once, and
+/// live flows cannot move to a table of another size keeping their labels and hits lock-free.
+/// Every other `flowlabels` field, and whether ports label, changes live.
+pub fn check_flowlabel_capacity(
+    table_capacity: Option<usize>,
+    new: &Config,
+) -> Result<(), ConfigError> {
+    match table_capacity {
+        Some(c) if new.labels_flows() && new.flowlabels.capacity != c => Err(ConfigError::at(
+            "flowlabels.capacity",
+            format!(
+                "the flow-label table's capacity ({c} -> {}) cannot change while the appliance \
+                 runs: restart required (the table is allocated at start; its live flows and \
+                 their labels cannot move to a table of another size)",
+                new.flowlabels.capacity
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The configuration error for a reservation the flow-label table refused, at the first
+/// `flowlabels.reserved[i].label` that reserves the label.
+pub fn reserve_error(new: &Config, e: &pipelines::flowlabel::ReserveError) -> ConfigError {
+    let at = new
+        .flowlabels
+        .reserved
+        .iter()
+        .position(|r| r.label == e.label)
+        .map_or_else(
+            || "flowlabels.reserved".to_owned(),
+            |i| format!("flowlabels.reserved[{i}].label"),
+        );
+    ConfigError::at(at, e.to_string())
+}
+
+/// The running flow-label table, once one exists (at start when a port labels, else at the
+/// first reload that makes one label): read by `/metrics`, `/flowlabels`, the collector and
+/// the summary.
+pub type SharedFlowLabels = Arc<std::sync::OnceLock<Arc<pipelines::flowlabel::FlowLabelTable>>>;
 
 fn names(ports: &[PortConfig]) -> String {
     ports
@@ -505,13 +570,28 @@ forwarding:
             ),
             (
                 format!("{BASE}workers: {{ tx_drain_us: 50 }}\n"),
-                "`workers`",
-                "workers",
+                "`workers.tx_drain_us`",
+                "drain",
             ),
             (
                 format!("{BASE}metrics: {{ reload: false }}\n"),
-                "`metrics`",
-                "admin",
+                "`metrics.reload`",
+                "POST /reload",
+            ),
+            (
+                format!("{BASE}metrics: {{ listen: \"127.0.0.1:9\" }}\n"),
+                "`metrics.listen`",
+                "admin address",
+            ),
+            (
+                format!("{BASE}run: {{ duration_s: 5 }}\n"),
+                "`run.duration_s`",
+                "duration",
+            ),
+            (
+                format!("{BASE}run: {{ exit_when_idle_ms: 5 }}\n"),
+                "`run.exit_when_idle_ms`",
+                "idle",
             ),
         ] {
             let e = restart_error(&new);
@@ -522,6 +602,70 @@ forwarding:
                 "{e}"
             );
         }
+    }
+
+    /// BASE with port b labelling flows and `flowlabels` as given.
+    fn labelling(flowlabels: &str) -> String {
+        BASE.replace(
+            "    device: net_ring1\n",
+            "    device: net_ring1\n    flowlabel: fill\n",
+        ) + flowlabels
+    }
+
+    #[test]
+    fn flow_label_settings_change_live_but_the_capacity() {
+        let old = cfg(&labelling("flowlabels: { capacity: 1000 }\n"));
+        // Reservations (with the actions that pin them), lingers, the collector period, the
+        // ports' modes, and whether any port labels: live.
+        for new in [
+            labelling(
+                "flowlabels: { capacity: 1000, linger_s: 30, max_linger_s: 60, gc_interval_ms: 200, reserved: [{ label: 0x5353, share: shared }] }\n",
+            )
+            .replace("actions: [pass]", "actions: [{ flowlabel: 0x5353 }, pass]"),
+            labelling("flowlabels: { capacity: 1000 }\n")
+                .replace("flowlabel: fill", "flowlabel: override"),
+            BASE.to_owned(),
+        ] {
+            let new = cfg(&new);
+            check_restart_only(&old, &new).unwrap();
+            check_flowlabel_capacity(Some(1000), &new).unwrap();
+        }
+        // Another capacity while a table runs and the new configuration labels: refused,
+        // naming the field.
+        let e = check_flowlabel_capacity(
+            Some(1000),
+            &cfg(&labelling("flowlabels: { capacity: 2000 }\n")),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("`flowlabels.capacity`: the flow-label table's capacity (1000 -> 2000) cannot change while the appliance runs: restart required"),
+            "{e}"
+        );
+        // Not when nothing labels (the capacity is unused), nor before a table exists.
+        check_flowlabel_capacity(
+            Some(1000),
+            &cfg(&format!("{BASE}flowlabels: {{ capacity: 2000 }}\n")),
+        )
+        .unwrap();
+        check_flowlabel_capacity(None, &cfg(&labelling("flowlabels: { capacity: 2000 }\n")))
+            .unwrap();
+    }
+
+    #[test]
+    fn a_refused_reservation_names_its_entry() {
+        let new = cfg(&labelling(
+            "flowlabels: { reserved: [{ label: 0x10 }, { label: 0x5353 }] }\n",
+        ));
+        let e = pipelines::flowlabel::ReserveError {
+            label: 0x5353,
+            holder: None,
+        };
+        let msg = reserve_error(&new, &e).to_string();
+        assert!(
+            msg.starts_with("`flowlabels.reserved[1].label`: 0x05353 is being given to a new flow"),
+            "{msg}"
+        );
     }
 
     fn numbered(slots: &mut CounterSlots, text: &str) -> (Generation, Counted) {
