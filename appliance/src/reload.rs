@@ -1,5 +1,5 @@
-//! Hitless configuration reload (`SIGHUP`, `POST /reload`): the control thread re-reads the
-//! configuration file,
+//! Hitless configuration reload (`SIGHUP`, `POST /reload`, or a change of the file's content
+//! when `run.watch_config_s` is set): the control thread re-reads the configuration file,
 //! checks it exactly as at start, refuses changes to what was set up at start (EAL, ports and
 //! devices, queues, pools, crypto device, workers, tunnels and SAs, the flow-label table's
 //! capacity), builds a new pipeline generation that shares the running generation's stateful
@@ -29,6 +29,8 @@ pub struct Overrides {
     pub exit_when_idle_ms: Option<u64>,
     /// `--duration`.
     pub duration_s: Option<f64>,
+    /// `--watch-config`.
+    pub watch_config_s: Option<f64>,
 }
 
 impl Overrides {
@@ -43,7 +45,19 @@ impl Overrides {
         if self.duration_s.is_some() {
             cfg.run.duration_s = self.duration_s;
         }
+        if self.watch_config_s.is_some() {
+            cfg.run.watch_config_s = self.watch_config_s;
+        }
     }
+}
+
+/// The hash of a configuration file's content the watch compares (SipHash with fixed keys:
+/// the same bytes give the same hash for the life of the process).
+pub fn content_hash(bytes: &[u8]) -> u64 {
+    use std::hash::{Hash as _, Hasher as _};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    bytes.hash(&mut h);
+    h.finish()
 }
 
 /// Where a reload reads the configuration from.
@@ -53,11 +67,13 @@ pub struct Source {
     pub path: Option<PathBuf>,
     /// Command-line overrides.
     pub overrides: Overrides,
+    /// [`content_hash`] of the content the running configuration was read from at start.
+    pub loaded_hash: Option<u64>,
 }
 
 impl Source {
-    /// Reads, overrides and validates the file, with the errors `appliance run` prints at start.
-    pub fn load(&self) -> Result<Config, String> {
+    /// The file's bytes, as a reload reads them (and the watch hashes them).
+    pub fn read(&self) -> Result<Vec<u8>, String> {
         let Some(path) = &self.path else {
             return Err(
                 "no configuration file to re-read: the appliance runs its embedded default \
@@ -65,7 +81,16 @@ impl Source {
                     .to_owned(),
             );
         };
-        let mut cfg = crate::config::load(path)
+        crate::config::read(path).map_err(|e| format!("{}: config error: {e}", path.display()))
+    }
+
+    /// Parses `bytes` (read from the file), applies the overrides and validates, with the
+    /// errors `appliance run` prints at start.
+    pub fn parse(&self, bytes: &[u8]) -> Result<Config, String> {
+        let Some(path) = &self.path else {
+            return Err("no configuration file".to_owned());
+        };
+        let mut cfg = crate::config::load_text(path, bytes)
             .map_err(|e| format!("{}: config error: {e}", path.display()))?;
         self.overrides.apply(&mut cfg);
         cfg.validate().map_err(|e| {
@@ -292,7 +317,8 @@ impl CounterSlots {
 
 /// Refuses `new` when it changes what was set up at start; `Ok` when only live parts differ
 /// (ports' `validate` and `flowlabel` modes, `ingress`/`egress` filters, `forwarding`,
-/// `groups`, `flowlabels` but its capacity (see [`check_flowlabel_capacity`])).
+/// `groups`, `flowlabels` but its capacity (see [`check_flowlabel_capacity`]),
+/// `run.watch_config_s`).
 pub fn check_restart_only(old: &Config, new: &Config) -> Result<(), ConfigError> {
     let restart = |path: &str, what: &str| {
         ConfigError::at(
@@ -363,6 +389,7 @@ pub fn check_restart_only(old: &Config, new: &Config) -> Result<(), ConfigError>
     let crate::config::RunConfig {
         exit_when_idle_ms,
         duration_s,
+        watch_config_s: _, // live: the control loop reads the running configuration's
     } = &new.run;
     if old.run.duration_s != *duration_s {
         return Err(restart("run.duration_s", "the run's duration"));
@@ -520,7 +547,7 @@ forwarding:
 
     #[test]
     fn the_embedded_default_has_no_file_to_reload() {
-        let e = Source::default().load().unwrap_err();
+        let e = Source::default().read().unwrap_err();
         assert!(
             e.contains("embedded default") && e.contains("--config FILE"),
             "{e}"
@@ -665,6 +692,41 @@ forwarding:
         assert!(
             msg.starts_with("`flowlabels.reserved[1].label`: 0x05353 is being given to a new flow"),
             "{msg}"
+        );
+    }
+
+    #[test]
+    fn the_watch_period_changes_live_and_is_checked() {
+        let old = cfg(BASE);
+        check_restart_only(
+            &old,
+            &cfg(&format!("{BASE}run: {{ watch_config_s: 2.5 }}\n")),
+        )
+        .unwrap();
+        for bad in ["0", "0.05", "3601", ".nan", "-1"] {
+            let e = crate::config::parse(&format!("{BASE}run: {{ watch_config_s: {bad} }}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.starts_with("`run.watch_config_s`:") && e.contains("0.1..=3600"),
+                "{bad}: {e}"
+            );
+        }
+        let mut c = cfg(BASE);
+        Overrides {
+            watch_config_s: Some(7.0),
+            ..Default::default()
+        }
+        .apply(&mut c);
+        assert_eq!(c.run.watch_config_s, Some(7.0));
+    }
+
+    #[test]
+    fn content_hashes_tell_changed_bytes() {
+        assert_eq!(content_hash(BASE.as_bytes()), content_hash(BASE.as_bytes()));
+        assert_ne!(
+            content_hash(BASE.as_bytes()),
+            content_hash(BASE.replace("0-1", "0-2").as_bytes())
         );
     }
 

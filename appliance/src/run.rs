@@ -221,6 +221,11 @@ struct Reloader {
     release_pending: bool,
     /// The collector's period (the last labelling configuration's).
     gc_every: Duration,
+    /// [`crate::reload::content_hash`] of the configuration file as last read (start, each
+    /// reload), which the watch compares with the file's content now.
+    seen: Option<u64>,
+    /// The last error of the watch reading the file (logged once).
+    watch_error: Option<String>,
     /// Ports that have transmit queues (set up at start).
     has_tx: Vec<bool>,
     /// Port MACs (read from the devices at start).
@@ -238,7 +243,9 @@ impl Reloader {
     /// Re-reads the configuration and publishes it as the next generation, or says why not
     /// (the running generation stays). On success returns the new generation's perturber.
     fn reload(&mut self) -> Result<(String, pipelines::flow::Perturber), String> {
-        let cfg = self.source.load()?;
+        let bytes = self.source.read()?;
+        self.seen = Some(crate::reload::content_hash(&bytes));
+        let cfg = self.source.parse(&bytes)?;
         let file = self.source.describe();
         let err = |e: ConfigError| format!("{file}: config error: {e}");
         crate::reload::check_restart_only(&self.running, &cfg).map_err(err)?;
@@ -372,6 +379,32 @@ impl Reloader {
                 list.join(", "),
                 t.linger_ms() as f64 / 1000.0
             );
+        }
+    }
+
+    /// The watch's period (`run.watch_config_s` of the running configuration), when there is
+    /// a file to watch.
+    fn watch_every(&self) -> Option<Duration> {
+        self.source.path.as_ref()?;
+        self.running.run.watch_config_s.map(Duration::from_secs_f64)
+    }
+
+    /// True when the configuration file's content differs from what the last reload (or the
+    /// start) read. A file that cannot be read now (being replaced) counts as unchanged; the
+    /// error is logged once.
+    fn file_changed(&mut self) -> bool {
+        match self.source.read() {
+            Ok(bytes) => {
+                self.watch_error = None;
+                self.seen != Some(crate::reload::content_hash(&bytes))
+            }
+            Err(e) => {
+                if self.watch_error.as_ref() != Some(&e) {
+                    eprintln!("appliance: watching the configuration file: {e}");
+                    self.watch_error = Some(e);
+                }
+                false
+            }
         }
     }
 }
@@ -565,6 +598,7 @@ fn bring_up_and_run(
         .as_ref()
         .map_or_else(Vec::new, |t| t.reservations());
     let ipsec_state = gen.ipsec.clone();
+    let seen = source.loaded_hash;
     let cell = GenerationCell::new(gen).map_err(|e| startup(format!("pipeline: {e}")))?;
     let mut reloader = Reloader {
         source,
@@ -577,6 +611,8 @@ fn bring_up_and_run(
         reserved,
         release_pending: false,
         gc_every: Duration::from_millis(cfg.flowlabels.gc_interval_ms),
+        seen,
+        watch_error: None,
         has_tx: targets.clone(),
         macs,
         slots,
@@ -702,6 +738,7 @@ fn bring_up_and_run(
     let mut last_change = Instant::now();
     let mut last_links = Instant::now();
     let mut last_gc = Instant::now();
+    let mut next_watch = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(10));
         let now = Instant::now();
@@ -715,6 +752,15 @@ fn bring_up_and_run(
         while let Ok(req) = reload_rx.try_recv() {
             let r = reloader.reload_logged("POST /reload", &mut perturber);
             let _ = req.0.send(r);
+        }
+        // `run.watch_config_s`: a changed file reloads as SIGHUP does.
+        if let Some(every) = reloader.watch_every() {
+            if now >= next_watch {
+                next_watch = now + every;
+                if reloader.file_changed() {
+                    let _ = reloader.reload_logged("configuration file changed", &mut perturber);
+                }
+            }
         }
         reloader.free_retired();
         perturber.tick(now, &mut pipelines::flow::random_u32);

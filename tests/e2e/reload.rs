@@ -749,3 +749,129 @@ fn labelling_turns_on_and_off_live_and_the_table_stays() {
     r.assert_conservation();
     assert_eq!(r.summary["flowlabels"]["live"], 20);
 }
+
+/// Replaces `dir/appliance.yaml` as the kubelet updates a ConfigMap volume: the content goes
+/// into a new timestamped directory, `..data` is switched to it by renaming a new symlink over
+/// it (atomic), and the old directory goes; `appliance.yaml` is a symlink to
+/// `..data/appliance.yaml` that never changes.
+fn kubelet_update(dir: &Path, n: u32, text: &str) {
+    let ts = format!("..2025_01_01_00_00_{n:02}.000000001");
+    std::fs::create_dir(dir.join(&ts)).unwrap();
+    std::fs::write(dir.join(&ts).join("appliance.yaml"), text).unwrap();
+    let tmp = dir.join("..data_tmp");
+    std::os::unix::fs::symlink(&ts, &tmp).unwrap();
+    let old = std::fs::read_link(dir.join("..data")).ok();
+    std::fs::rename(&tmp, dir.join("..data")).unwrap();
+    match old {
+        Some(old) => std::fs::remove_dir_all(dir.join(old)).unwrap(),
+        None => {
+            std::os::unix::fs::symlink("..data/appliance.yaml", dir.join("appliance.yaml")).unwrap()
+        }
+    }
+}
+
+#[test]
+fn a_watched_configuration_file_reloads_when_its_content_changes() {
+    let t = TestDir::new("reload-watch");
+    t.gen(
+        "in.pcap",
+        &["--count=500", "--flows=16", "--proto=udp,tcp", "--seed=98"],
+    );
+    let watch = "run:\n  watch_config_s: 0.2\n";
+    let a = replay_config(&t, FILTERS_A) + watch;
+    let b = replay_config(&t, FILTERS_B) + watch;
+    // A bad period is a configuration error, at start as at check-config.
+    let bad_period = t.path("bad-period.yaml");
+    std::fs::write(&bad_period, a.replace("0.2", "0")).unwrap();
+    let e = check_config_error(&bad_period);
+    assert!(
+        e.contains("`run.watch_config_s`: 0: seconds between looks"),
+        "{e}"
+    );
+    let o = appliance(&["run", "--watch-config", "1"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--watch-config needs --config FILE"));
+
+    let dir = t.path("configmap");
+    std::fs::create_dir(&dir).unwrap();
+    kubelet_update(&dir, 1, &a);
+    let cfg = dir.join("appliance.yaml");
+    let mut child = t.spawn(&cfg, &["--duration=60"]);
+    let addr = child.wait_for_metrics_addr();
+    let count = |result: &str| {
+        sample(
+            &metrics(&addr),
+            &format!("appliance_config_reloads_total{{result=\"{result}\"}}"),
+        )
+    };
+    assert_eq!(sample(&metrics(&addr), "appliance_config_generation"), 1.0);
+    assert_tcp_dropped(&addr, false, 0);
+
+    // The ConfigMap changes: reloaded by the watch, as SIGHUP would.
+    kubelet_update(&dir, 2, &b);
+    wait_reloads(&addr, "ok", 1.0);
+    assert_eq!(sample(&metrics(&addr), "appliance_config_generation"), 2.0);
+    assert_tcp_dropped(&addr, true, 1);
+    // Same content under a new directory: nothing to do.
+    kubelet_update(&dir, 3, &b);
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!((count("ok"), count("rejected")), (1.0, 0.0));
+    // A bad file is refused once (not at every look), the running generation stays.
+    kubelet_update(
+        &dir,
+        4,
+        &b.replace("{ from: in, to: out }", "{ from: in, to: nowhere }"),
+    );
+    wait_reloads(&addr, "rejected", 1.0);
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!((count("ok"), count("rejected")), (1.0, 1.0));
+    let m = metrics(&addr);
+    assert_eq!(sample(&m, "appliance_config_generation"), 2.0);
+    assert_eq!(sample(&m, "appliance_config_last_reload_successful"), 0.0);
+    assert_tcp_dropped(&addr, true, 2);
+    // Fixed: reloaded; a SIGHUP of the same content reloads once more, and the watch does not
+    // reload it again.
+    kubelet_update(&dir, 5, &a);
+    wait_reloads(&addr, "ok", 2.0);
+    assert_tcp_dropped(&addr, false, 3);
+    child.signal("HUP");
+    wait_reloads(&addr, "ok", 3.0);
+    // The file replaced by rename (as `mv` or an editor saves), with another period.
+    let tmp = dir.join("new.yaml");
+    std::fs::write(
+        &tmp,
+        b.replace("watch_config_s: 0.2", "watch_config_s: 0.3"),
+    )
+    .unwrap();
+    std::fs::rename(&tmp, &cfg).unwrap();
+    wait_reloads(&addr, "ok", 4.0);
+    assert_tcp_dropped(&addr, true, 4);
+    std::thread::sleep(Duration::from_millis(800));
+    let m = metrics(&addr);
+    assert_eq!(sample(&m, "appliance_config_generation"), 5.0);
+    assert_eq!(
+        sample(&m, "appliance_config_reloads_total{result=\"ok\"}"),
+        4.0
+    );
+    assert_eq!(sample(&m, "appliance_config_last_reload_successful"), 1.0);
+    child.signal("INT");
+    let r = child.finish();
+    r.assert_clean();
+    r.assert_conservation();
+    assert_eq!(
+        r.stderr
+            .matches("reload (configuration file changed): ")
+            .count(),
+        3,
+        "{}",
+        r.stderr
+    );
+    assert_eq!(
+        r.stderr
+            .matches("reload (configuration file changed) rejected")
+            .count(),
+        1,
+        "{}",
+        r.stderr
+    );
+}
