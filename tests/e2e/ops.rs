@@ -162,8 +162,8 @@ fn substitute_grafana_vars(e: &str) -> String {
     out
 }
 
-/// Every PromQL expression of the dashboard (panel targets), and the metrics its template
-/// variables read (`label_values(METRIC..., label)`).
+/// Every PromQL expression of the dashboard (panel targets and annotations), and the metrics
+/// its template variables read (`label_values(METRIC..., label)`).
 fn dashboard_exprs() -> (Vec<String>, Vec<String>) {
     let d: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(format!("{ROOT}/deploy/grafana/appliance.json")).unwrap(),
@@ -183,6 +183,7 @@ fn dashboard_exprs() -> (Vec<String>, Vec<String>) {
     }
     let mut exprs = Vec::new();
     walk(&d["panels"], &mut exprs);
+    walk(&d["annotations"], &mut exprs);
     let mut var_metrics = Vec::new();
     for var in d["templating"]["list"].as_array().unwrap() {
         if var["type"] == "query" {
