@@ -277,7 +277,8 @@ impl Reloader {
                 return Err(err(ConfigError::at(
                     format!("ports[{i}]"),
                     format!(
-                        "port {:?} is now sent to (forwarding, redirect or mirror), but nothing                          was at start, so it has no transmit queues: restart required",
+                        "port {:?} is now sent to (forwarding, redirect or mirror), but nothing \
+                         was at start, so it has no transmit queues: restart required",
                         cfg.ports[i].name
                     ),
                 )));
