@@ -9,7 +9,8 @@ kubernetes-validate (and its jsonschema).
   resource the pod requests; requests equal limits (Guaranteed QoS, whole CPUs); the hugepage
   volume's medium matches the requested size; the Prometheus port annotation, the container port
   and the appliance's metrics.listen are one port; the entrypoint reads the PCIDEVICE_ variables
-  the device plugin sets for those resources.
+  the device plugin sets for those resources; a ConfigMap change reaches the appliance (the
+  entrypoint renders the mounted file again, the appliance watches the rendered one).
 """
 import glob
 import json
@@ -115,6 +116,12 @@ for r in nads.values():
     var = "PCIDEVICE_" + re.sub(r"[^A-Za-z0-9]", "_", r).upper()
     if var not in entry:
         fail(f"entrypoint.sh does not read {var} (resource {r})")
+
+watch = (cfg.get("run") or {}).get("watch_config_s")
+if not watch:
+    fail("appliance.yaml: run.watch_config_s is not set: a ConfigMap change would not reload the appliance")
+if not re.search(r"while sleep .*; do\s+render", entry):
+    fail("entrypoint.sh does not render the mounted configuration again: a ConfigMap change would not reach the appliance")
 
 if problems:
     print("k8s_check: FAILED\n  " + "\n  ".join(problems), file=sys.stderr)

@@ -395,7 +395,14 @@ pub struct RunConfig {
     pub exit_when_idle_ms: Option<u64>,
     /// Stop after this many seconds.
     pub duration_s: Option<f64>,
+    /// Look at the configuration file every this many seconds and reload when its content
+    /// changed (as SIGHUP would), e.g. a Kubernetes ConfigMap updated in place. Absent: no
+    /// watch.
+    pub watch_config_s: Option<f64>,
 }
+
+/// Allowed periods of `run.watch_config_s`, in seconds.
+pub const WATCH_CONFIG_S: std::ops::RangeInclusive<f64> = 0.1..=3600.0;
 
 /// True for `DDDD:BB:DD.F` or `BB:DD.F` PCI addresses.
 pub fn is_pci_address(s: &str) -> bool {
@@ -479,13 +486,29 @@ pub fn parse_lcores(s: &str) -> Result<Vec<u32>, String> {
 
 /// Reads and validates a configuration file.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    load_text(path, &read(path)?)
+}
+
+/// The bytes of the configuration file at `path`.
+pub fn read(path: &Path) -> Result<Vec<u8>, ConfigError> {
+    std::fs::read(path).map_err(|e| {
         ConfigError::at(
             "",
             format!("cannot read config file {}: {e}", path.display()),
         )
+    })
+}
+
+/// Parses and validates `bytes` read from `path` (relative paths in it start at its
+/// directory).
+pub fn load_text(path: &Path, bytes: &[u8]) -> Result<Config, ConfigError> {
+    let text = std::str::from_utf8(bytes).map_err(|e| {
+        ConfigError::at(
+            "",
+            format!("config file {} is not UTF-8: {e}", path.display()),
+        )
     })?;
-    let mut cfg = parse_unvalidated(&text)?;
+    let mut cfg = parse_unvalidated(text)?;
     cfg.base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
     cfg.validate()?;
     Ok(cfg)
@@ -808,6 +831,19 @@ impl Config {
                 return Err(ConfigError::at(
                     "run.duration_s",
                     format!("{d}: a positive number of seconds"),
+                ));
+            }
+        }
+        if let Some(s) = self.run.watch_config_s {
+            if !(s.is_finite() && WATCH_CONFIG_S.contains(&s)) {
+                return Err(ConfigError::at(
+                    "run.watch_config_s",
+                    format!(
+                        "{s}: seconds between looks at the configuration file, {}..={}, or \
+                         absent to not watch it",
+                        WATCH_CONFIG_S.start(),
+                        WATCH_CONFIG_S.end()
+                    ),
                 ));
             }
         }

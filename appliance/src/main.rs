@@ -126,6 +126,10 @@ struct RunArgs {
     /// Override metrics.listen ("none" disables the endpoint).
     #[arg(long)]
     metrics_listen: Option<String>,
+    /// Override run.watch_config_s: look at the --config file every S seconds and reload when
+    /// its content changed.
+    #[arg(long, value_name = "S")]
+    watch_config: Option<f64>,
 }
 
 #[derive(Args, Debug)]
@@ -194,8 +198,18 @@ fn main() -> ExitCode {
 }
 
 fn cmd_run(a: RunArgs) -> i32 {
+    if a.config.is_none() && a.watch_config.is_some() {
+        eprintln!(
+            "appliance: --watch-config needs --config FILE: the embedded default has no file to watch"
+        );
+        return run::exit::CONFIG;
+    }
+    let mut loaded_hash = None;
     let (mut cfg, source) = match &a.config {
-        Some(path) => match config::load(path) {
+        Some(path) => match config::read(path).and_then(|b| {
+            loaded_hash = Some(reload::content_hash(&b));
+            config::load_text(path, &b)
+        }) {
             Ok(c) => (c, path.display().to_string()),
             Err(e) => {
                 eprintln!("{}: config error: {e}", path.display());
@@ -216,13 +230,16 @@ fn cmd_run(a: RunArgs) -> i32 {
             metrics_listen: a.metrics_listen.map(|l| (l != "none").then_some(l)),
             exit_when_idle_ms: a.exit_when_idle_ms,
             duration_s: a.duration,
+            watch_config_s: a.watch_config,
         },
+        loaded_hash,
     };
     reload_source.overrides.apply(&mut cfg);
     if let Err(e) = cfg.validate() {
         eprintln!("appliance: config error (after command-line overrides): {e}");
         return run::exit::CONFIG;
     }
+
     eprintln!("appliance: configuration {source}");
     match run::run(&cfg, reload_source) {
         Ok((summary, code)) => {

@@ -43,8 +43,8 @@ pub struct Telemetry {
     pub pools: Vec<Mempool>,
     /// Start time, for the uptime gauge.
     pub started: Instant,
-    /// The flow-label table, when some port labels.
-    pub flowlabels: Option<Arc<FlowLabelTable>>,
+    /// The flow-label table, once some port labels (at start or after a reload).
+    pub flowlabels: crate::reload::SharedFlowLabels,
     /// Tunnels and SAs, when some port is a VTI.
     pub ipsec: Option<Arc<Ipsec>>,
 }
@@ -381,7 +381,7 @@ impl Telemetry {
             ),
             (
                 "appliance_flowlabel_labels_in_use",
-                "Dynamic labels claimed (live or quarantined) out of 1048575 minus reserved.",
+                "Dynamic labels claimed (live, lingering or quarantined) out of 1048575 minus reserved.",
                 t.labels_in_use(),
             ),
             (
@@ -813,7 +813,7 @@ impl prometheus_client::collector::Collector for Telemetry {
             "Zero-copy copies the lcore's mirror actions made (received + copies = transmitted + dropped).",
             &per_lcore(&|l| l.mirror_copies.get()),
         )?;
-        if let Some(t) = &self.flowlabels {
+        if let Some(t) = self.flowlabels.get() {
             self.encode_flowlabels(e, t)?;
         }
         if let Some(ip) = &self.ipsec {
@@ -1071,14 +1071,14 @@ pub fn serve(
                     (tiny_http::Method::Get, url)
                         if url == "/flowlabels" || url.starts_with("/flowlabels?") =>
                     {
-                        flowlabels_response(flowlabels.as_deref(), url)
+                        flowlabels_response(flowlabels.get().map(|t| &**t), url)
                     }
                     (tiny_http::Method::Get, url) if url.starts_with("/show/flowlabels") => {
                         // JSON unless the query says otherwise; limit as /flowlabels.
                         let q = url.split_once('?').map_or("", |(_, q)| q);
                         let sep = if q.is_empty() { "" } else { "&" };
                         flowlabels_response(
-                            flowlabels.as_deref(),
+                            flowlabels.get().map(|t| &**t),
                             &format!("/flowlabels?format=json{sep}{q}"),
                         )
                     }

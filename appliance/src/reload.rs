@@ -1,9 +1,12 @@
-//! Hitless configuration reload (`SIGHUP`, `POST /reload`): the control thread re-reads the
-//! configuration file, checks it exactly as at start, refuses changes to what was set up at
-//! start (EAL, ports and devices, queues, pools, crypto device, workers, tunnels and SAs, the
-//! flow-label table), builds a new pipeline generation that shares the running generation's
-//! stateful parts (the flow-label table, the SAs with their sequence numbers and replay windows)
-//! and publishes it: each worker switches at its next burst boundary.
+//! Hitless configuration reload (`SIGHUP`, `POST /reload`, or a change of the file's content
+//! when `run.watch_config_s` is set): the control thread re-reads the configuration file,
+//! checks it exactly as at start, refuses changes to what was set up at start (EAL, ports and
+//! devices, queues, pools, crypto device, workers, tunnels and SAs, the flow-label table's
+//! capacity), builds a new pipeline generation that shares the running generation's stateful
+//! parts (the flow-label table, the SAs with their sequence numbers and replay windows) and
+//! publishes it: each worker switches at its next burst boundary. Flow-label reservations are
+//! claimed in the table before the generation that pins them is published, and released once
+//! no worker runs a generation that may pin them (see `pipelines::flowlabel`).
 //!
 //! Filter and action counters live in fixed per-lcore arrays sized at start; [`CounterSlots`]
 //! gives every filter identity (port, hook, name) and every action list (filter, class, kinds and
@@ -26,6 +29,8 @@ pub struct Overrides {
     pub exit_when_idle_ms: Option<u64>,
     /// `--duration`.
     pub duration_s: Option<f64>,
+    /// `--watch-config`.
+    pub watch_config_s: Option<f64>,
 }
 
 impl Overrides {
@@ -40,7 +45,19 @@ impl Overrides {
         if self.duration_s.is_some() {
             cfg.run.duration_s = self.duration_s;
         }
+        if self.watch_config_s.is_some() {
+            cfg.run.watch_config_s = self.watch_config_s;
+        }
     }
+}
+
+/// The hash of a configuration file's content the watch compares (SipHash with fixed keys:
+/// the same bytes give the same hash for the life of the process).
+pub fn content_hash(bytes: &[u8]) -> u64 {
+    use std::hash::{Hash as _, Hasher as _};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    bytes.hash(&mut h);
+    h.finish()
 }
 
 /// Where a reload reads the configuration from.
@@ -50,11 +67,13 @@ pub struct Source {
     pub path: Option<PathBuf>,
     /// Command-line overrides.
     pub overrides: Overrides,
+    /// [`content_hash`] of the content the running configuration was read from at start.
+    pub loaded_hash: Option<u64>,
 }
 
 impl Source {
-    /// Reads, overrides and validates the file, with the errors `appliance run` prints at start.
-    pub fn load(&self) -> Result<Config, String> {
+    /// The file's bytes, as a reload reads them (and the watch hashes them).
+    pub fn read(&self) -> Result<Vec<u8>, String> {
         let Some(path) = &self.path else {
             return Err(
                 "no configuration file to re-read: the appliance runs its embedded default \
@@ -62,7 +81,16 @@ impl Source {
                     .to_owned(),
             );
         };
-        let mut cfg = crate::config::load(path)
+        crate::config::read(path).map_err(|e| format!("{}: config error: {e}", path.display()))
+    }
+
+    /// Parses `bytes` (read from the file), applies the overrides and validates, with the
+    /// errors `appliance run` prints at start.
+    pub fn parse(&self, bytes: &[u8]) -> Result<Config, String> {
+        let Some(path) = &self.path else {
+            return Err("no configuration file".to_owned());
+        };
+        let mut cfg = crate::config::load_text(path, bytes)
             .map_err(|e| format!("{}: config error: {e}", path.display()))?;
         self.overrides.apply(&mut cfg);
         cfg.validate().map_err(|e| {
@@ -288,8 +316,9 @@ impl CounterSlots {
 }
 
 /// Refuses `new` when it changes what was set up at start; `Ok` when only live parts differ
-/// (ports' `validate`, `flowlabel` modes within an existing table, `ingress`/`egress`
-/// filters, `forwarding`, `groups`).
+/// (ports' `validate` and `flowlabel` modes, `ingress`/`egress` filters, `forwarding`,
+/// `groups`, `flowlabels` but its capacity (see [`check_flowlabel_capacity`]),
+/// `run.watch_config_s`).
 pub fn check_restart_only(old: &Config, new: &Config) -> Result<(), ConfigError> {
     let restart = |path: &str, what: &str| {
         ConfigError::at(
@@ -341,15 +370,42 @@ pub fn check_restart_only(old: &Config, new: &Config) -> Result<(), ConfigError>
             ));
         }
     }
-    if old.workers != new.workers {
-        return Err(restart("workers", "the workers' settings"));
+    // Field by field (the patterns name every field: a new one must be sorted into live or
+    // restart-only here).
+    let crate::config::WorkersConfig { tx_drain_us } = &new.workers;
+    if old.workers.tx_drain_us != *tx_drain_us {
+        return Err(restart(
+            "workers.tx_drain_us",
+            "the workers' transmit drain period",
+        ));
     }
-    if old.metrics != new.metrics {
-        return Err(restart("metrics", "the admin endpoint"));
+    let crate::config::MetricsConfig { listen, reload } = &new.metrics;
+    if old.metrics.listen != *listen {
+        return Err(restart("metrics.listen", "the admin address"));
     }
-    if old.run != new.run {
-        return Err(restart("run", "self-termination"));
+    if old.metrics.reload != *reload {
+        return Err(restart("metrics.reload", "whether POST /reload is served"));
     }
+    let crate::config::RunConfig {
+        exit_when_idle_ms,
+        duration_s,
+        watch_config_s: _, // live: the control loop reads the running configuration's
+    } = &new.run;
+    if old.run.duration_s != *duration_s {
+        return Err(restart("run.duration_s", "the run's duration"));
+    }
+    if old.run.exit_when_idle_ms != *exit_when_idle_ms {
+        return Err(restart("run.exit_when_idle_ms", "the idle exit"));
+    }
+    // Live (see `check_flowlabel_capacity` for `capacity`): reservations are swapped with the
+    // generation, lingers and the collector period apply from the next collection.
+    let crate::config::FlowLabelsConfig {
+        capacity: _,
+        linger_s: _,
+        max_linger_s: _,
+        gc_interval_ms: _,
+        reserved: _,
+    } = &new.flowlabels;
     if old.crypto != new.crypto {
         return Err(restart("crypto", "the crypto device"));
     }
@@ -360,14 +416,50 @@ pub fn check_restart_only(old: &Config, new: &Config) -> Result<(), ConfigError>
              when they stay exactly as they are)",
         ));
     }
-    if old.labels_flows() != new.labels_flows() || old.flowlabels != new.flowlabels {
-        return Err(restart(
-            "flowlabels",
-            "the flow-label table (whether any port labels, capacity, lingers, reservations)",
-        ));
-    }
     Ok(())
 }
+
+/// Refuses a capacity other than the running flow-label table's (`table_capacity`: `None`
+/// while no table exists) when `new` labels flows: the table's buckets are allocated once, and
+/// live flows cannot move to a table of another size keeping their labels and hits lock-free.
+/// Every other `flowlabels` field, and whether ports label, changes live.
+pub fn check_flowlabel_capacity(
+    table_capacity: Option<usize>,
+    new: &Config,
+) -> Result<(), ConfigError> {
+    match table_capacity {
+        Some(c) if new.labels_flows() && new.flowlabels.capacity != c => Err(ConfigError::at(
+            "flowlabels.capacity",
+            format!(
+                "the flow-label table's capacity ({c} -> {}) cannot change while the appliance \
+                 runs: restart required (the table is allocated at start; its live flows and \
+                 their labels cannot move to a table of another size)",
+                new.flowlabels.capacity
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The configuration error for a reservation the flow-label table refused, at the first
+/// `flowlabels.reserved[i].label` that reserves the label.
+pub fn reserve_error(new: &Config, e: &pipelines::flowlabel::ReserveError) -> ConfigError {
+    let at = new
+        .flowlabels
+        .reserved
+        .iter()
+        .position(|r| r.label == e.label)
+        .map_or_else(
+            || "flowlabels.reserved".to_owned(),
+            |i| format!("flowlabels.reserved[{i}].label"),
+        );
+    ConfigError::at(at, e.to_string())
+}
+
+/// The running flow-label table, once one exists (at start when a port labels, else at the
+/// first reload that makes one label): read by `/metrics`, `/flowlabels`, the collector and
+/// the summary.
+pub type SharedFlowLabels = Arc<std::sync::OnceLock<Arc<pipelines::flowlabel::FlowLabelTable>>>;
 
 fn names(ports: &[PortConfig]) -> String {
     ports
@@ -455,7 +547,7 @@ forwarding:
 
     #[test]
     fn the_embedded_default_has_no_file_to_reload() {
-        let e = Source::default().load().unwrap_err();
+        let e = Source::default().read().unwrap_err();
         assert!(
             e.contains("embedded default") && e.contains("--config FILE"),
             "{e}"
@@ -505,13 +597,28 @@ forwarding:
             ),
             (
                 format!("{BASE}workers: {{ tx_drain_us: 50 }}\n"),
-                "`workers`",
-                "workers",
+                "`workers.tx_drain_us`",
+                "drain",
             ),
             (
                 format!("{BASE}metrics: {{ reload: false }}\n"),
-                "`metrics`",
-                "admin",
+                "`metrics.reload`",
+                "POST /reload",
+            ),
+            (
+                format!("{BASE}metrics: {{ listen: \"127.0.0.1:9\" }}\n"),
+                "`metrics.listen`",
+                "admin address",
+            ),
+            (
+                format!("{BASE}run: {{ duration_s: 5 }}\n"),
+                "`run.duration_s`",
+                "duration",
+            ),
+            (
+                format!("{BASE}run: {{ exit_when_idle_ms: 5 }}\n"),
+                "`run.exit_when_idle_ms`",
+                "idle",
             ),
         ] {
             let e = restart_error(&new);
@@ -522,6 +629,105 @@ forwarding:
                 "{e}"
             );
         }
+    }
+
+    /// BASE with port b labelling flows and `flowlabels` as given.
+    fn labelling(flowlabels: &str) -> String {
+        BASE.replace(
+            "    device: net_ring1\n",
+            "    device: net_ring1\n    flowlabel: fill\n",
+        ) + flowlabels
+    }
+
+    #[test]
+    fn flow_label_settings_change_live_but_the_capacity() {
+        let old = cfg(&labelling("flowlabels: { capacity: 1000 }\n"));
+        // Reservations (with the actions that pin them), lingers, the collector period, the
+        // ports' modes, and whether any port labels: live.
+        for new in [
+            labelling(
+                "flowlabels: { capacity: 1000, linger_s: 30, max_linger_s: 60, gc_interval_ms: 200, reserved: [{ label: 0x5353, share: shared }] }\n",
+            )
+            .replace("actions: [pass]", "actions: [{ flowlabel: 0x5353 }, pass]"),
+            labelling("flowlabels: { capacity: 1000 }\n")
+                .replace("flowlabel: fill", "flowlabel: override"),
+            BASE.to_owned(),
+        ] {
+            let new = cfg(&new);
+            check_restart_only(&old, &new).unwrap();
+            check_flowlabel_capacity(Some(1000), &new).unwrap();
+        }
+        // Another capacity while a table runs and the new configuration labels: refused,
+        // naming the field.
+        let e = check_flowlabel_capacity(
+            Some(1000),
+            &cfg(&labelling("flowlabels: { capacity: 2000 }\n")),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("`flowlabels.capacity`: the flow-label table's capacity (1000 -> 2000) cannot change while the appliance runs: restart required"),
+            "{e}"
+        );
+        // Not when nothing labels (the capacity is unused), nor before a table exists.
+        check_flowlabel_capacity(
+            Some(1000),
+            &cfg(&format!("{BASE}flowlabels: {{ capacity: 2000 }}\n")),
+        )
+        .unwrap();
+        check_flowlabel_capacity(None, &cfg(&labelling("flowlabels: { capacity: 2000 }\n")))
+            .unwrap();
+    }
+
+    #[test]
+    fn a_refused_reservation_names_its_entry() {
+        let new = cfg(&labelling(
+            "flowlabels: { reserved: [{ label: 0x10 }, { label: 0x5353 }] }\n",
+        ));
+        let e = pipelines::flowlabel::ReserveError {
+            label: 0x5353,
+            holder: None,
+        };
+        let msg = reserve_error(&new, &e).to_string();
+        assert!(
+            msg.starts_with("`flowlabels.reserved[1].label`: 0x05353 is being given to a new flow"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn the_watch_period_changes_live_and_is_checked() {
+        let old = cfg(BASE);
+        check_restart_only(
+            &old,
+            &cfg(&format!("{BASE}run: {{ watch_config_s: 2.5 }}\n")),
+        )
+        .unwrap();
+        for bad in ["0", "0.05", "3601", ".nan", "-1"] {
+            let e = crate::config::parse(&format!("{BASE}run: {{ watch_config_s: {bad} }}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.starts_with("`run.watch_config_s`:") && e.contains("0.1..=3600"),
+                "{bad}: {e}"
+            );
+        }
+        let mut c = cfg(BASE);
+        Overrides {
+            watch_config_s: Some(7.0),
+            ..Default::default()
+        }
+        .apply(&mut c);
+        assert_eq!(c.run.watch_config_s, Some(7.0));
+    }
+
+    #[test]
+    fn content_hashes_tell_changed_bytes() {
+        assert_eq!(content_hash(BASE.as_bytes()), content_hash(BASE.as_bytes()));
+        assert_ne!(
+            content_hash(BASE.as_bytes()),
+            content_hash(BASE.replace("0-1", "0-2").as_bytes())
+        );
     }
 
     fn numbered(slots: &mut CounterSlots, text: &str) -> (Generation, Counted) {

@@ -7,7 +7,7 @@ use crate::summary::{
     ActionSummary, FilterSummary, LcoreSummary, PoolSummary, PortSummary, Summary,
 };
 use crate::worker::{Links, Worker};
-use pipelines::flowlabel::FlowLabelTable;
+use pipelines::flowlabel::{FlowLabelTable, Reservation, ReservationDiff};
 use pipelines::pipeline::{
     Action, Forward, Generation, GenerationCell, MirredDirection, MirredTarget, PortGroup,
     PortIndex, PortPipeline, Validation,
@@ -73,13 +73,15 @@ pub fn build_generation(cfg: &Config) -> Result<Generation, ConfigError> {
 }
 
 /// The stateful parts a reloaded generation shares with the running one.
+#[derive(Clone)]
 struct Kept {
     flowlabels: Option<Arc<FlowLabelTable>>,
     ipsec: Option<Arc<pipelines::ipsec::Ipsec>>,
 }
 
 /// [`build_generation`], taking the flow-label table and the SAs from `kept` (a reload, which
-/// checked they are configured as before) instead of building fresh ones.
+/// checked they are configured as before) instead of building fresh ones. A kept table is in
+/// every generation once it exists, whether or not a port labels.
 fn build_generation_with(cfg: &Config, kept: Option<&Kept>) -> Result<Generation, ConfigError> {
     let filters = crate::filters::load(cfg, &cfg.base_dir)?;
     let mut ports: Vec<PortPipeline> = cfg
@@ -209,6 +211,21 @@ struct Reloader {
     source: crate::reload::Source,
     running: Config,
     kept: Kept,
+    /// The flow-label table for `/metrics`, the collector and the summary (set once a table
+    /// exists).
+    flowlabels: crate::reload::SharedFlowLabels,
+    /// The flow-label reservations of the running generation.
+    reserved: Vec<Reservation>,
+    /// Some reservation may be held that the running generation no longer has: released once
+    /// no worker runs an older generation.
+    release_pending: bool,
+    /// The collector's period (the last labelling configuration's).
+    gc_every: Duration,
+    /// [`crate::reload::content_hash`] of the configuration file as last read (start, each
+    /// reload), which the watch compares with the file's content now.
+    seen: Option<u64>,
+    /// The last error of the watch reading the file (logged once).
+    watch_error: Option<String>,
     /// Ports that have transmit queues (set up at start).
     has_tx: Vec<bool>,
     /// Port MACs (read from the devices at start).
@@ -226,12 +243,32 @@ impl Reloader {
     /// Re-reads the configuration and publishes it as the next generation, or says why not
     /// (the running generation stays). On success returns the new generation's perturber.
     fn reload(&mut self) -> Result<(String, pipelines::flow::Perturber), String> {
-        let cfg = self.source.load()?;
+        let bytes = self.source.read()?;
+        self.seen = Some(crate::reload::content_hash(&bytes));
+        let cfg = self.source.parse(&bytes)?;
         let file = self.source.describe();
         let err = |e: ConfigError| format!("{file}: config error: {e}");
         crate::reload::check_restart_only(&self.running, &cfg).map_err(err)?;
+        let table = self.kept.flowlabels.clone();
+        crate::reload::check_flowlabel_capacity(table.as_ref().map(|t| t.capacity()), &cfg)
+            .map_err(err)?;
         crate::reload::check_same_sas(self.kept.ipsec.as_deref(), &cfg).map_err(err)?;
-        let mut gen = build_generation_with(&cfg, Some(&self.kept)).map_err(err)?;
+        let table_config = cfg.flowlabel_table_config().map_err(err)?;
+        let reserved = table_config
+            .as_ref()
+            .map_or_else(Vec::new, |c| c.reservations.clone());
+        // The first configuration that labels flows gets a table (with its reservations).
+        let new_table = match (&table, &table_config) {
+            (None, Some(c)) => Some(Arc::new(
+                FlowLabelTable::new(c).map_err(|e| err(ConfigError::at("flowlabels", e.0)))?,
+            )),
+            _ => None,
+        };
+        let kept = Kept {
+            flowlabels: table.clone().or_else(|| new_table.clone()),
+            ipsec: self.kept.ipsec.clone(),
+        };
+        let mut gen = build_generation_with(&cfg, Some(&kept)).map_err(err)?;
         for (p, mac) in gen.ports.iter_mut().zip(&self.macs) {
             p.mac = *mac;
         }
@@ -240,7 +277,8 @@ impl Reloader {
                 return Err(err(ConfigError::at(
                     format!("ports[{i}]"),
                     format!(
-                        "port {:?} is now sent to (forwarding, redirect or mirror), but nothing                          was at start, so it has no transmit queues: restart required",
+                        "port {:?} is now sent to (forwarding, redirect or mirror), but nothing \
+                         was at start, so it has no transmit queues: restart required",
                         cfg.ports[i].name
                     ),
                 )));
@@ -250,19 +288,60 @@ impl Reloader {
         let counted = slots.number(&mut gen).map_err(|m| format!("{file}: {m}"))?;
         let perturber = pipelines::flow::Perturber::of_generation(&gen, Instant::now());
         let (filters, actions) = (counted.filters.len(), counted.actions.len());
-        let (epoch, old) = self
-            .cell
-            .publish_numbered(gen)
-            .map_err(|e| format!("{file}: pipeline: {e}"))?;
+        // Last, as nothing after it fails but the publication: the running table claims the
+        // labels the new generation pins before any worker runs it.
+        if let Some(t) = &table {
+            t.reserve(&reserved, unix_ms())
+                .map_err(|e| err(crate::reload::reserve_error(&cfg, &e)))?;
+        }
+        let (epoch, old) = match self.cell.publish_numbered(gen) {
+            Ok(p) => p,
+            Err(e) => {
+                if let Some(t) = &table {
+                    // The running reservations are held: this cannot fail. Labels claimed for
+                    // the refused generation are released with the next release.
+                    let _ = t.reserve(&self.reserved, unix_ms());
+                    self.release_pending = true;
+                }
+                return Err(format!("{file}: pipeline: {e}"));
+            }
+        };
         self.retired.push(old);
         self.slots = slots;
         match self.counted.write() {
             Ok(mut c) => *c = counted,
             Err(p) => *p.into_inner() = counted,
         }
+        let mut notes = Vec::new();
+        let diff = ReservationDiff::between(&self.reserved, &reserved);
+        if !diff.is_empty() {
+            notes.push(format!("flow-label reservations: {diff}"));
+        }
+        if let (Some(t), Some(c)) = (&kept.flowlabels, &table_config) {
+            if t.linger_ms() != c.linger_ms {
+                notes.push(format!(
+                    "flow-label linger {} s -> {} s",
+                    t.linger_ms() as f64 / 1000.0,
+                    c.linger_ms as f64 / 1000.0
+                ));
+                t.set_linger_ms(c.linger_ms);
+            }
+            self.gc_every = Duration::from_millis(cfg.flowlabels.gc_interval_ms);
+        }
+        if let Some(t) = new_table {
+            notes.push(format!("flow-label table created ({} flows)", t.capacity()));
+            let _ = self.flowlabels.set(t.clone());
+            self.kept.flowlabels = Some(t);
+        }
+        self.release_pending |= self.kept.flowlabels.is_some();
+        self.reserved = reserved;
         self.running = cfg;
+        let notes: String = notes.iter().map(|n| format!("; {n}")).collect();
         Ok((
-            format!("{file}: generation {epoch} in effect ({filters} filters, {actions} actions)"),
+            format!(
+                "{file}: generation {epoch} in effect ({filters} filters, {actions} \
+                 actions{notes})"
+            ),
             perturber,
         ))
     }
@@ -281,9 +360,53 @@ impl Reloader {
         r
     }
 
-    /// Frees the replaced generations no worker holds any more.
+    /// Frees the replaced generations no worker holds any more; once none is left, releases
+    /// the flow labels no longer reserved (no worker can pin them now).
     fn free_retired(&mut self) {
         self.retired.retain(|g| Arc::strong_count(g) > 1);
+        if !self.retired.is_empty() || !self.release_pending {
+            return;
+        }
+        self.release_pending = false;
+        let Some(t) = &self.kept.flowlabels else {
+            return;
+        };
+        let released = t.release_reservations(&self.reserved, unix_ms());
+        if !released.is_empty() {
+            let list: Vec<String> = released.iter().map(|l| format!("{l:#07x}")).collect();
+            eprintln!(
+                "appliance: flow labels {} are no longer reserved: they linger {} s, then wait \
+                 one collection, before a flow may get them",
+                list.join(", "),
+                t.linger_ms() as f64 / 1000.0
+            );
+        }
+    }
+
+    /// The watch's period (`run.watch_config_s` of the running configuration), when there is
+    /// a file to watch.
+    fn watch_every(&self) -> Option<Duration> {
+        self.source.path.as_ref()?;
+        self.running.run.watch_config_s.map(Duration::from_secs_f64)
+    }
+
+    /// True when the configuration file's content differs from what the last reload (or the
+    /// start) read. A file that cannot be read now (being replaced) counts as unchanged; the
+    /// error is logged once.
+    fn file_changed(&mut self) -> bool {
+        match self.source.read() {
+            Ok(bytes) => {
+                self.watch_error = None;
+                self.seen != Some(crate::reload::content_hash(&bytes))
+            }
+            Err(e) => {
+                if self.watch_error.as_ref() != Some(&e) {
+                    eprintln!("appliance: watching the configuration file: {e}");
+                    self.watch_error = Some(e);
+                }
+                false
+            }
+        }
     }
 }
 
@@ -467,16 +590,30 @@ fn bring_up_and_run(
     let macs: Vec<[u8; 6]> = gen.ports.iter().map(|p| p.mac).collect();
     // Flow classifiers with `perturb`: the control loop re-seeds them.
     let mut perturber = pipelines::flow::Perturber::of_generation(&gen, Instant::now());
-    let flowlabels = gen.flowlabels.clone();
+    let flowlabels: crate::reload::SharedFlowLabels = Arc::default();
+    if let Some(t) = &gen.flowlabels {
+        let _ = flowlabels.set(t.clone());
+    }
+    let reserved = gen
+        .flowlabels
+        .as_ref()
+        .map_or_else(Vec::new, |t| t.reservations());
     let ipsec_state = gen.ipsec.clone();
+    let seen = source.loaded_hash;
     let cell = GenerationCell::new(gen).map_err(|e| startup(format!("pipeline: {e}")))?;
     let mut reloader = Reloader {
         source,
         running: cfg.clone(),
         kept: Kept {
-            flowlabels: flowlabels.clone(),
+            flowlabels: flowlabels.get().cloned(),
             ipsec: ipsec_state.clone(),
         },
+        flowlabels: flowlabels.clone(),
+        reserved,
+        release_pending: false,
+        gc_every: Duration::from_millis(cfg.flowlabels.gc_interval_ms),
+        seen,
+        watch_error: None,
         has_tx: targets.clone(),
         macs,
         slots,
@@ -601,8 +738,8 @@ fn bring_up_and_run(
     let mut last_rx = 0u64;
     let mut last_change = Instant::now();
     let mut last_links = Instant::now();
-    let gc_every = Duration::from_millis(cfg.flowlabels.gc_interval_ms);
     let mut last_gc = Instant::now();
+    let mut next_watch = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(10));
         let now = Instant::now();
@@ -617,10 +754,19 @@ fn bring_up_and_run(
             let r = reloader.reload_logged("POST /reload", &mut perturber);
             let _ = req.0.send(r);
         }
+        // `run.watch_config_s`: a changed file reloads as SIGHUP does.
+        if let Some(every) = reloader.watch_every() {
+            if now >= next_watch {
+                next_watch = now + every;
+                if reloader.file_changed() {
+                    let _ = reloader.reload_logged("configuration file changed", &mut perturber);
+                }
+            }
+        }
         reloader.free_retired();
         perturber.tick(now, &mut pipelines::flow::random_u32);
-        if let Some(t) = &flowlabels {
-            if now - last_gc >= gc_every {
+        if let Some(t) = flowlabels.get() {
+            if now - last_gc >= reloader.gc_every {
                 t.gc(unix_ms());
                 last_gc = now;
             }
@@ -735,7 +881,7 @@ fn bring_up_and_run(
             })
             .collect(),
         mirror_copies: lcore_stats.iter().map(|l| l.mirror_copies.get()).sum(),
-        flowlabels: flowlabels.as_ref().map(|t| {
+        flowlabels: flowlabels.get().map(|t| {
             crate::summary::FlowLabelSummary::new(
                 t,
                 &pipelines::stats::flowlabel_totals(&lcore_stats),

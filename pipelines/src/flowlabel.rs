@@ -34,6 +34,27 @@
 //! - Label uniqueness is a bitmap of 2^20 bits claimed with `fetch_or` (again per new flow).
 //! - The only per-packet write to shared memory is the last-use time, stored (not
 //!   read-modify-written) at most once per millisecond per flow.
+//!
+//! # Reservations change while the table runs
+//! Every label has at most one owner at a time, recorded by its bit in the claimed-label
+//! bitmap: a flow's entry, the collector (lingering or quarantined labels) or the reservations.
+//! Only the control thread changes the reservations, in two steps around the publication of a
+//! pipeline generation whose `flowlabel` actions pin them:
+//! - [`FlowLabelTable::reserve`], before the new generation is published, claims each newly
+//!   reserved label. A free label is claimed at once; a label that lingers or waits in
+//!   quarantine is taken back from the collector; a label a live flow holds is refused (the
+//!   reload fails naming the label and the flow), as Linux refuses to hand a label that another
+//!   owner holds exclusively to a new owner. No flow can be given a label from the moment it is
+//!   claimed.
+//! - [`FlowLabelTable::release_reservations`], once no worker runs a generation that may still
+//!   pin them, hands labels that are no longer reserved to the collector: they linger for the
+//!   table's linger, as a flow's label does after its last packet, then wait one collection in
+//!   quarantine before a new flow may get them.
+//!
+//! Workers never read the reservations except through the reserved-label bitmap (stateless
+//! labels skip reserved labels), which only the control thread writes: a worker sees the
+//! reservation set of its generation at its burst boundary, and no lock or shared
+//! read-modify-write is added per packet.
 use crate::jhash::{jhash_1word, jhash_2words};
 use crate::wire::{ipproto, Parsed, L3};
 use std::sync::atomic::{fence, AtomicU64, Ordering};
@@ -517,11 +538,124 @@ fn merged(rs: &[Reservation]) -> Vec<Reservation> {
     m.into_values().collect()
 }
 
-/// The collector's private state: labels freed by the previous pass, totals.
+/// The control thread's state (collector and reservations), behind one lock that workers
+/// never take.
 #[derive(Debug, Default)]
-struct GcState {
+struct Control {
+    /// Labels released by the previous collection: returned to the pool by the next one.
     quarantine: Vec<u32>,
+    /// Labels of removed reservations, with the time (ms) their linger ends.
+    lingering: Vec<(u32, u64)>,
     stats: GcStats,
+    /// Labels claimed for reservations (their bits are set in `used` and `reserved`): those
+    /// of the running generation and of any generation some worker may still run.
+    held: std::collections::BTreeSet<u32>,
+    /// The reservations as configured now, one per label (for the listing).
+    listed: Vec<Reservation>,
+}
+
+/// How the reservations of two configurations differ (labels in order).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReservationDiff {
+    /// Labels reserved by the new configuration only.
+    pub added: Vec<u32>,
+    /// Labels reserved by the old configuration only.
+    pub removed: Vec<u32>,
+    /// Labels reserved by both whose share or number of pinning actions changed.
+    pub changed: Vec<u32>,
+}
+
+impl ReservationDiff {
+    /// The difference from `old` to `new` (several reservations of one label count as one,
+    /// as the table merges them).
+    pub fn between(old: &[Reservation], new: &[Reservation]) -> ReservationDiff {
+        let (old, new) = (merged(old), merged(new));
+        let find = |rs: &[Reservation], l: u32| rs.iter().find(|r| r.label == l).copied();
+        let mut d = ReservationDiff::default();
+        for r in &new {
+            match find(&old, r.label) {
+                None => d.added.push(r.label),
+                Some(o) if o != *r => d.changed.push(r.label),
+                Some(_) => {}
+            }
+        }
+        d.removed = old
+            .iter()
+            .filter(|r| find(&new, r.label).is_none())
+            .map(|r| r.label)
+            .collect();
+        d
+    }
+
+    /// True when nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.removed.is_empty() && self.changed.is_empty()
+    }
+}
+
+impl std::fmt::Display for ReservationDiff {
+    /// `added 0x05353; removed 0x00077, 0x00078; changed 0x00088` (empty when nothing changed).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut sep = "";
+        for (what, labels) in [
+            ("added", &self.added),
+            ("removed", &self.removed),
+            ("changed", &self.changed),
+        ] {
+            if labels.is_empty() {
+                continue;
+            }
+            let list: Vec<String> = labels.iter().map(|l| format!("{l:#07x}")).collect();
+            write!(f, "{sep}{what} {}", list.join(", "))?;
+            sep = "; ";
+        }
+        Ok(())
+    }
+}
+
+/// A reservation the table cannot grant now: a live flow holds its label.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReserveError {
+    /// The label.
+    pub label: u32,
+    /// The flow holding it, how long it has been idle and its linger (milliseconds); `None`
+    /// when an lcore is giving the label to a new flow (or moving its entry) at this moment.
+    pub holder: Option<(FlowKey, u64, u64)>,
+}
+
+impl std::fmt::Display for ReserveError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let l = self.label;
+        match &self.holder {
+            Some((flow, idle_ms, linger_ms)) => {
+                let (sp, dp) = flow.ports();
+                write!(
+                    f,
+                    "{l:#07x} is in use by a live flow ({} -> {}, protocol {}, ports {sp} -> \
+                     {dp}; idle for {:.1} s, it expires once idle for {:.1} s)",
+                    flow.src(),
+                    flow.dst(),
+                    flow.proto(),
+                    *idle_ms as f64 / 1000.0,
+                    *linger_ms as f64 / 1000.0
+                )?;
+            }
+            None => write!(f, "{l:#07x} is being given to a new flow")?,
+        }
+        f.write_str(
+            ": a label becomes reserved only while no flow holds it; reload again once the \
+             flow has expired, or reserve another label",
+        )
+    }
+}
+
+impl std::error::Error for ReserveError {}
+
+/// Where a label claimed by [`FlowLabelTable::reserve`] came from (to undo a refused call).
+enum Claimed {
+    Free(u32),
+    Quarantine(u32),
+    Lingering(u32, u64),
 }
 
 /// One row of the operator listing (`/proc/net/ip6_flowlabel`'s columns, plus the flow).
@@ -529,7 +663,8 @@ struct GcState {
 pub struct LabelEntry {
     /// The label.
     pub label: u32,
-    /// "dynamic" for a flow's label, else the reservation's share.
+    /// "dynamic" for a flow's label, the reservation's share for a reserved label, "released"
+    /// for the label of a removed reservation while it lingers.
     pub share: &'static str,
     /// The lcore that created the entry (`None` for reservations).
     pub owner: Option<u16>,
@@ -537,28 +672,31 @@ pub struct LabelEntry {
     pub users: u32,
     /// Linger in milliseconds (0 for reservations: they never expire).
     pub linger_ms: u64,
-    /// Milliseconds until the entry expires unless used again (`None` for reservations).
+    /// Milliseconds until the entry expires unless used again (`None` for reservations); for
+    /// a released reservation, until its linger ends.
     pub expires_ms: Option<u64>,
     /// The flow (`None` for reservations).
     pub flow: Option<FlowKey>,
 }
 
 /// The appliance-wide flow-label table. Shared by every worker lcore (`Arc`) and by the control
-/// thread (collector, listings); survives configuration reloads.
+/// thread (collector, listings, reservations); survives configuration reloads.
 #[derive(Debug)]
 pub struct FlowLabelTable {
     buckets: Box<[Bucket]>,
-    /// Claimed labels: dynamic ones, reserved ones and 0.
+    /// Claimed labels: dynamic ones (live, lingering, quarantined), reserved ones and 0.
     used: Box<[AtomicU64]>,
-    /// Reserved labels (read-only after construction).
-    reserved: Box<[u64]>,
-    reservations: Vec<Reservation>,
+    /// Reserved labels and 0: written by the control thread only, read by workers for
+    /// stateless labels.
+    reserved: Box<[AtomicU64]>,
     capacity: usize,
-    linger_ms: u64,
+    /// Written by the control thread only (a reload may change it); read by the collector and
+    /// listings, never by workers.
+    linger_ms: AtomicU64,
     seeds: [u32; 3],
     /// Secret words of the flow hash, from `seeds[0]`.
     keys: [u64; 6],
-    gc: Mutex<GcState>,
+    control: Mutex<Control>,
 }
 
 impl FlowLabelTable {
@@ -578,25 +716,125 @@ impl FlowLabelTable {
         let n = (cfg.capacity + cfg.capacity / 4).div_ceil(SLOTS).max(2);
         let buckets: Box<[Bucket]> = (0..n).map(|_| Bucket::default()).collect();
         let used: Box<[AtomicU64]> = (0..LABEL_WORDS).map(|_| AtomicU64::new(0)).collect();
-        let mut reserved = vec![0u64; LABEL_WORDS].into_boxed_slice();
-        reserved[0] |= 1;
-        for r in &cfg.reservations {
-            reserved[r.label as usize / 64] |= 1 << (r.label % 64);
-        }
-        for (u, r) in used.iter().zip(reserved.iter()) {
-            u.store(*r, Ordering::Relaxed);
-        }
-        Ok(FlowLabelTable {
+        let reserved: Box<[AtomicU64]> = (0..LABEL_WORDS).map(|_| AtomicU64::new(0)).collect();
+        // Label 0 means "no label": never a flow's.
+        used[0].store(1, Ordering::Relaxed);
+        reserved[0].store(1, Ordering::Relaxed);
+        let t = FlowLabelTable {
             buckets,
             used,
             reserved,
-            reservations: merged(&cfg.reservations),
             capacity: cfg.capacity,
-            linger_ms: cfg.linger_ms,
+            linger_ms: AtomicU64::new(cfg.linger_ms),
             seeds,
             keys: secrets(seeds[0]),
-            gc: Mutex::new(GcState::default()),
+            control: Mutex::new(Control::default()),
+        };
+        // Nothing holds a label yet: every reservation is granted.
+        t.reserve(&cfg.reservations, 0)
+            .map_err(|e| FlowLabelError(format!("`flowlabels.reserved`: {e}")))?;
+        Ok(t)
+    }
+
+    fn control(&self) -> std::sync::MutexGuard<'_, Control> {
+        self.control.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Makes `next` the reservations (control thread, before publishing a generation whose
+    /// actions pin them; `now_ms` on the workers' clock). Each label it reserves that the
+    /// reservations do not hold yet is claimed: a free one at once, a lingering or quarantined
+    /// one back from the collector. A label a live flow holds is refused with that flow, and
+    /// the call then changes nothing. Labels `next` no longer reserves stay reserved until
+    /// [`FlowLabelTable::release_reservations`]: generations that pin them may still run.
+    pub fn reserve(&self, next: &[Reservation], now_ms: u64) -> Result<(), ReserveError> {
+        let mut c = self.control();
+        let mut claimed: Vec<Claimed> = Vec::new();
+        let wanted = merged(next);
+        for r in &wanted {
+            let l = r.label & LABEL_MASK;
+            if c.held.contains(&l) {
+                continue;
+            }
+            if self.try_claim(l) {
+                claimed.push(Claimed::Free(l));
+            } else if let Some(i) = c.quarantine.iter().position(|&q| q == l) {
+                c.quarantine.swap_remove(i);
+                claimed.push(Claimed::Quarantine(l));
+            } else if let Some(i) = c.lingering.iter().position(|&(q, _)| q == l) {
+                let (_, until) = c.lingering.swap_remove(i);
+                claimed.push(Claimed::Lingering(l, until));
+            } else {
+                // A flow holds it: undo this call's claims, name the flow.
+                for k in claimed {
+                    match k {
+                        Claimed::Free(l) => self.release_label(l),
+                        Claimed::Quarantine(l) => c.quarantine.push(l),
+                        Claimed::Lingering(l, until) => c.lingering.push((l, until)),
+                    }
+                }
+                return Err(ReserveError {
+                    label: l,
+                    holder: self.holder(l, now_ms),
+                });
+            }
+        }
+        for k in claimed {
+            let (Claimed::Free(l) | Claimed::Quarantine(l) | Claimed::Lingering(l, _)) = k;
+            c.held.insert(l);
+            self.set_reserved(l, true);
+        }
+        c.listed = wanted;
+        Ok(())
+    }
+
+    /// Hands the labels held for reservations that `keep` does not list to the collector
+    /// (control thread, once no worker runs a generation that may pin them; `now_ms` on the
+    /// workers' clock): each lingers for the table's linger, then waits one collection in
+    /// quarantine, before a new flow may get it. Returns those labels.
+    pub fn release_reservations(&self, keep: &[Reservation], now_ms: u64) -> Vec<u32> {
+        let mut c = self.control();
+        let released: Vec<u32> = c
+            .held
+            .iter()
+            .copied()
+            .filter(|l| !keep.iter().any(|r| r.label & LABEL_MASK == *l))
+            .collect();
+        let until = now_ms.saturating_add(self.linger_ms());
+        for &l in &released {
+            c.held.remove(&l);
+            self.set_reserved(l, false);
+            c.lingering.push((l, until));
+        }
+        released
+    }
+
+    /// The reservations as last set (merged: one per label, in label order).
+    pub fn reservations(&self) -> Vec<Reservation> {
+        self.control().listed.clone()
+    }
+
+    /// Labels held for reservations now: those of the running reservations and of removed ones
+    /// not released yet.
+    pub fn reserved_labels(&self) -> Vec<u32> {
+        self.control().held.iter().copied().collect()
+    }
+
+    /// The live flow holding `label`, its idle time and the linger (a scan; control thread).
+    fn holder(&self, label: u32, now_ms: u64) -> Option<(FlowKey, u64, u64)> {
+        self.buckets.iter().find_map(|b| {
+            (0..SLOTS).find_map(|i| {
+                let (l, key, last, _) = b.read(i)?;
+                (l == label).then(|| (key, now_ms.saturating_sub(last), self.linger_ms()))
+            })
         })
+    }
+
+    /// Sets or clears `label` in the reserved bitmap (control thread only: a plain store).
+    fn set_reserved(&self, label: u32, on: bool) {
+        let (w, bit) = (label as usize / 64, 1u64 << (label % 64));
+        let v = self.reserved[w].load(Ordering::Relaxed);
+        let v = if on { v | bit } else { v & !bit };
+        self.reserved[w].store(v, Ordering::Release);
     }
 
     /// Slots in the table (at least the configured capacity).
@@ -621,25 +859,33 @@ impl FlowLabelTable {
             + std::mem::size_of_val(&*self.reserved)
     }
 
-    /// Dynamic labels claimed now (live entries and quarantined labels).
+    /// Dynamic labels claimed now (live entries, lingering and quarantined labels).
     pub fn labels_in_use(&self) -> usize {
         self.used
             .iter()
             .zip(self.reserved.iter())
-            .map(|(u, r)| (u.load(Ordering::Relaxed) & !r).count_ones() as usize)
+            .map(|(u, r)| {
+                (u.load(Ordering::Relaxed) & !r.load(Ordering::Relaxed)).count_ones() as usize
+            })
             .sum()
     }
 
     /// The linger.
     pub fn linger_ms(&self) -> u64 {
-        self.linger_ms
+        self.linger_ms.load(Ordering::Relaxed)
+    }
+
+    /// Sets the linger (control thread; validated by the caller): entries expire once idle for
+    /// longer than it from the next collection on, measured from each flow's last packet.
+    pub fn set_linger_ms(&self, linger_ms: u64) {
+        self.linger_ms.store(linger_ms, Ordering::Relaxed);
     }
 
     /// True when `label` is reserved.
     #[inline]
     pub fn is_reserved(&self, label: u32) -> bool {
         let l = (label & LABEL_MASK) as usize;
-        self.reserved[l / 64] & (1 << (l % 64)) != 0
+        self.reserved[l / 64].load(Ordering::Acquire) & (1 << (l % 64)) != 0
     }
 
     /// The flow's first bucket: `h` mapped onto the bucket count by multiply-shift (no
@@ -828,7 +1074,7 @@ impl FlowLabelTable {
 
     fn release_label(&self, label: u32) {
         let (w, bit) = (label as usize / 64, 1u64 << (label % 64));
-        if self.reserved[w] & bit == 0 {
+        if self.reserved[w].load(Ordering::Relaxed) & bit == 0 {
             self.used[w].fetch_and(!bit, Ordering::AcqRel);
         }
     }
@@ -844,14 +1090,22 @@ impl FlowLabelTable {
     }
 
     /// One collection at `now_ms` (control thread): returns the labels quarantined by the
-    /// previous collection to the pool, then removes every entry idle for longer than the
-    /// linger and quarantines its label. Never blocks a worker for more than one bucket's
-    /// removal.
+    /// previous collection to the pool, quarantines the labels of removed reservations whose
+    /// linger ended, then removes every entry idle for longer than the linger and quarantines
+    /// its label. Never blocks a worker for more than one bucket's removal.
     pub fn gc(&self, now_ms: u64) -> GcStats {
-        let mut st = self.gc.lock().unwrap_or_else(|e| e.into_inner());
+        let mut st = self.control();
         for l in std::mem::take(&mut st.quarantine) {
             self.release_label(l);
         }
+        let st = &mut *st;
+        st.lingering.retain(|&(l, until)| {
+            let done = until <= now_ms;
+            if done {
+                st.quarantine.push(l);
+            }
+            !done
+        });
         let mut live = 0u64;
         for bucket in self.buckets.iter() {
             for i in 0..SLOTS {
@@ -884,12 +1138,12 @@ impl FlowLabelTable {
 
     #[inline]
     fn expired(&self, last_use: u64, now_ms: u64) -> bool {
-        now_ms.saturating_sub(last_use) > self.linger_ms
+        now_ms.saturating_sub(last_use) > self.linger_ms()
     }
 
     /// The collector's totals as of its last run.
     pub fn gc_stats(&self) -> GcStats {
-        self.gc.lock().unwrap_or_else(|e| e.into_inner()).stats
+        self.control().stats
     }
 
     /// Live entries now (a scan; for listings and tests).
@@ -901,20 +1155,36 @@ impl FlowLabelTable {
             .count()
     }
 
-    /// The live table at `now_ms`: reservations first, then up to `limit` flows in table
-    /// order. Lock-free: a flow that moves between its two buckets during the scan may be
-    /// listed twice (with its one label).
+    /// The live table at `now_ms`: reservations first, then the labels of removed
+    /// reservations that still linger, then up to `limit` flows in table order. Lock-free for
+    /// the flows: a flow that moves between its two buckets during the scan may be listed
+    /// twice (with its one label).
     pub fn entries(&self, now_ms: u64, limit: usize) -> Vec<LabelEntry> {
         let mut out: Vec<LabelEntry> = Vec::new();
-        out.extend(self.reservations.iter().map(|r| LabelEntry {
-            label: r.label,
-            share: r.share.name(),
-            owner: None,
-            users: r.users,
-            linger_ms: 0,
-            expires_ms: None,
-            flow: None,
-        }));
+        let linger_ms = self.linger_ms();
+        {
+            let c = self.control();
+            out.extend(c.listed.iter().map(|r| LabelEntry {
+                label: r.label,
+                share: r.share.name(),
+                owner: None,
+                users: r.users,
+                linger_ms: 0,
+                expires_ms: None,
+                flow: None,
+            }));
+            let mut lingering = c.lingering.clone();
+            lingering.sort_unstable();
+            out.extend(lingering.iter().map(|&(label, until)| LabelEntry {
+                label,
+                share: "released",
+                owner: None,
+                users: 0,
+                linger_ms,
+                expires_ms: Some(until.saturating_sub(now_ms)),
+                flow: None,
+            }));
+        }
         let mut flows = 0;
         'all: for b in self.buckets.iter() {
             for i in 0..SLOTS {
@@ -928,8 +1198,8 @@ impl FlowLabelTable {
                         share: "dynamic",
                         owner: Some(born as u16),
                         users: 1,
-                        linger_ms: self.linger_ms,
-                        expires_ms: Some((last + self.linger_ms).saturating_sub(now_ms)),
+                        linger_ms,
+                        expires_ms: Some((last + linger_ms).saturating_sub(now_ms)),
                         flow: Some(key),
                     });
                 }

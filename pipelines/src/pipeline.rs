@@ -543,8 +543,9 @@ pub struct Generation {
     pub ports: Vec<PortPipeline>,
     /// Port groups, indexed by [`MirredTarget::Group`].
     pub groups: Vec<PortGroup>,
-    /// The appliance's flow-label table, when any port labels (shared by every generation:
-    /// live flows keep their labels across reloads).
+    /// The appliance's flow-label table, once any port labels (shared by every generation:
+    /// live flows keep their labels across reloads). A `flowlabel` action's label must be
+    /// reserved in it when the generation is published.
     pub flowlabels: Option<Arc<FlowLabelTable>>,
     /// Tunnels and security associations, when any are configured (their live state, sequence
     /// numbers and replay windows, is shared with the worker's tunnel stage).

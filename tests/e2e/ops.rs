@@ -162,8 +162,8 @@ fn substitute_grafana_vars(e: &str) -> String {
     out
 }
 
-/// Every PromQL expression of the dashboard (panel targets), and the metrics its template
-/// variables read (`label_values(METRIC..., label)`).
+/// Every PromQL expression of the dashboard (panel targets and annotations), and the metrics
+/// its template variables read (`label_values(METRIC..., label)`).
 fn dashboard_exprs() -> (Vec<String>, Vec<String>) {
     let d: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(format!("{ROOT}/deploy/grafana/appliance.json")).unwrap(),
@@ -183,6 +183,7 @@ fn dashboard_exprs() -> (Vec<String>, Vec<String>) {
     }
     let mut exprs = Vec::new();
     walk(&d["panels"], &mut exprs);
+    walk(&d["annotations"], &mut exprs);
     let mut var_metrics = Vec::new();
     for var in d["templating"]["list"].as_array().unwrap() {
         if var["type"] == "query" {
@@ -879,4 +880,99 @@ fn the_kubernetes_entrypoint_renders_a_config_the_appliance_accepts() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr)
         .contains("PCIDEVICE_INTEL_COM_SRIOV_DPDK_WAN is not set"));
+    let cfg: serde_json::Value = serde_saphyr::from_str(&y).unwrap();
+    assert!(
+        cfg["run"]["watch_config_s"].as_f64().is_some(),
+        "the appliance watches the rendered file: {y}"
+    );
+}
+
+/// The entrypoint renders the mounted configuration again while the appliance runs (a
+/// ConfigMap edit reaches the file the appliance watches), replacing it by rename; the loop
+/// ends with the appliance. A stand-in for the appliance records its arguments and runs until
+/// told to stop.
+#[test]
+fn the_kubernetes_entrypoint_renders_configmap_changes_while_the_appliance_runs() {
+    let t = TestDir::new("ops-k8s-watch");
+    let cm: serde_json::Value = serde_saphyr::from_str(
+        &std::fs::read_to_string(format!("{ROOT}/deploy/k8s/configmap.yaml")).unwrap(),
+    )
+    .unwrap();
+    let template = cm["data"]["appliance.yaml"].as_str().unwrap().to_owned();
+    std::fs::write(t.path("appliance.yaml"), &template).unwrap();
+    let entrypoint = t.path("entrypoint.sh");
+    std::fs::write(&entrypoint, cm["data"]["entrypoint.sh"].as_str().unwrap()).unwrap();
+    std::fs::write(t.path("status"), "Cpus_allowed_list:\t2-3\n").unwrap();
+    let stub = t.path("appliance-stub.sh");
+    std::fs::write(
+        &stub,
+        format!(
+            "#!/bin/sh\necho \"$@\" > {args}\nwhile [ ! -e {stop} ]; do sleep 0.05; done\n",
+            args = t.p("args"),
+            stop = t.p("stop")
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&stub, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mut child = Command::new("/bin/sh")
+        .arg(&entrypoint)
+        .env("CONFIG", t.path("appliance.yaml"))
+        .env("PROC_STATUS", t.path("status"))
+        .env("RUN_DIR", t.path("run"))
+        .env("PCIDEVICE_INTEL_COM_SRIOV_DPDK_WAN", "0000:3b:02.0")
+        .env("PCIDEVICE_INTEL_COM_SRIOV_DPDK_LAN", "0000:5e:0a.3")
+        .env("APPLIANCE", &stub)
+        .env("RENDER_EVERY_S", "0.2")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let rendered = t.path("run").join("appliance.yaml");
+    let wait_for = |what: &str, ok: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !ok() {
+            assert!(Instant::now() < deadline, "{what}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    wait_for("the appliance started", &|| t.path("args").exists());
+    assert_eq!(
+        std::fs::read_to_string(t.path("args")).unwrap().trim(),
+        format!("run --config {}", rendered.display())
+    );
+    let read = || std::fs::read_to_string(&rendered).unwrap_or_default();
+    assert!(read().contains("device: \"0000:3b:02.0\""));
+    // The ConfigMap changes (the kubelet swaps the file by rename): rendered again, with this
+    // node's values.
+    let edited = template.replace("{ from: lan, to: wan }", "{ from: lan, action: drop }");
+    assert_ne!(edited, template);
+    std::fs::write(t.path("appliance.yaml.new"), &edited).unwrap();
+    std::fs::rename(t.path("appliance.yaml.new"), t.path("appliance.yaml")).unwrap();
+    wait_for("the change rendered", &|| {
+        read().contains("{ from: lan, action: drop }")
+    });
+    let y = read();
+    assert!(
+        y.contains("device: \"0000:5e:0a.3\"") && y.contains("lcores: \"0@2,1@3\""),
+        "{y}"
+    );
+    let (code, _, err) = cli(&["check-config", rendered.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{err}");
+    let shells = || {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter(|e| {
+                std::fs::read(e.path().join("cmdline")).is_ok_and(|c| {
+                    String::from_utf8_lossy(&c).contains(entrypoint.to_str().unwrap())
+                })
+            })
+            .count()
+    };
+    // (A child forked for sed, mv or sleep shows the same command line until it execs.)
+    assert!(shells() >= 1, "the render loop runs beside the appliance");
+    // The appliance exits: so does the render loop (the entrypoint's shells are gone).
+    std::fs::write(t.path("stop"), "").unwrap();
+    assert!(child.wait().unwrap().success());
+    wait_for("the render loop ended", &|| shells() == 0);
 }

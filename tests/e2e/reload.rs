@@ -4,6 +4,7 @@
 //! full. Rejected reloads answer the same errors as a start would and leave the running
 //! generation in effect; SAs kept across a reload keep their sequence numbers.
 use crate::util::*;
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -420,16 +421,457 @@ fn flow_labels_of_live_flows_survive_reloads() {
         std::thread::sleep(Duration::from_millis(300));
         assert_eq!(live_labels(&addr), before, "after reload {}", i + 1);
     }
-    // The table's parameters are set at start.
+    // Lingers change live (the listing shows the new one); the capacity needs a restart.
     std::fs::write(&cfg, a.replace("linger_s: 20", "linger_s: 30")).unwrap();
+    let (status, body) = http_post(&addr, "/reload");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("flow-label linger 20 s -> 30 s"), "{body}");
+    let v: serde_json::Value =
+        serde_json::from_str(&http_get(&addr, "/flowlabels?format=json&limit=1")).unwrap();
+    assert_eq!(v["entries"][0]["linger_ms"], 30_000);
+    assert_eq!(live_labels(&addr), before);
+    std::fs::write(
+        &cfg,
+        a.replace("linger_s: 20", "linger_s: 30\n  capacity: 8192"),
+    )
+    .unwrap();
     let (status, body) = http_post(&addr, "/reload");
     assert_eq!(status, 400, "{body}");
     assert!(
-        body.contains("`flowlabels`: the flow-label table") && body.contains("restart required"),
+        body.contains("`flowlabels.capacity`: the flow-label table's capacity (4096 -> 8192)")
+            && body.contains("restart required"),
         "{body}"
     );
     child.signal("INT");
     let r = child.finish();
     r.assert_clean();
     r.assert_conservation();
+}
+
+/// Source address -> label of the live table's dynamic entries (the generated flows differ in
+/// their source).
+fn live_labels_by_src(addr: &str) -> BTreeMap<String, u32> {
+    let v: serde_json::Value =
+        serde_json::from_str(&http_get(addr, "/flowlabels?format=json&limit=1000")).unwrap();
+    v["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["share"] == "dynamic")
+        .map(|e| {
+            (
+                e["flow"]["src"].as_str().unwrap().to_owned(),
+                e["label"].as_u64().unwrap() as u32,
+            )
+        })
+        .collect()
+}
+
+/// The reservations and released labels `/flowlabels` lists: label -> share.
+fn listed_reservations(addr: &str) -> BTreeMap<u32, String> {
+    let v: serde_json::Value =
+        serde_json::from_str(&http_get(addr, "/flowlabels?format=json&limit=0")).unwrap();
+    v["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["label"].as_u64().unwrap() as u32,
+                e["share"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// Source address and label of an IPv6 frame.
+fn src_and_label(frame: &[u8]) -> (String, u32) {
+    let ip = &frame[14..];
+    assert_eq!(ip[0] >> 4, 6, "IPv6 only");
+    let src: [u8; 16] = ip[8..24].try_into().unwrap();
+    let label = u32::from_be_bytes(ip[..4].try_into().unwrap()) & 0xfffff;
+    (std::net::Ipv6Addr::from(src).to_string(), label)
+}
+
+#[test]
+fn flow_label_reservations_change_live_under_traffic() {
+    let t = TestDir::new("reload-resv");
+    t.gen(
+        "in.pcap",
+        &[
+            "--count=500",
+            "--flows=50",
+            "--ip=6",
+            "--proto=udp,tcp",
+            "--seed=96",
+        ],
+    );
+    write_pcap(&t.path("empty.pcap"), &[]);
+    // `in` replays without pause to `out` (fill); flows 0 (fd00::) and 1 (fd00::1) are
+    // redirected to `cap` (override), which writes what it sends. `pin0`'s actions pin flow
+    // 0's label to a reservation in some configurations.
+    let base = std::fs::read_to_string(t.config(
+        &[
+            (
+                "in",
+                "net_pcap0",
+                &format!("rx_pcap={},infinite_rx=1", t.p("in.pcap")),
+            ),
+            (
+                "out",
+                "net_pcap1",
+                &format!("rx_pcap={},tx_pcap=/dev/null", t.p("empty.pcap")),
+            ),
+            (
+                "cap",
+                "net_pcap2",
+                &format!("rx_pcap={},tx_pcap={}", t.p("empty.pcap"), t.p("cap.pcap")),
+            ),
+        ],
+        "forwarding:\n  - { from: in, to: out }\n",
+        Some("127.0.0.1:0"),
+    ))
+    .unwrap()
+    .replace(
+        "infinite_rx=1\n",
+        "infinite_rx=1\n    ingress:\n      - { name: pin0, bpf: { filter: \"ip6 src fd00::\" }, actions: [PIN{ redirect: cap }] }\n      - { name: watch1, bpf: { filter: \"ip6 src fd00::1\" }, actions: [{ redirect: cap }] }\n",
+    )
+    .replace(
+        "tx_pcap=/dev/null\n",
+        "tx_pcap=/dev/null\n    flowlabel: fill\n",
+    )
+    .replace("cap.pcap\n", "cap.pcap\n    flowlabel: override\n");
+    // Configuration text: flow 0 pinned to `pin` (reserved as `reserved`, YAML entries), with
+    // `flowlabels` settings `extra`.
+    let config = |pin: Option<u32>, reserved: &str, extra: &str| {
+        base.replace(
+            "PIN",
+            &pin.map_or_else(String::new, |l| format!("{{ flowlabel: {l:#x} }}, ")),
+        ) + &format!("flowlabels:\n  linger_s: 60\n  reserved: [{reserved}]\n{extra}")
+    };
+    let cfg = t.path("appliance.yaml");
+    std::fs::write(&cfg, config(None, "", "")).unwrap();
+    let mut child = t.spawn(&cfg, &["--duration=90"]);
+    let addr = child.wait_for_metrics_addr();
+    std::thread::sleep(Duration::from_millis(500));
+    let before = live_labels_by_src(&addr);
+    assert_eq!(before.len(), 50, "{before:?}");
+    let (d0, d1) = (before["fd00::"], before["fd00::1"]);
+    // Two labels no live flow holds, and one that flow 2 holds.
+    let free = |from: u32| (from..).find(|l| !before.values().any(|v| v == l)).unwrap();
+    let (l1, l2) = (free(0x5353), free(0x7777));
+    let held = before["fd00::2"];
+    let reload = |text: &str| {
+        std::fs::write(&cfg, text).unwrap();
+        http_post(&addr, "/reload")
+    };
+    let generation = || sample(&metrics(&addr), "appliance_config_generation");
+
+    // Reserve l1 and pin flow 0 to it.
+    let (status, body) = reload(&config(Some(l1), &format!("{{ label: {l1:#x} }}"), ""));
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains(&format!("flow-label reservations: added {l1:#07x}")),
+        "{body}"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(live_labels_by_src(&addr), before, "after adding {l1:#x}");
+    assert_eq!(
+        listed_reservations(&addr),
+        BTreeMap::from([(l1, "exclusive".into())])
+    );
+
+    // Unpin and remove it: it lingers (listed as released) before any flow may get it.
+    let (status, body) = reload(&config(None, "", ""));
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(&format!("removed {l1:#07x}")), "{body}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while listed_reservations(&addr) != BTreeMap::from([(l1, "released".into())]) {
+        assert!(Instant::now() < deadline, "{l1:#x} never released");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(live_labels_by_src(&addr), before, "after removing {l1:#x}");
+
+    // Reserve l2 (shared), pin flow 0 to it, shorten the linger.
+    let with_l2 = config(
+        Some(l2),
+        &format!("{{ label: {l2:#x}, share: shared }}"),
+        "",
+    )
+    .replace("linger_s: 60", "linger_s: 30");
+    let (status, body) = reload(&with_l2);
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains(&format!("flow-label reservations: added {l2:#07x}"))
+            && body.contains("flow-label linger 60 s -> 30 s"),
+        "{body}"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(live_labels_by_src(&addr), before, "after adding {l2:#x}");
+    let g = generation();
+    assert_eq!(g, 4.0);
+
+    // A label a live flow holds cannot be reserved: refused, naming it and its flow.
+    let (status, body) = reload(&with_l2.replace(
+        "share: shared }",
+        &format!("share: shared }}, {{ label: {held:#x} }}"),
+    ));
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body.contains(&format!(
+            "`flowlabels.reserved[1].label`: {held:#07x} is in use by a live flow (fd00::2 -> "
+        )) && body.contains("reload again once the flow has expired, or reserve another label"),
+        "{body}"
+    );
+    // The capacity needs a restart, and says so.
+    let (status, body) = reload(&with_l2.replace("linger_s: 30", "linger_s: 30\n  capacity: 8192"));
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("`flowlabels.capacity`"), "{body}");
+    assert_eq!(generation(), g, "refused reloads change nothing");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(live_labels_by_src(&addr), before);
+    assert_eq!(
+        listed_reservations(&addr),
+        BTreeMap::from([(l1, "released".into()), (l2, "shared".into())])
+    );
+    child.signal("INT");
+    let r = child.finish();
+    r.assert_clean();
+    r.assert_conservation();
+    let (i, o, c) = (r.port("in"), r.port("out"), r.port("cap"));
+    let tx = |p: &serde_json::Value| p["tx_packets"].as_u64().unwrap();
+    let drops: u64 = [i, o, c]
+        .iter()
+        .map(|p| drops_of(p).values().sum::<u64>())
+        .sum();
+    assert_eq!(
+        i["rx_packets"].as_u64().unwrap(),
+        tx(o) + tx(c) + drops,
+        "{}",
+        r.summary
+    );
+    assert_eq!(drops, 0, "{}", r.summary);
+
+    // On the wire: flow 0 carried its dynamic label, then l1 from the reload that pinned it,
+    // its dynamic label again from the one that unpinned it, then l2 - each change once, at
+    // a burst boundary; flow 1 kept its label throughout.
+    let frames = read_pcap(&t.path("cap.pcap"));
+    assert_eq!(frames.len() as u64, tx(c));
+    let mut runs: Vec<(u32, u64)> = Vec::new();
+    let mut pinned = 0;
+    for f in &frames {
+        let (src, label) = src_and_label(f);
+        match src.as_str() {
+            "fd00::" => {
+                pinned += u64::from(label == l1 || label == l2);
+                match runs.last_mut() {
+                    Some((l, n)) if *l == label => *n += 1,
+                    _ => runs.push((label, 1)),
+                }
+            }
+            "fd00::1" => assert_eq!(label, d1, "flow 1 keeps its label"),
+            other => panic!("flow {other} redirected"),
+        }
+    }
+    let labels: Vec<u32> = runs.iter().map(|(l, _)| *l).collect();
+    assert_eq!(
+        labels,
+        [d0, l1, d0, l2],
+        "flow 0's labels in order: {runs:x?}"
+    );
+    assert!(runs.iter().all(|(_, n)| *n > 10), "{runs:?}");
+    assert_eq!(r.summary["flowlabels"]["pinned"], pinned);
+}
+
+#[test]
+fn labelling_turns_on_and_off_live_and_the_table_stays() {
+    let t = TestDir::new("reload-fl-on");
+    t.gen(
+        "in.pcap",
+        &["--count=200", "--flows=20", "--ip=6", "--seed=97"],
+    );
+    let off = replay_config(&t, FILTERS_A);
+    let on = off.replace(
+        "    device: net_pcap1\n",
+        "    device: net_pcap1\n    flowlabel: fill\n",
+    ) + "flowlabels:\n  capacity: 1000\n  linger_s: 30\n";
+    let cfg = t.path("appliance.yaml");
+    std::fs::write(&cfg, &off).unwrap();
+    let mut child = t.spawn(&cfg, &["--duration=60"]);
+    let addr = child.wait_for_metrics_addr();
+    let labelled = || {
+        let m = metrics(&addr);
+        m.contains("appliance_flowlabel_labelled_packets_total")
+            .then(|| sample(&m, "appliance_flowlabel_labelled_packets_total"))
+    };
+    let get = |path: &str| http_request(&addr, "GET", path, "", 10).unwrap();
+    assert_eq!(get("/flowlabels").0, 404);
+    assert_eq!(labelled(), None, "no table, no flow-label series");
+
+    // On: the table is made with the reloaded configuration.
+    std::fs::write(&cfg, &on).unwrap();
+    let (status, body) = http_post(&addr, "/reload");
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains("flow-label table created (1000 flows)"),
+        "{body}"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let labels = live_labels(&addr);
+    assert_eq!(labels.len(), 20);
+    assert!(labelled().unwrap() > 0.0);
+
+    // Off: nothing is labelled any more; the table stays, its flows linger.
+    std::fs::write(&cfg, &off).unwrap();
+    assert_eq!(http_post(&addr, "/reload").0, 200);
+    std::thread::sleep(Duration::from_millis(100));
+    let n = labelled().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(labelled(), Some(n), "nothing labelled while off");
+    assert_eq!(live_labels(&addr), labels);
+
+    // On again: the same table, the same labels; another capacity is refused.
+    std::fs::write(&cfg, on.replace("capacity: 1000", "capacity: 2000")).unwrap();
+    let (status, body) = http_post(&addr, "/reload");
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("`flowlabels.capacity`"), "{body}");
+    std::fs::write(&cfg, &on).unwrap();
+    let (status, body) = http_post(&addr, "/reload");
+    assert_eq!(status, 200, "{body}");
+    assert!(!body.contains("created"), "{body}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(labelled().unwrap() > n);
+    assert_eq!(live_labels(&addr), labels);
+    child.signal("INT");
+    let r = child.finish();
+    r.assert_clean();
+    r.assert_conservation();
+    assert_eq!(r.summary["flowlabels"]["live"], 20);
+}
+
+/// Replaces `dir/appliance.yaml` as the kubelet updates a ConfigMap volume: the content goes
+/// into a new timestamped directory, `..data` is switched to it by renaming a new symlink over
+/// it (atomic), and the old directory goes; `appliance.yaml` is a symlink to
+/// `..data/appliance.yaml` that never changes.
+fn kubelet_update(dir: &Path, n: u32, text: &str) {
+    let ts = format!("..2025_01_01_00_00_{n:02}.000000001");
+    std::fs::create_dir(dir.join(&ts)).unwrap();
+    std::fs::write(dir.join(&ts).join("appliance.yaml"), text).unwrap();
+    let tmp = dir.join("..data_tmp");
+    std::os::unix::fs::symlink(&ts, &tmp).unwrap();
+    let old = std::fs::read_link(dir.join("..data")).ok();
+    std::fs::rename(&tmp, dir.join("..data")).unwrap();
+    match old {
+        Some(old) => std::fs::remove_dir_all(dir.join(old)).unwrap(),
+        None => {
+            std::os::unix::fs::symlink("..data/appliance.yaml", dir.join("appliance.yaml")).unwrap()
+        }
+    }
+}
+
+#[test]
+fn a_watched_configuration_file_reloads_when_its_content_changes() {
+    let t = TestDir::new("reload-watch");
+    t.gen(
+        "in.pcap",
+        &["--count=500", "--flows=16", "--proto=udp,tcp", "--seed=98"],
+    );
+    let watch = "run:\n  watch_config_s: 0.2\n";
+    let a = replay_config(&t, FILTERS_A) + watch;
+    let b = replay_config(&t, FILTERS_B) + watch;
+    // A bad period is a configuration error, at start as at check-config.
+    let bad_period = t.path("bad-period.yaml");
+    std::fs::write(&bad_period, a.replace("0.2", "0")).unwrap();
+    let e = check_config_error(&bad_period);
+    assert!(
+        e.contains("`run.watch_config_s`: 0: seconds between looks"),
+        "{e}"
+    );
+    let o = appliance(&["run", "--watch-config", "1"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--watch-config needs --config FILE"));
+
+    let dir = t.path("configmap");
+    std::fs::create_dir(&dir).unwrap();
+    kubelet_update(&dir, 1, &a);
+    let cfg = dir.join("appliance.yaml");
+    let mut child = t.spawn(&cfg, &["--duration=60"]);
+    let addr = child.wait_for_metrics_addr();
+    let count = |result: &str| {
+        sample(
+            &metrics(&addr),
+            &format!("appliance_config_reloads_total{{result=\"{result}\"}}"),
+        )
+    };
+    assert_eq!(sample(&metrics(&addr), "appliance_config_generation"), 1.0);
+    assert_tcp_dropped(&addr, false, 0);
+
+    // The ConfigMap changes: reloaded by the watch, as SIGHUP would.
+    kubelet_update(&dir, 2, &b);
+    wait_reloads(&addr, "ok", 1.0);
+    assert_eq!(sample(&metrics(&addr), "appliance_config_generation"), 2.0);
+    assert_tcp_dropped(&addr, true, 1);
+    // Same content under a new directory: nothing to do.
+    kubelet_update(&dir, 3, &b);
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!((count("ok"), count("rejected")), (1.0, 0.0));
+    // A bad file is refused once (not at every look), the running generation stays.
+    kubelet_update(
+        &dir,
+        4,
+        &b.replace("{ from: in, to: out }", "{ from: in, to: nowhere }"),
+    );
+    wait_reloads(&addr, "rejected", 1.0);
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!((count("ok"), count("rejected")), (1.0, 1.0));
+    let m = metrics(&addr);
+    assert_eq!(sample(&m, "appliance_config_generation"), 2.0);
+    assert_eq!(sample(&m, "appliance_config_last_reload_successful"), 0.0);
+    assert_tcp_dropped(&addr, true, 2);
+    // Fixed: reloaded; a SIGHUP of the same content reloads once more, and the watch does not
+    // reload it again.
+    kubelet_update(&dir, 5, &a);
+    wait_reloads(&addr, "ok", 2.0);
+    assert_tcp_dropped(&addr, false, 3);
+    child.signal("HUP");
+    wait_reloads(&addr, "ok", 3.0);
+    // The file replaced by rename (as `mv` or an editor saves), with another period.
+    let tmp = dir.join("new.yaml");
+    std::fs::write(
+        &tmp,
+        b.replace("watch_config_s: 0.2", "watch_config_s: 0.3"),
+    )
+    .unwrap();
+    std::fs::rename(&tmp, &cfg).unwrap();
+    wait_reloads(&addr, "ok", 4.0);
+    assert_tcp_dropped(&addr, true, 4);
+    std::thread::sleep(Duration::from_millis(800));
+    let m = metrics(&addr);
+    assert_eq!(sample(&m, "appliance_config_generation"), 5.0);
+    assert_eq!(
+        sample(&m, "appliance_config_reloads_total{result=\"ok\"}"),
+        4.0
+    );
+    assert_eq!(sample(&m, "appliance_config_last_reload_successful"), 1.0);
+    child.signal("INT");
+    let r = child.finish();
+    r.assert_clean();
+    r.assert_conservation();
+    assert_eq!(
+        r.stderr
+            .matches("reload (configuration file changed): ")
+            .count(),
+        3,
+        "{}",
+        r.stderr
+    );
+    assert_eq!(
+        r.stderr
+            .matches("reload (configuration file changed) rejected")
+            .count(),
+        1,
+        "{}",
+        r.stderr
+    );
 }

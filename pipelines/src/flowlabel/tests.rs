@@ -189,6 +189,260 @@ fn reserved_labels_are_never_handed_to_flows() {
     assert_eq!((e[1].label, e[1].share, e[1].owner), (2, "exclusive", None));
 }
 
+fn res(label: u32, share: Share, users: u32) -> Reservation {
+    Reservation {
+        label,
+        share,
+        users,
+    }
+}
+
+fn claimed(t: &FlowLabelTable, label: u32) -> bool {
+    t.used[label as usize / 64].load(Ordering::Relaxed) & (1 << (label % 64)) != 0
+}
+
+#[test]
+fn reservation_diff_names_added_removed_and_changed_labels() {
+    let old = [
+        res(0x10, Share::Exclusive, 1),
+        res(0x20, Share::Shared, 1),
+        res(0x20, Share::Shared, 2),
+        res(0x30, Share::Shared, 0),
+    ];
+    let new = [
+        res(0x30, Share::Exclusive, 0),
+        res(0x20, Share::Shared, 3),
+        res(0x40, Share::Shared, 1),
+    ];
+    let d = ReservationDiff::between(&old, &new);
+    // 0x20: two shared reservations with 3 users in all, as before; 0x30: its share changed.
+    assert_eq!(
+        d,
+        ReservationDiff {
+            added: vec![0x40],
+            removed: vec![0x10],
+            changed: vec![0x30],
+        }
+    );
+    assert_eq!(
+        d.to_string(),
+        "added 0x00040; removed 0x00010; changed 0x00030"
+    );
+    let same = ReservationDiff::between(&old, &old);
+    assert!(same.is_empty());
+    assert_eq!(same.to_string(), "");
+    assert_eq!(
+        ReservationDiff::between(&[], &old).to_string(),
+        "added 0x00010, 0x00020, 0x00030"
+    );
+}
+
+#[test]
+fn reservations_added_while_running_are_claimed_and_never_given_to_flows() {
+    let t = table(4096);
+    assert!(t.reservations().is_empty());
+    let labels: Vec<u32> = (0x100..0x140).collect();
+    let rs: Vec<Reservation> = labels
+        .iter()
+        .map(|&l| res(l, Share::Exclusive, 1))
+        .collect();
+    t.reserve(&rs, 0).unwrap();
+    for &l in &labels {
+        assert!(t.is_reserved(l) && claimed(&t, l));
+    }
+    assert_eq!(t.reservations(), rs);
+    assert_eq!(t.reserved_labels(), labels);
+    // Flows never get them, nor stateless labels.
+    for i in 0..3000 {
+        let (l, _, _) = t.label(&flow(i), 0, 0);
+        assert!(!labels.contains(&l), "flow {i} got reserved label {l:#x}");
+    }
+    for h in 0..50_000 {
+        assert!(!labels.contains(&t.fallback(h)));
+    }
+    assert_eq!(t.labels_in_use(), 3000);
+}
+
+#[test]
+fn a_label_a_live_flow_holds_is_refused_naming_the_flow_and_nothing_changes() {
+    let t = table(64);
+    let (held, _, _) = t.label(&flow(7), 10_000, 0);
+    let free = (1..LABEL_MASK).find(|&l| !claimed(&t, l)).unwrap();
+    let free2 = (free + 1..LABEL_MASK).find(|&l| !claimed(&t, l)).unwrap();
+    t.reserve(&[res(free, Share::Shared, 1)], 10_000).unwrap();
+    // The new set adds a free label and the flow's: refused as a whole.
+    let e = t
+        .reserve(
+            &[
+                res(free, Share::Shared, 1),
+                res(free2, Share::Exclusive, 1),
+                res(held, Share::Exclusive, 1),
+            ],
+            12_500,
+        )
+        .unwrap_err();
+    assert_eq!(e.label, held);
+    let (key, idle, linger) = e.holder.unwrap();
+    assert_eq!((key, idle, linger), (flow(7), 2_500, MIN_LINGER_MS));
+    let msg = e.to_string();
+    assert!(
+        msg.starts_with(&format!(
+            "{held:#07x} is in use by a live flow (2001::7 -> fdfd:"
+        )) && msg.contains("protocol 6, ports 7 -> 443; idle for 2.5 s")
+            && msg.contains("reload again once the flow has expired, or reserve another label"),
+        "{msg}"
+    );
+    // Nothing changed: the free label is free again, the set is the previous one, the flow
+    // keeps its label.
+    assert!(!claimed(&t, free2) && !t.is_reserved(free2));
+    assert!(!t.is_reserved(held));
+    assert_eq!(t.reservations(), [res(free, Share::Shared, 1)]);
+    assert_eq!(t.reserved_labels(), [free]);
+    assert_eq!(t.label(&flow(7), 12_600, 0), (held, LabelOutcome::Hit, 0));
+    // Once the flow expired and was collected, the label is quarantined: a reservation takes
+    // it from the collector, and it is never released to the pool by the collector.
+    t.gc(12_600 + MIN_LINGER_MS + 1);
+    assert_eq!(t.live(), 0);
+    t.reserve(&[res(held, Share::Exclusive, 1)], 20_000)
+        .unwrap();
+    assert!(t.is_reserved(held));
+    t.gc(20_001);
+    t.gc(20_002);
+    assert!(
+        claimed(&t, held),
+        "the collector gave a reserved label back"
+    );
+    assert_eq!(t.label(&flow(7), 20_003, 0).1, LabelOutcome::New);
+    assert_ne!(t.label(&flow(7), 20_003, 0).0, held);
+}
+
+#[test]
+fn removed_reservations_linger_then_wait_in_quarantine_before_a_flow_may_get_them() {
+    let t = table(64);
+    t.reserve(
+        &[
+            res(0x5353, Share::Exclusive, 1),
+            res(0x77, Share::Shared, 2),
+        ],
+        0,
+    )
+    .unwrap();
+    // The new configuration drops 0x5353: still reserved until the old generation is gone.
+    t.reserve(&[res(0x77, Share::Shared, 2)], 1_000).unwrap();
+    assert!(t.is_reserved(0x5353));
+    assert_eq!(t.reservations(), [res(0x77, Share::Shared, 2)]);
+    assert_eq!(t.reserved_labels(), [0x77, 0x5353]);
+    let released = t.release_reservations(&[res(0x77, Share::Shared, 2)], 2_000);
+    assert_eq!(released, [0x5353]);
+    assert!(!t.is_reserved(0x5353) && claimed(&t, 0x5353));
+    assert_eq!(t.reserved_labels(), [0x77]);
+    // Listed as released while it lingers.
+    let e = t.entries(3_000, 0);
+    assert_eq!(e.len(), 2);
+    assert_eq!(
+        (e[1].label, e[1].share, e[1].users, e[1].expires_ms),
+        (0x5353, "released", 0, Some(MIN_LINGER_MS - 1_000))
+    );
+    // Lingers for the linger, then one collection in quarantine.
+    t.gc(2_000 + MIN_LINGER_MS - 1);
+    assert!(claimed(&t, 0x5353));
+    let st = t.gc(2_000 + MIN_LINGER_MS);
+    assert_eq!(st.quarantined, 1);
+    assert!(claimed(&t, 0x5353), "quarantined for one collection");
+    assert_eq!(t.entries(2_000 + MIN_LINGER_MS, 0).len(), 1);
+    t.gc(2_000 + MIN_LINGER_MS + 1);
+    assert!(!claimed(&t, 0x5353), "back in the pool");
+
+    // Released again and reserved again while it lingers: taken back from the collector.
+    t.reserve(&[res(0x5353, Share::Exclusive, 1)], 20_000)
+        .unwrap();
+    t.release_reservations(&[], 20_000);
+    assert!(!t.is_reserved(0x77) && !t.is_reserved(0x5353));
+    t.reserve(&[res(0x5353, Share::Shared, 1)], 21_000).unwrap();
+    assert!(t.is_reserved(0x5353));
+    t.gc(40_000);
+    assert!(claimed(&t, 0x77), "0x77 is quarantined by this collection");
+    t.gc(40_001);
+    assert!(!claimed(&t, 0x77));
+    assert!(
+        claimed(&t, 0x5353),
+        "re-reserved: the collector no longer owns it"
+    );
+    assert_eq!(t.entries(40_001, 0).len(), 1);
+}
+
+#[test]
+fn reserving_while_lcores_create_flows_never_shares_a_label_with_a_live_flow() {
+    // Two lcores keep creating flows (up to 100,000: a tenth of the labels) while the
+    // control thread reserves sets of labels and releases them. A granted reservation's
+    // labels are never a live flow's; a refused one names a label some flow held.
+    let t = FlowLabelTable::with_seeds(&cfg(60_000), [3, 1, 4]).unwrap();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (mut granted, mut refused) = (0, 0);
+    std::thread::scope(|s| {
+        for lcore in 0..2u16 {
+            let (t, stop) = (&t, &stop);
+            s.spawn(move || {
+                let mut i = u32::from(lcore) * 1_000_000;
+                while !stop.load(Ordering::Relaxed) && i % 1_000_000 < 50_000 {
+                    t.label(&flow(i), 0, lcore);
+                    i += 1;
+                }
+            });
+        }
+        for round in 0..200u32 {
+            // Labels of live flows are dense in no range: pick spread candidates.
+            let set: Vec<Reservation> = (0..16)
+                .map(|k| {
+                    res(
+                        1 + (round * 7919 + k * 65_521) % LABEL_MASK,
+                        Share::Shared,
+                        1,
+                    )
+                })
+                .collect();
+            match t.reserve(&set, 0) {
+                Ok(()) => {
+                    granted += 1;
+                    for e in t.entries(0, usize::MAX) {
+                        if e.share == "dynamic" {
+                            assert!(
+                                !set.iter().any(|r| r.label == e.label),
+                                "reserved {:#x} is live flow {:?}'s",
+                                e.label,
+                                e.flow
+                            );
+                        }
+                    }
+                }
+                Err(e) => {
+                    refused += 1;
+                    assert!(set.iter().any(|r| r.label == e.label));
+                    assert!(!t.is_reserved(e.label));
+                }
+            }
+            t.release_reservations(&[], 0);
+        }
+        stop.store(true, Ordering::Relaxed);
+    });
+    assert!(granted > 0, "{granted} granted, {refused} refused");
+}
+
+#[test]
+fn a_shorter_linger_applies_from_the_next_collection() {
+    let t = table(64);
+    t.set_linger_ms(30_000);
+    t.label(&flow(1), 0, 0);
+    t.label(&flow(2), 0, 0);
+    t.label(&flow(2), 20_000, 0);
+    assert_eq!(t.gc(25_000).live, 2);
+    t.set_linger_ms(MIN_LINGER_MS);
+    // Flow 1 has been idle for 25 s, flow 2 for 5 s.
+    let st = t.gc(25_000);
+    assert_eq!((st.live, st.expired), (1, 1));
+    assert_eq!(t.entries(25_000, 10)[0].linger_ms, MIN_LINGER_MS);
+}
+
 #[test]
 fn config_errors_name_the_field() {
     let bad = |c: FlowLabelConfig, field: &str| {
