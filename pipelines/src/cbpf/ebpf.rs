@@ -408,6 +408,9 @@ struct Emitter {
     checked_end: u64,
     /// In a burst chain: where a frame's verdict goes instead of `exit`.
     burst: Option<BurstExits>,
+    /// `RETH` holds `ldh [12]` (the EtherType), loaded once after the entry check of a fast or
+    /// burst chain whose members load it more than once.
+    ethertype: bool,
 }
 
 /// The two ends of one frame's run in a burst chain ([`translate_chain_burst`]), both bound
@@ -439,6 +442,7 @@ impl Emitter {
             zero: Label(0),
             checked_end: 0,
             burst: None,
+            ethertype: false,
         }
     }
 
@@ -782,6 +786,9 @@ fn emit_program(em: &mut Emitter, prog: &Program, ret: Ret) {
                     // The loader rejects every other ancillary offset.
                     None => em.jump(e::JA, 0, 0, 0, em.zero),
                 },
+                ABS if em.ethertype && k == ETHERTYPE_OFF && size_of_load(i.code) == 2 => {
+                    em.put(e::MOV32_REG, RA, RETH, 0, 0)
+                }
                 ABS => em.load_abs(RA, k, size_of_load(i.code)),
                 IND => em.load_ind(k, size_of_load(i.code)),
                 LEN => em.put(e::LD_W_REG, RA, RCTX, CTX_WIRELEN, 0),
@@ -993,6 +1000,16 @@ fn chain(
             em.jump(e::JLT_IMM, RLEN, 0, checked_end as i32, short);
             em.checked_end = checked_end;
         }
+        // Most pcap filters start with `ldh [12]`: past the entry check, load it once.
+        let ethertype_loads = members
+            .iter()
+            .flat_map(|(p, _)| p.insns())
+            .filter(|i| i.code == op::LD | op::H | op::ABS && i.k == ETHERTYPE_OFF)
+            .count();
+        if checked_end >= u64::from(ETHERTYPE_OFF) + 2 && ethertype_loads > 1 {
+            em.load_abs(RETH, ETHERTYPE_OFF, 2);
+            em.ethertype = true;
+        }
     }
     let entries: Vec<Label> = (0..=n).map(|_| em.label()).collect();
     if !burst {
@@ -1042,8 +1059,12 @@ fn chain(
     seal(em, ancillary, uses_metadata, n)
 }
 
-// A burst chain's loop registers (no member uses them).
+// A burst chain's loop registers (no member uses them). `RBASE` is free after the loop head.
 const RBASE: u8 = 5;
+/// A fast chain's copy of the EtherType (see [`Emitter::ethertype`]).
+const RETH: u8 = 5;
+/// Offset of the EtherType (`ldh [12]`).
+const ETHERTYPE_OFF: u32 = 12;
 const REND: u8 = 7;
 const RBIT: u8 = 8;
 const RMASK: u8 = 9;
