@@ -2,7 +2,8 @@
 //! (net_pcap infinite_rx); valid configurations alternate with invalid ones; at the end every
 //! received packet was sent or dropped with a counted reason, port by port, and the pools are
 //! full. Rejected reloads answer the same errors as a start would and leave the running
-//! generation in effect; SAs kept across a reload keep their sequence numbers.
+//! generation in effect; SAs kept across a reload keep their sequence numbers; SAs are added,
+//! rekeyed and removed live, their device sessions created before and freed after.
 use crate::util::*;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -351,7 +352,8 @@ fn sas_kept_across_reloads_keep_their_sequence_numbers_and_a_new_key_starts_a_ne
     // Another key for the outbound SA: another SA under the same name and SPI, starting
     // afresh (the running one goes); the answer names it, never the key.
     let (_, before) = out_sa(&addr);
-    std::fs::write(&cfg, b.replacen(key, &key.replace("00", "ff"), 1)).unwrap();
+    let rekeyed = b.replacen(key, &key.replace("00", "ff"), 1);
+    std::fs::write(&cfg, &rekeyed).unwrap();
     let (status, body) = http_post(&addr, "/reload");
     assert_eq!(status, 200, "{body}");
     assert!(
@@ -359,6 +361,40 @@ fn sas_kept_across_reloads_keep_their_sequence_numbers_and_a_new_key_starts_a_ne
         "{body}"
     );
     assert!(!body.contains("ff0102"), "no key in answers: {body}");
+    // More new SAs than the device has sessions for (it holds 1024): refused once a session
+    // cannot be created; the sessions created for the attempt are freed, nothing changes.
+    let sessions_back_to_2 = |what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while sample(&metrics(&addr), "appliance_crypto_sessions") != 2.0 {
+            assert!(Instant::now() < deadline, "{what}: sessions not freed");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    sessions_back_to_2("rekey");
+    let many: String = (0..1100)
+        .map(|i| {
+            format!(
+                "  - {{ name: extra{i}, spi: {}, direction: in, src: {REMOTE}, dst: {LOCAL}, mark: 7, algorithm: aes-gcm-128, key: \"{key}\" }}\n",
+                0x3000 + i
+            )
+        })
+        .collect();
+    std::fs::write(&cfg, rekeyed.replace("sas:\n", &format!("sas:\n{many}"))).unwrap();
+    let (status, body) = http_post(&addr, "/reload");
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body.contains(": crypto (crypto_aesni_mb0): sas[")
+            && body.contains("of the device's 1024 sessions in use); nothing changed"),
+        "{body}"
+    );
+    assert!(!body.contains(key), "no key in answers: {body}");
+    let m = metrics(&addr);
+    assert_eq!(sample(&m, "appliance_config_generation"), 5.0);
+    assert_eq!(sample(&m, "appliance_config_last_reload_successful"), 0.0);
+    sessions_back_to_2("refused");
+    let (_, p1) = out_sa(&addr);
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(out_sa(&addr).1 > p1, "the running SA goes on");
     child.signal("INT");
     let r = child.finish();
     r.assert_clean();
