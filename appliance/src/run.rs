@@ -364,8 +364,8 @@ impl Reloader {
         Ok((Some(ip), plan, removed))
     }
 
-    /// After `next` was published: keeps the replaced SA table and the sessions only it had
-    /// until nobody else holds them.
+    /// After `next` was published: arms changed soft lifetimes again, and keeps the replaced SA
+    /// table and the sessions only it had until nobody else holds them.
     fn retire_sa_table(&mut self, next: &Option<Arc<pipelines::ipsec::Ipsec>>) {
         let (Some(old), Some(next)) = (&self.kept.ipsec, next) else {
             return;
@@ -373,6 +373,7 @@ impl Reloader {
         if Arc::ptr_eq(old, next) {
             return;
         }
+        crate::tunnels::rearm_soft_lifetimes(old, next);
         let keep = next
             .backend::<crate::tunnel_stage::SaSessions>()
             .unwrap_or_default();

@@ -557,7 +557,8 @@ pub fn build_ipsec_reusing(
             .and_then(|(old, yaml)| Sa::keeping(sa_cfg.clone(), old).map(|k| (k, old, yaml)));
         let sa = match kept {
             Some((k, old, yaml)) => {
-                if yaml.map(|y| &y.seq) != Some(&s.seq) {
+                let was = yaml.and_then(|y| y.seq.as_ref().map(|v| v.value()));
+                if was != seq.map(Some) {
                     let now = match old.replay() {
                         Some(w) => w.top(),
                         None => old.seq_reserved(),
@@ -696,6 +697,16 @@ pub fn build_ipsec_reusing(
     }
     let ip = Ipsec::new(sas, tunnels, cfg.ports.len()).map_err(|e| ConfigError::at("sas", e.0))?;
     Ok((Some(ip), plan))
+}
+
+/// Once `next` (a reload's table) is in effect: SAs kept from `previous` with other soft limits
+/// report their new soft limit once it is reached.
+pub fn rearm_soft_lifetimes(previous: &Ipsec, next: &Ipsec) {
+    for sa in &next.sas {
+        if let Some(old) = previous.sas.iter().find(|o| o.shares_state_with(sa)) {
+            sa.rearm_soft_lifetime(old);
+        }
+    }
 }
 
 /// Per-SA totals over the workers' lanes, for the summary and metrics.
@@ -950,6 +961,10 @@ forwarding:
                 "{e}"
             );
         }
+        // The same number written otherwise is the same seq.
+        let same = text().replace(", seq: 10 }", ", seq: \"0xa\" }");
+        let (_, plan) = build_ipsec_reusing(&cfg(&same), Some((&rc, &old))).unwrap();
+        assert!(plan.unchanged() && plan.kept.len() == 4, "{plan:?}");
         // With another SPI the SA is new: its seq applies.
         let new = text()
             .replace("spi: 0x2100", "spi: 0x2101")

@@ -314,20 +314,29 @@ impl Sa {
 
     /// The SA `cfg` carrying on with `running`'s live state (sequence numbers, replay window,
     /// counters, lifetime flags): a reload that keeps the SA, perhaps with another mark or
-    /// lifetime. `None` when `cfg` is not the same SA ([`SaConfig::same_sa`]). A changed soft
-    /// lifetime is armed again (reported once it is reached).
+    /// lifetime. `None` when `cfg` is not the same SA ([`SaConfig::same_sa`]). Changes nothing
+    /// of the running SA (see [`Sa::rearm_soft_lifetime`]).
     pub fn keeping(cfg: SaConfig, running: &Sa) -> Option<Sa> {
         if !cfg.same_sa(&running.cfg) {
             return None;
-        }
-        let l = (cfg.lifetime, running.cfg.lifetime);
-        if (l.0.soft_packets, l.0.soft_bytes) != (l.1.soft_packets, l.1.soft_bytes) {
-            running.state.soft.store(false, Ordering::Relaxed);
         }
         Some(Sa {
             cfg,
             state: running.state.clone(),
         })
+    }
+
+    /// Once `self` (a kept SA) is in effect: when its soft limits differ from `previous`'s,
+    /// forgets that a soft limit was reached, so that the new one is reported once it is.
+    /// Returns whether it did.
+    pub fn rearm_soft_lifetime(&self, previous: &Sa) -> bool {
+        let (a, b) = (self.cfg.lifetime, previous.cfg.lifetime);
+        let changed = (a.soft_packets, a.soft_bytes) != (b.soft_packets, b.soft_bytes);
+        if changed && self.shares_state_with(previous) {
+            self.state.soft.store(false, Ordering::Relaxed);
+            return true;
+        }
+        false
     }
 
     /// Whether `self` and `other` are the same live SA (one kept across a reload).

@@ -598,17 +598,24 @@ fn a_kept_sa_carries_its_state_and_a_changed_one_starts_afresh() {
         assert!(!c.same_sa(&s.cfg), "change {i}");
         assert!(Sa::keeping(c, &s).is_none(), "change {i}");
     }
-    // Expiry is part of the state; a changed soft limit is armed again.
+    // Expiry is part of the state; a changed soft limit is armed again once in effect.
     let mut soft = cfg.clone();
     soft.lifetime.soft_packets = Some(10);
     let k2 = Sa::keeping(soft.clone(), &k).unwrap();
     assert!(k2.mark_soft_expired());
     k2.expire();
     let k3 = Sa::keeping(soft.clone(), &k2).unwrap();
+    assert!(!k3.rearm_soft_lifetime(&k2));
     assert!(k3.soft_expired() && k3.expired());
     soft.lifetime.soft_packets = Some(20);
     let k4 = Sa::keeping(soft, &k3).unwrap();
+    assert!(
+        k4.soft_expired(),
+        "keeping changes nothing of the running SA"
+    );
+    assert!(k4.rearm_soft_lifetime(&k3));
     assert!(!k4.soft_expired() && k4.expired() && s.expired());
+    assert!(!k4.rearm_soft_lifetime(&sa(SaDirection::Out, 1, 9, A, B)));
 }
 
 #[test]
