@@ -374,6 +374,9 @@ impl Worker {
         // counted), so every mbuf returns to its pool.
         if let Some(tl) = &mut tunnel_loop {
             let gen = generation.current();
+            if let (Some(t), Some(ip)) = (txs.tunnel.as_mut(), gen.ipsec.as_ref()) {
+                t.adopt(ip);
+            }
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
             while txs.tunnel.as_ref().is_some_and(|t| t.in_flight() > 0)
                 && std::time::Instant::now() < deadline
