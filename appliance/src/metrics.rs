@@ -45,8 +45,9 @@ pub struct Telemetry {
     pub started: Instant,
     /// The flow-label table, once some port labels (at start or after a reload).
     pub flowlabels: crate::reload::SharedFlowLabels,
-    /// Tunnels and SAs, when some port is a VTI.
-    pub ipsec: Option<Arc<Ipsec>>,
+    /// Sessions allocated on the crypto device (refreshed by the control loop), when one is
+    /// open.
+    pub crypto_sessions: Option<Arc<std::sync::atomic::AtomicU64>>,
 }
 
 /// What identifies a filter in metrics and the summary.
@@ -227,7 +228,7 @@ fn gauge(
 impl Telemetry {
     /// SAs (never their keys) and tunnels.
     fn encode_ipsec(&self, e: &mut DescriptorEncoder, ip: &Ipsec) -> Result<(), FmtError> {
-        let sas = crate::tunnels::sa_summaries(ip, &self.lcores);
+        let sas = crate::tunnels::sa_summaries(ip);
         let spis: Vec<String> = sas.iter().map(|a| format!("{:#x}", a.spi)).collect();
         let esn: Vec<&str> = ip
             .sas
@@ -351,6 +352,14 @@ impl Telemetry {
             ("appliance_crypto_dequeued_ops", "Operations the crypto device handed back (enqueued - dequeued = in flight).", t.crypto_dequeued),
         ] {
             counter(e, name, help, &[(vec![], v)])?;
+        }
+        if let Some(n) = &self.crypto_sessions {
+            gauge(
+                e,
+                "appliance_crypto_sessions",
+                "Sessions allocated on the crypto device: one per SA, plus those of SAs a reload removed while operations enqueued with them are still in flight.",
+                &[(vec![], i64::try_from(n.load(Ordering::Relaxed)).unwrap_or(i64::MAX))],
+            )?;
         }
         Ok(())
     }
@@ -816,7 +825,7 @@ impl prometheus_client::collector::Collector for Telemetry {
         if let Some(t) = self.flowlabels.get() {
             self.encode_flowlabels(e, t)?;
         }
-        if let Some(ip) = &self.ipsec {
+        if let Some(ip) = &crate::reload::counted(&self.counted).ipsec {
             self.encode_ipsec(e, ip)?;
         }
 

@@ -1,12 +1,15 @@
 //! Hitless configuration reload (`SIGHUP`, `POST /reload`, or a change of the file's content
 //! when `run.watch_config_s` is set): the control thread re-reads the configuration file,
 //! checks it exactly as at start, refuses changes to what was set up at start (EAL, ports and
-//! devices, queues, pools, crypto device, workers, tunnels and SAs, the flow-label table's
-//! capacity), builds a new pipeline generation that shares the running generation's stateful
-//! parts (the flow-label table, the SAs with their sequence numbers and replay windows) and
-//! publishes it: each worker switches at its next burst boundary. Flow-label reservations are
-//! claimed in the table before the generation that pins them is published, and released once
-//! no worker runs a generation that may pin them (see `pipelines::flowlabel`).
+//! devices, queues, pools, the crypto device, which ports are tunnels, workers, the flow-label
+//! table's capacity), builds a new pipeline generation that shares the running generation's
+//! stateful parts (the flow-label table; the SAs that stay the same SA, with their sequence
+//! numbers, replay windows and counters; what tunnels learnt) and publishes it: each worker
+//! switches at its next burst boundary. SAs and tunnels change live: new SAs get their device
+//! sessions before the generation is published (see `crate::tunnels::SaPlan`). Flow-label
+//! reservations are claimed in the table before the generation that pins them is published,
+//! and released once no worker runs a generation that may pin them (see
+//! `pipelines::flowlabel`).
 //!
 //! Filter and action counters live in fixed per-lcore arrays sized at start; [`CounterSlots`]
 //! gives every filter identity (port, hook, name) and every action list (filter, class, kinds and
@@ -180,6 +183,8 @@ pub struct Counted {
     pub filter_slots: usize,
     /// Size of the per-lcore action counter arrays.
     pub action_slots: usize,
+    /// The running generation's SAs and tunnels (with their live state and counters).
+    pub ipsec: Option<Arc<pipelines::ipsec::Ipsec>>,
 }
 
 /// The running [`Counted`], swapped by the control thread at each reload.
@@ -311,6 +316,7 @@ impl CounterSlots {
             actions: Arc::new(action_out),
             filter_slots: self.filter_cap as usize,
             action_slots: self.action_cap as usize,
+            ipsec: gen.ipsec.clone(),
         })
     }
 }
@@ -318,7 +324,7 @@ impl CounterSlots {
 /// Refuses `new` when it changes what was set up at start; `Ok` when only live parts differ
 /// (ports' `validate` and `flowlabel` modes, `ingress`/`egress` filters, `forwarding`,
 /// `groups`, `flowlabels` but its capacity (see [`check_flowlabel_capacity`]),
-/// `run.watch_config_s`).
+/// `run.watch_config_s`, `sas`, `sa_keys_file`, and every field of a tunnel port's `tunnel`).
 pub fn check_restart_only(old: &Config, new: &Config) -> Result<(), ConfigError> {
     let restart = |path: &str, what: &str| {
         ConfigError::at(
@@ -354,7 +360,8 @@ pub fn check_restart_only(old: &Config, new: &Config) -> Result<(), ConfigError>
     for (i, (a, b)) in old.ports.iter().zip(&new.ports).enumerate() {
         let fields: [(&str, bool); 9] = [
             ("device", a.device == b.device),
-            ("tunnel", a.tunnel == b.tunnel),
+            // A tunnel's own fields change live; whether the port is a tunnel does not.
+            ("tunnel", a.tunnel.is_some() == b.tunnel.is_some()),
             ("args", a.args == b.args),
             ("rx_queues", a.rx_queues == b.rx_queues),
             ("rx_desc", a.rx_desc == b.rx_desc),
@@ -364,10 +371,12 @@ pub fn check_restart_only(old: &Config, new: &Config) -> Result<(), ConfigError>
             ("state", a.state == b.state),
         ];
         if let Some((f, _)) = fields.iter().find(|(_, same)| !same) {
-            return Err(restart(
-                &format!("ports[{i}].{f}"),
-                &format!("port {:?}'s {f}", a.name),
-            ));
+            let what = if *f == "tunnel" {
+                format!("whether port {:?} is a tunnel", a.name)
+            } else {
+                format!("port {:?}'s {f}", a.name)
+            };
+            return Err(restart(&format!("ports[{i}].{f}"), &what));
         }
     }
     // Field by field (the patterns name every field: a new one must be sorted into live or
@@ -409,11 +418,11 @@ pub fn check_restart_only(old: &Config, new: &Config) -> Result<(), ConfigError>
     if old.crypto != new.crypto {
         return Err(restart("crypto", "the crypto device"));
     }
-    if old.sas != new.sas || old.sa_keys_file != new.sa_keys_file {
+    if !old.has_ipsec() && new.has_ipsec() {
         return Err(ConfigError::at(
             "sas",
-            "tunnels/sas changed: restart required (SAs keep their state across reloads only \
-             when they stay exactly as they are)",
+            "no crypto device was opened at start (the configuration had no tunnel and no SA): \
+             restart required",
         ));
     }
     Ok(())
@@ -467,44 +476,6 @@ fn names(ports: &[PortConfig]) -> String {
         .map(|p| p.name.as_str())
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-/// Checks that the SAs `new` would build are the running ones, keys included (a keys file can
-/// change under the same name).
-pub fn check_same_sas(
-    running: Option<&pipelines::ipsec::Ipsec>,
-    new: &Config,
-) -> Result<(), ConfigError> {
-    let built = crate::tunnels::build_ipsec(new)?;
-    let same = match (running, &built) {
-        (None, None) => true,
-        (Some(a), Some(b)) => {
-            a.sas.len() == b.sas.len()
-                && a.tunnels.len() == b.tunnels.len()
-                && a.sas.iter().zip(&b.sas).all(|(x, y)| {
-                    let (x, y) = (&x.cfg, &y.cfg);
-                    x.name == y.name
-                        && x.spi == y.spi
-                        && x.direction == y.direction
-                        && x.src == y.src
-                        && x.dst == y.dst
-                        && x.mark == y.mark
-                        && x.algorithm == y.algorithm
-                        && x.keys == y.keys
-                        && x.replay_window == y.replay_window
-                        && x.esn == y.esn
-                })
-        }
-        _ => false,
-    };
-    if same {
-        Ok(())
-    } else {
-        Err(ConfigError::at(
-            "sas",
-            "tunnels/sas changed (keys file included): restart required",
-        ))
-    }
 }
 
 /// Records `result` in `stats` (epoch: the generation now in effect) and logs it.
@@ -727,6 +698,79 @@ forwarding:
         assert_ne!(
             content_hash(BASE.as_bytes()),
             content_hash(BASE.replace("0-1", "0-2").as_bytes())
+        );
+    }
+
+    const TUNNEL: &str = "eal: { lcores: \"0-1\", no_huge: true, memory_mb: 256, no_pci: true }
+ports:
+  - { name: wan, device: net_ring0 }
+  - name: vti0
+    tunnel: { local: 192.0.2.1, remote: 192.0.2.2, ikey: 7, okey: 9, underlay: wan }
+sas:
+  - { name: out, spi: 0x1000, direction: out, src: 192.0.2.1, dst: 192.0.2.2, mark: 9, algorithm: aes-gcm-128, key: \"000102030405060708090a0b0c0d0e0f10111213\" }
+";
+
+    #[test]
+    fn sas_keys_and_tunnel_fields_change_live() {
+        let base = cfg(TUNNEL);
+        for new in [
+            TUNNEL.replace("spi: 0x1000", "spi: 0x1001"),
+            TUNNEL.replace("0001020304", "ff01020304"),
+            TUNNEL
+                .replace(
+                    "remote: 192.0.2.2, ikey: 7, okey: 9",
+                    "remote: 192.0.2.3, ikey: 1, okey: 2",
+                )
+                .replace("dst: 192.0.2.2, mark: 9", "dst: 192.0.2.3, mark: 2"),
+            TUNNEL.replace(
+                "underlay: wan }",
+                "underlay: wan, mtu: 1400, ttl: 9, df: set }",
+            ),
+            TUNNEL[..TUNNEL.find("sas:").unwrap()].to_owned(),
+        ] {
+            check_restart_only(&base, &cfg(&new)).unwrap();
+        }
+    }
+
+    #[test]
+    fn the_crypto_device_and_the_tunnel_ports_need_a_restart() {
+        let base = cfg(TUNNEL);
+        let e = check_restart_only(
+            &base,
+            &cfg(&TUNNEL.replace("sas:", "crypto: { device: crypto_openssl0 }\nsas:")),
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            e,
+            "`crypto`: the crypto device cannot change while the appliance runs: restart required"
+        );
+        // A port that becomes a tunnel (or stops being one) changes its device first.
+        let mut device = base.clone();
+        device.ports[1].tunnel = None;
+        device.ports[1].device = "net_ring1".into();
+        let e = check_restart_only(&base, &device).unwrap_err().to_string();
+        assert!(e.starts_with("`ports[1].device`"), "{e}");
+        let mut tunnelless = base.clone();
+        tunnelless.ports[1].tunnel = None;
+        let e = check_restart_only(&base, &tunnelless)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "`ports[1].tunnel`: whether port \"vti0\" is a tunnel cannot change while the appliance runs: restart required"
+        );
+        // Without any tunnel or SA at start there is no crypto device for new SAs.
+        let plain = cfg(BASE);
+        let with_sa = format!(
+            "{BASE}sas:\n  - {{ name: out, spi: 0x1000, direction: out, src: 192.0.2.1, dst: 192.0.2.2, algorithm: aes-gcm-128, key: \"000102030405060708090a0b0c0d0e0f10111213\" }}\n"
+        );
+        let e = check_restart_only(&plain, &cfg(&with_sa))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "`sas`: no crypto device was opened at start (the configuration had no tunnel and no SA): restart required"
         );
     }
 

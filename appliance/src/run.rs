@@ -79,9 +79,10 @@ struct Kept {
     ipsec: Option<Arc<pipelines::ipsec::Ipsec>>,
 }
 
-/// [`build_generation`], taking the flow-label table and the SAs from `kept` (a reload, which
-/// checked they are configured as before) instead of building fresh ones. A kept table is in
-/// every generation once it exists, whether or not a port labels.
+/// [`build_generation`], taking the flow-label table and the SA table from `kept` (a reload,
+/// which checked the table's configuration and built the SA table) instead of building fresh
+/// ones. A kept flow-label table is in every generation once it exists, whether or not a port
+/// labels.
 fn build_generation_with(cfg: &Config, kept: Option<&Kept>) -> Result<Generation, ConfigError> {
     let filters = crate::filters::load(cfg, &cfg.base_dir)?;
     let mut ports: Vec<PortPipeline> = cfg
@@ -205,6 +206,10 @@ fn tx_targets(gen: &Generation) -> Vec<bool> {
     t
 }
 
+/// Inbound (SPI, destination) pairs of removed SAs remembered, to tell their packets apart
+/// from unknown SPIs (`esp_sa_removed`): the most recent ones.
+const REMOVED_INBOUND_KEPT: usize = 1024;
+
 /// What the control loop needs to reload: the running configuration, what was set up at start
 /// and the cell the workers read.
 struct Reloader {
@@ -234,9 +239,20 @@ struct Reloader {
     counted: crate::reload::SharedCounted,
     cell: Arc<GenerationCell>,
     stats: Arc<crate::reload::ReloadStats>,
+    /// The crypto device (when tunnels or SAs were configured at start): sessions for the SAs
+    /// reloads add.
+    crypto: Option<pmd_glue::cryptodev::CryptoDev>,
     /// Replaced generations some worker may still hold: freed here, on the control thread,
     /// once every worker moved on (never on a worker lcore).
     retired: Vec<Arc<Generation>>,
+    /// Replaced SA tables, which workers keep while operations enqueued with them are in
+    /// flight: freed here once nobody else holds them.
+    retired_tables: Vec<Arc<pipelines::ipsec::Ipsec>>,
+    /// Sessions of SAs that reloads removed: freed here once no table and no queue (of a
+    /// worker with operations in flight on them) holds them.
+    retired_sessions: Vec<pmd_glue::cryptodev::Session>,
+    /// Removed inbound SAs, oldest first.
+    removed_inbound: Vec<(u32, [u8; 4])>,
 }
 
 impl Reloader {
@@ -252,7 +268,6 @@ impl Reloader {
         let table = self.kept.flowlabels.clone();
         crate::reload::check_flowlabel_capacity(table.as_ref().map(|t| t.capacity()), &cfg)
             .map_err(err)?;
-        crate::reload::check_same_sas(self.kept.ipsec.as_deref(), &cfg).map_err(err)?;
         let table_config = cfg.flowlabel_table_config().map_err(err)?;
         let reserved = table_config
             .as_ref()
@@ -264,9 +279,10 @@ impl Reloader {
             )),
             _ => None,
         };
+        let (ipsec, plan, removed_inbound) = self.sa_table(&cfg, &file)?;
         let kept = Kept {
             flowlabels: table.clone().or_else(|| new_table.clone()),
-            ipsec: self.kept.ipsec.clone(),
+            ipsec: ipsec.clone(),
         };
         let mut gen = build_generation_with(&cfg, Some(&kept)).map_err(err)?;
         for (p, mac) in gen.ports.iter_mut().zip(&self.macs) {
@@ -307,6 +323,9 @@ impl Reloader {
             }
         };
         self.retired.push(old);
+        self.retire_sa_table(&ipsec);
+        self.removed_inbound = removed_inbound;
+        self.kept = kept;
         self.slots = slots;
         match self.counted.write() {
             Ok(mut c) => *c = counted,
@@ -317,7 +336,7 @@ impl Reloader {
         if !diff.is_empty() {
             notes.push(format!("flow-label reservations: {diff}"));
         }
-        if let (Some(t), Some(c)) = (&kept.flowlabels, &table_config) {
+        if let (Some(t), Some(c)) = (&self.kept.flowlabels, &table_config) {
             if t.linger_ms() != c.linger_ms {
                 notes.push(format!(
                     "flow-label linger {} s -> {} s",
@@ -336,6 +355,9 @@ impl Reloader {
         self.release_pending |= self.kept.flowlabels.is_some();
         self.reserved = reserved;
         self.running = cfg;
+        if self.kept.ipsec.is_some() {
+            notes.push(plan.describe());
+        }
         let notes: String = notes.iter().map(|n| format!("; {n}")).collect();
         Ok((
             format!(
@@ -344,6 +366,96 @@ impl Reloader {
             ),
             perturber,
         ))
+    }
+
+    /// The SA table of the reloaded configuration `cfg`: the running one when the SAs and
+    /// tunnels stay as they run; else a new table in which SAs that stay the same SA keep
+    /// their live state and session, with a new device session for every other SA, created
+    /// here before anything is published. Also returns what changes and the removed inbound
+    /// SAs to remember (oldest first). On any error nothing changes (sessions created for it
+    /// are freed here, unused).
+    #[allow(clippy::type_complexity)]
+    fn sa_table(
+        &self,
+        cfg: &Config,
+        file: &str,
+    ) -> Result<
+        (
+            Option<Arc<pipelines::ipsec::Ipsec>>,
+            crate::tunnels::SaPlan,
+            Vec<(u32, [u8; 4])>,
+        ),
+        String,
+    > {
+        let err = |e: ConfigError| format!("{file}: config error: {e}");
+        let running = self.kept.ipsec.as_ref();
+        let (built, plan) =
+            crate::tunnels::build_ipsec_reusing(cfg, running.map(|ip| (&self.running, &**ip)))
+                .map_err(err)?;
+        let (Some(running), Some(mut ip)) = (running, built) else {
+            // No table at start, and none now (check_restart_only refuses one appearing).
+            return Ok((None, plan, Vec::new()));
+        };
+        if plan.unchanged() {
+            return Ok((Some(running.clone()), plan, self.removed_inbound.clone()));
+        }
+        let Some(dev) = &self.crypto else {
+            return Err(format!(
+                "{file}: no crypto device is open: restart required"
+            ));
+        };
+        let running_sessions = running
+            .backend::<crate::tunnel_stage::SaSessions>()
+            .unwrap_or_default();
+        let mut sessions = Vec::with_capacity(ip.sas.len());
+        for (i, sa) in ip.sas.iter().enumerate() {
+            let same = running
+                .sas
+                .iter()
+                .position(|o| o.shares_state_with(sa))
+                .and_then(|j| running_sessions.0.get(j));
+            sessions.push(match same {
+                Some(s) => s.clone(),
+                None => sa_session(dev, i, sa).map_err(|m| {
+                    format!(
+                        "{file}: crypto ({}): {m}; nothing changed",
+                        self.running.crypto.device
+                    )
+                })?,
+            });
+        }
+        let mut removed = self.removed_inbound.clone();
+        removed.retain(|r| !plan.gone_inbound.contains(r));
+        removed.extend(&plan.gone_inbound);
+        let excess = removed.len().saturating_sub(REMOVED_INBOUND_KEPT);
+        removed.drain(..excess);
+        ip.set_removed_inbound(removed.clone());
+        let ip = Arc::new(ip);
+        ip.attach_backend(Arc::new(crate::tunnel_stage::SaSessions(sessions)));
+        Ok((Some(ip), plan, removed))
+    }
+
+    /// After `next` was published: arms changed soft lifetimes again, and keeps the replaced SA
+    /// table and the sessions only it had until nobody else holds them.
+    fn retire_sa_table(&mut self, next: &Option<Arc<pipelines::ipsec::Ipsec>>) {
+        let (Some(old), Some(next)) = (&self.kept.ipsec, next) else {
+            return;
+        };
+        if Arc::ptr_eq(old, next) {
+            return;
+        }
+        crate::tunnels::rearm_soft_lifetimes(old, next);
+        let keep = next
+            .backend::<crate::tunnel_stage::SaSessions>()
+            .unwrap_or_default();
+        if let Some(s) = old.backend::<crate::tunnel_stage::SaSessions>() {
+            for sess in &s.0 {
+                if !keep.0.iter().any(|k| k.same_session(sess)) {
+                    self.retired_sessions.push(sess.clone());
+                }
+            }
+        }
+        self.retired_tables.push(old.clone());
     }
 
     /// Runs one reload and records and logs its outcome (`how`: what asked for it).
@@ -360,10 +472,14 @@ impl Reloader {
         r
     }
 
-    /// Frees the replaced generations no worker holds any more; once none is left, releases
-    /// the flow labels no longer reserved (no worker can pin them now).
+    /// Frees the replaced generations, SA tables and sessions no worker holds any more (in
+    /// that order: a table's last holder may be its generation, a session's its table); once
+    /// no replaced generation is left, releases the flow labels no longer reserved (no worker
+    /// can pin them now).
     fn free_retired(&mut self) {
         self.retired.retain(|g| Arc::strong_count(g) > 1);
+        self.retired_tables.retain(|t| Arc::strong_count(t) > 1);
+        self.retired_sessions.retain(|s| s.handles() > 1);
         if !self.retired.is_empty() || !self.release_pending {
             return;
         }
@@ -407,6 +523,11 @@ impl Reloader {
                 false
             }
         }
+    }
+
+    /// The running SA table.
+    fn ipsec(&self) -> Option<&Arc<pipelines::ipsec::Ipsec>> {
+        self.kept.ipsec.as_ref()
     }
 }
 
@@ -601,12 +722,17 @@ fn bring_up_and_run(
     let ipsec_state = gen.ipsec.clone();
     let seen = source.loaded_hash;
     let cell = GenerationCell::new(gen).map_err(|e| startup(format!("pipeline: {e}")))?;
+    let crypto_sessions = Arc::new(std::sync::atomic::AtomicU64::new(
+        crypto_dev
+            .as_ref()
+            .map_or(0, |d| u64::from(d.sessions_in_use())),
+    ));
     let mut reloader = Reloader {
         source,
         running: cfg.clone(),
         kept: Kept {
             flowlabels: flowlabels.get().cloned(),
-            ipsec: ipsec_state.clone(),
+            ipsec: ipsec_state,
         },
         flowlabels: flowlabels.clone(),
         reserved,
@@ -620,20 +746,22 @@ fn bring_up_and_run(
         counted: counted.clone(),
         cell: cell.clone(),
         stats: reload_stats.clone(),
+        crypto: crypto_dev,
         retired: Vec::new(),
+        retired_tables: Vec::new(),
+        retired_sessions: Vec::new(),
+        removed_inbound: Vec::new(),
     };
     let mut lcore_stats: Vec<Arc<LcoreStats>> = Vec::new();
     let mut jobs = Vec::new();
     let drain_ticks = pmd_glue::tsc_hz().max(1) * u64::from(cfg.workers.tx_drain_us) / 1_000_000;
-    let nsas = cfg.sas.len();
     for (((lc, rx), tx), tunnel) in workers
         .iter()
         .zip(rx_assign)
         .zip(tx_assign)
         .zip(crypto_queues)
     {
-        let (writer, reader) =
-            StatsWriter::with_sas(lc.0, cfg.ports.len(), filter_slots, action_slots, nsas);
+        let (writer, reader) = StatsWriter::new(lc.0, cfg.ports.len(), filter_slots, action_slots);
         lcore_stats.push(reader);
         jobs.push((
             *lc,
@@ -657,30 +785,25 @@ fn bring_up_and_run(
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| startup(e.to_string()))?;
     // Link states for mirred: administratively down ports stay down; the others follow their
-    // link, refreshed by the control loop. A tunnel is up when its underlay is.
-    let underlay_of: Vec<usize> = cfg
-        .ports
-        .iter()
-        .enumerate()
-        .map(|(i, p)| {
-            p.tunnel
+    // link, refreshed by the control loop. A tunnel is up when its underlay (in the running
+    // configuration: reloads may move a tunnel) is.
+    let refresh_links = |links: &Links, cfg: &Config| {
+        for (i, pc) in cfg.ports.iter().enumerate() {
+            let u = pc
+                .tunnel
                 .as_ref()
                 .and_then(|t| cfg.port_index(&t.underlay))
-                .unwrap_or(i)
-        })
-        .collect();
-    let refresh_links = |links: &Links| {
-        for (i, pc) in cfg.ports.iter().enumerate() {
-            let u = underlay_of[i];
+                .unwrap_or(i);
             let up = pc.state == PortState::Up
                 && cfg.ports[u].state == PortState::Up
-                && readers[u]
-                    .as_ref()
+                && readers
+                    .get(u)
+                    .and_then(|r| r.as_ref())
                     .is_some_and(|r| r.link().is_ok_and(|(up, _)| up));
             links.set(i, up);
         }
     };
-    refresh_links(&links);
+    refresh_links(&links, cfg);
     let (reload_tx, reload_rx) = std::sync::mpsc::channel();
     let metrics: Option<MetricsServer> = listener.map(|l| {
         crate::metrics::serve(
@@ -696,7 +819,7 @@ fn bring_up_and_run(
                 pools: vec![pool.clone(), clone_pool.clone()],
                 started,
                 flowlabels: flowlabels.clone(),
-                ipsec: ipsec_state.clone(),
+                crypto_sessions: reloader.crypto.is_some().then(|| crypto_sessions.clone()),
             },
             cfg.metrics.reload.then(|| reload_tx.clone()),
         )
@@ -744,7 +867,7 @@ fn bring_up_and_run(
         std::thread::sleep(Duration::from_millis(10));
         let now = Instant::now();
         if now - last_links >= Duration::from_millis(100) {
-            refresh_links(&links);
+            refresh_links(&links, &reloader.running);
             last_links = now;
         }
         if hup.swap(false, Ordering::Relaxed) {
@@ -764,6 +887,9 @@ fn bring_up_and_run(
             }
         }
         reloader.free_retired();
+        if let Some(d) = &reloader.crypto {
+            crypto_sessions.store(u64::from(d.sessions_in_use()), Ordering::Relaxed);
+        }
         perturber.tick(now, &mut pipelines::flow::random_u32);
         if let Some(t) = flowlabels.get() {
             if now - last_gc >= reloader.gc_every {
@@ -771,8 +897,8 @@ fn bring_up_and_run(
                 last_gc = now;
             }
         }
-        if let Some(ip) = &ipsec_state {
-            for msg in crate::tunnels::enforce_lifetimes(ip, &lcore_stats) {
+        if let Some(ip) = reloader.ipsec() {
+            for msg in crate::tunnels::enforce_lifetimes(ip) {
                 eprintln!("appliance: {msg}");
             }
         }
@@ -807,7 +933,9 @@ fn bring_up_and_run(
         m.stop();
     }
     drop(readers);
-    drop(crypto_dev);
+    // The device closes once its last session goes too (the running generation's, when the
+    // cell drops on return).
+    drop(reloader.crypto.take());
     let mut port_errors = Vec::new();
     for p in ports {
         if let Err(e) = p.close() {
@@ -887,12 +1015,12 @@ fn bring_up_and_run(
                 &pipelines::stats::flowlabel_totals(&lcore_stats),
             )
         }),
-        tunnels: ipsec_state
-            .as_ref()
+        tunnels: reloader
+            .ipsec()
             .map(|_| crate::summary::TunnelSummary::of(&lcore_stats)),
-        sas: ipsec_state
-            .as_ref()
-            .map(|ip| crate::tunnels::sa_summaries(ip, &lcore_stats))
+        sas: reloader
+            .ipsec()
+            .map(|ip| crate::tunnels::sa_summaries(ip))
             .unwrap_or_default(),
         mempools: pools,
         leaked_mbufs: leaked,
@@ -924,8 +1052,53 @@ fn dpdk_device_name(device: &str) -> String {
     }
 }
 
-/// Opens the crypto device (`crypto`), creates one session per SA and one tunnel stage per
-/// worker (each with its own queue pair).
+/// A device session for `sa` (`sas[i]`).
+fn sa_session(
+    dev: &pmd_glue::cryptodev::CryptoDev,
+    i: usize,
+    sa: &pipelines::ipsec::Sa,
+) -> Result<pmd_glue::cryptodev::Session, String> {
+    use pipelines::ipsec::SaDirection;
+    use pmd_glue::cryptodev::{CipherDir, SessionSpec};
+    let dir = match sa.cfg.direction {
+        SaDirection::Out => CipherDir::Encrypt,
+        SaDirection::In => CipherDir::Decrypt,
+    };
+    let k = &sa.cfg.keys;
+    let spec = if sa.cfg.algorithm.is_aead() {
+        SessionSpec::AesGcm {
+            key: &k.cipher,
+            dir,
+            aad_len: if sa.cfg.esn { 12 } else { 8 },
+            digest_len: pipelines::ipsec::ICV_LEN as u16,
+        }
+    } else {
+        SessionSpec::AesCbcHmacSha256 {
+            cipher_key: &k.cipher,
+            auth_key: &k.auth,
+            dir,
+            digest_len: pipelines::ipsec::ICV_LEN as u16,
+        }
+    };
+    dev.session(&spec).map_err(|e| {
+        format!(
+            "sas[{i}] ({}, {}): {e} ({} of the device's {} sessions in use)",
+            sa.cfg.name,
+            sa.cfg.algorithm,
+            dev.sessions_in_use(),
+            dev.sessions_capacity()
+        )
+    })
+}
+
+/// Sessions the crypto device can hold: room for reloads to add and replace SAs while the SAs
+/// they replace finish their operations in flight.
+fn session_capacity(sas: usize) -> u32 {
+    (sas.saturating_mul(4).saturating_add(64)).clamp(1024, 1 << 20) as u32
+}
+
+/// Opens the crypto device (`crypto`), creates one session per SA (attached to the SA table)
+/// and one tunnel stage per worker (each with its own queue pair).
 fn open_crypto(
     cfg: &Config,
     ip: &Arc<pipelines::ipsec::Ipsec>,
@@ -940,8 +1113,7 @@ fn open_crypto(
     ),
     StartupError,
 > {
-    use pipelines::ipsec::SaDirection;
-    use pmd_glue::cryptodev::{CipherDir, CryptoDev, CryptoDevConfig, SessionSpec};
+    use pmd_glue::cryptodev::{CryptoDev, CryptoDevConfig};
     let c = &cfg.crypto;
     let at = |m: String| startup(format!("crypto ({}): {m}", c.device));
     let mut dev = CryptoDev::open(
@@ -951,53 +1123,26 @@ fn open_crypto(
             queue_pairs: nworkers as u16,
             descriptors: c.descriptors,
             ops_per_queue: c.ops,
-            sessions: (ip.sas.len() as u32 + 1).max(16),
+            sessions: session_capacity(ip.sas.len()),
             socket,
         },
     )
     .map_err(|e| at(e.to_string()))?;
-    let mut sessions = Vec::with_capacity(ip.sas.len());
-    for (i, sa) in ip.sas.iter().enumerate() {
-        let dir = match sa.cfg.direction {
-            SaDirection::Out => CipherDir::Encrypt,
-            SaDirection::In => CipherDir::Decrypt,
-        };
-        let k = &sa.cfg.keys;
-        let spec = if sa.cfg.algorithm.is_aead() {
-            SessionSpec::AesGcm {
-                key: &k.cipher,
-                dir,
-                aad_len: if sa.cfg.esn { 12 } else { 8 },
-                digest_len: pipelines::ipsec::ICV_LEN as u16,
-            }
-        } else {
-            SessionSpec::AesCbcHmacSha256 {
-                cipher_key: &k.cipher,
-                auth_key: &k.auth,
-                dir,
-                digest_len: pipelines::ipsec::ICV_LEN as u16,
-            }
-        };
-        sessions.push(dev.session(&spec).map_err(|e| {
-            at(format!(
-                "sas[{i}] ({}, {}): {e}",
-                sa.cfg.name, sa.cfg.algorithm
-            ))
-        })?);
-    }
-    let sessions = Arc::new(sessions);
+    let sessions = ip
+        .sas
+        .iter()
+        .enumerate()
+        .map(|(i, sa)| sa_session(&dev, i, sa))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(at)?;
+    ip.attach_backend(Arc::new(crate::tunnel_stage::SaSessions(sessions)));
     let macs: Vec<[u8; 6]> = gen.ports.iter().map(|p| p.mac).collect();
     let queues = dev.take_queues().map_err(|e| at(e.to_string()))?;
     let stages = queues
         .into_iter()
-        .map(|q| {
-            crate::tunnel_stage::TunnelStage::new(
-                ip.clone(),
-                sessions.clone(),
-                q,
-                pool.clone(),
-                macs.clone(),
-            )
+        .enumerate()
+        .map(|(lane, q)| {
+            crate::tunnel_stage::TunnelStage::new(ip, lane, q, pool.clone(), macs.clone())
         })
         .collect();
     Ok((dev, stages))

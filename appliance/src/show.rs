@@ -37,8 +37,9 @@ pub const SHOWABLE: &[&str] = &[
 
 fn ports(t: &Telemetry) -> Value {
     let totals = port_totals(&t.lcores, t.port_names.len());
+    let ipsec = crate::reload::counted(&t.counted).ipsec;
     let tunnel_underlay = |i: usize| -> Option<usize> {
-        let ip = t.ipsec.as_ref()?;
+        let ip = ipsec.as_ref()?;
         ip.tunnels
             .iter()
             .find(|tn| usize::from(tn.port.0) == i)
@@ -151,7 +152,7 @@ fn actions(t: &Telemetry) -> Value {
 }
 
 fn tunnels(t: &Telemetry) -> Value {
-    let Some(ip) = &t.ipsec else {
+    let Some(ip) = &crate::reload::counted(&t.counted).ipsec else {
         return json!({ "tunnels": [] });
     };
     let now = crate::run::unix_ms();
@@ -188,10 +189,10 @@ fn tunnels(t: &Telemetry) -> Value {
 }
 
 fn sas(t: &Telemetry) -> Value {
-    let Some(ip) = &t.ipsec else {
+    let Some(ip) = &crate::reload::counted(&t.counted).ipsec else {
         return json!({ "sas": [] });
     };
-    let sums = crate::tunnels::sa_summaries(ip, &t.lcores);
+    let sums = crate::tunnels::sa_summaries(ip);
     let rows: Vec<Value> = ip
         .sas
         .iter()

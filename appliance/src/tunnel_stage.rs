@@ -2,12 +2,19 @@
 //! cipher on a DPDK crypto device (lookaside, asynchronous). Packets go to the device in bursts
 //! and come back in the same run-to-completion loop; the lcore never waits for it.
 //!
-//! Per worker: one crypto queue pair, a block of sequence numbers per outbound SA, a CSPRNG for
-//! CBC IVs, ARP rate limits. Shared (through the generation): SAs, replay windows, tunnels.
+//! Per worker: one crypto queue pair, a CSPRNG for CBC IVs, ARP and ICMP rate limits. Shared
+//! (through the generation): the SA table (SAs with their sequence numbers, replay windows and
+//! per-worker lanes of counters and reserved numbers; tunnels; one device session per SA).
+//!
+//! A reload publishes a new SA table with the new generation. The worker adopts it at a burst
+//! boundary; operations it enqueued with the previous table carry that table's id in their tag
+//! and complete against it, so an SA index always means the SA it meant when the packet went
+//! in. The previous table stays with the worker until the last of them is back (the control
+//! thread, which keeps every replaced table, then frees it and the sessions only it used).
 use crate::worker::TxPorts;
 use pipelines::ipsec::esp::{self, EncapParams};
-use pipelines::ipsec::replay::{ReplayError, ReplayLock};
-use pipelines::ipsec::{arp, icmp, Ipsec, SeqBlock, SeqError};
+use pipelines::ipsec::replay::{ReplayError, ReplayLock, ReplayWindow};
+use pipelines::ipsec::{arp, icmp, Ipsec, Sa, SeqError};
 use pipelines::pipeline::PortIndex;
 use pipelines::stats::StatsWriter;
 use pipelines::wire::{ipproto, Parsed, L3};
@@ -19,6 +26,15 @@ use std::sync::Arc;
 
 /// A completed crypto operation: the packet, its status and the stage's tag.
 pub type Completion = (Mbuf, CryptoStatus, u128);
+
+/// The device session of each SA of one table (indexed like [`Ipsec::sas`]), attached to the
+/// table as its backend value.
+#[derive(Debug, Default)]
+pub struct SaSessions(pub Vec<Session>);
+
+/// SA tables a worker can have operations in flight with at once (the tag's table id is 3
+/// bits): the current one and up to seven it replaced.
+const TABLES: usize = 8;
 
 /// ARP requests for an unresolved next hop: at most one per tunnel per this many ms per lcore.
 const ARP_INTERVAL_MS: u64 = 1000;
@@ -55,6 +71,8 @@ impl IcmpBucket {
 /// no per-packet state and re-derives nothing from the frame at completion.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 struct Tag {
+    /// The id of the worker's SA table the operation was enqueued with (3 bits).
+    table: u8,
     inbound: bool,
     /// Tunnel index (15 bits).
     tunnel: u16,
@@ -71,7 +89,8 @@ struct Tag {
 impl Tag {
     #[inline]
     fn pack(self) -> u128 {
-        (u128::from(self.tos) << 80)
+        (u128::from(self.table & 7) << 88)
+            | (u128::from(self.tos) << 80)
             | (u128::from(self.plain) << 64)
             | (u128::from(self.inbound) << 63)
             | (u128::from(self.tunnel & 0x7fff) << 48)
@@ -82,6 +101,7 @@ impl Tag {
     #[inline]
     fn unpack(t: u128) -> Tag {
         Tag {
+            table: ((t >> 88) & 7) as u8,
             inbound: (t >> 63) & 1 == 1,
             tunnel: ((t >> 48) & 0x7fff) as u16,
             sa: (t >> 32) as u16,
@@ -108,19 +128,43 @@ pub fn link_local(mac: [u8; 6]) -> [u8; 16] {
     a
 }
 
+/// An SA table as one worker uses it.
+struct Table {
+    ipsec: Arc<Ipsec>,
+    sessions: Arc<SaSessions>,
+    /// The id operations enqueued with this table carry.
+    id: u8,
+    /// Operations enqueued with this table and not back yet.
+    in_flight: u32,
+}
+
+impl Table {
+    fn new(ipsec: &Arc<Ipsec>, id: u8) -> Table {
+        Table {
+            ipsec: ipsec.clone(),
+            // Every published table has its sessions; an empty list would only make its
+            // packets drop as crypto errors.
+            sessions: ipsec.backend::<SaSessions>().unwrap_or_default(),
+            id,
+            in_flight: 0,
+        }
+    }
+}
+
 /// One worker's tunnel stage.
 pub struct TunnelStage {
-    /// Tunnels and SAs.
-    pub ipsec: Arc<Ipsec>,
-    /// The device session of each SA (by SA index).
-    pub sessions: Arc<Vec<Session>>,
+    /// The SA table of the generation in effect.
+    cur: Table,
+    /// Tables the worker replaced while operations enqueued with them were in flight.
+    old: [Option<Table>; TABLES - 1],
+    /// This worker's lane in every SA (counters, reserved sequence numbers).
+    lane: usize,
     /// This worker's queue pair.
     pub crypto: CryptoQueue,
     /// For ARP requests.
     pub pool: Mempool,
     /// MAC of every port (by pipeline index; zeros for tunnels).
     pub port_macs: Vec<[u8; 6]>,
-    seq: Vec<SeqBlock>,
     rng: rand_chacha::ChaCha12Rng,
     ip_id: u16,
     arp_sent_ms: Vec<u64>,
@@ -130,38 +174,75 @@ pub struct TunnelStage {
 impl std::fmt::Debug for TunnelStage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TunnelStage")
-            .field("tunnels", &self.ipsec.tunnels.len())
-            .field("sas", &self.ipsec.sas.len())
+            .field("tunnels", &self.cur.ipsec.tunnels.len())
+            .field("sas", &self.cur.ipsec.sas.len())
+            .field("lane", &self.lane)
+            .field("old_tables", &self.old.iter().flatten().count())
             .field("in_flight", &self.crypto.in_flight())
             .finish()
     }
 }
 
 impl TunnelStage {
-    /// A stage for one worker.
+    /// The stage of worker `lane` (its index among the workers), starting with `ipsec`.
     pub fn new(
-        ipsec: Arc<Ipsec>,
-        sessions: Arc<Vec<Session>>,
+        ipsec: &Arc<Ipsec>,
+        lane: usize,
         crypto: CryptoQueue,
         pool: Mempool,
         port_macs: Vec<[u8; 6]>,
     ) -> TunnelStage {
-        let (sas, tunnels) = (ipsec.sas.len(), ipsec.tunnels.len());
         TunnelStage {
-            ipsec,
-            sessions,
+            cur: Table::new(ipsec, 0),
+            old: Default::default(),
+            lane,
             crypto,
             pool,
             port_macs,
-            seq: vec![SeqBlock::default(); sas],
             rng: rand_chacha::ChaCha12Rng::from_os_rng(),
             ip_id: 0,
-            arp_sent_ms: vec![0; tunnels],
+            arp_sent_ms: vec![0; ipsec.tunnels.len()],
             icmp: IcmpBucket {
                 tokens: ICMP_BURST,
                 stamp_ms: 0,
             },
         }
+    }
+
+    /// Uses `ipsec`, the SA table of the generation the worker is about to run, from now on
+    /// (called at every burst boundary; a pointer comparison unless a reload published a new
+    /// table).
+    #[inline]
+    pub fn adopt(&mut self, ipsec: &Arc<Ipsec>) {
+        if !Arc::ptr_eq(&self.cur.ipsec, ipsec) {
+            self.switch(ipsec);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn switch(&mut self, ipsec: &Arc<Ipsec>) {
+        // With a free slot for the current table, at most 7 of the 8 ids are in use.
+        let slot = self.old.iter().position(Option::is_none);
+        let in_use = |id: u8| self.cur.id == id || self.old.iter().flatten().any(|t| t.id == id);
+        let (Some(slot), Some(id)) = (slot, (0..TABLES as u8).find(|&id| !in_use(id))) else {
+            // Operations of seven replaced tables are still in flight (seven reloads within
+            // one trip through the device): keep this table one more round.
+            return;
+        };
+        let prev = std::mem::replace(&mut self.cur, Table::new(ipsec, id));
+        if prev.in_flight > 0 {
+            self.old[slot] = Some(prev);
+        } else {
+            self.release(prev);
+        }
+    }
+
+    /// Lets go of a table no operation uses any more, and of the queue's idle references to
+    /// sessions (the control thread frees those only this table had, once nobody holds them).
+    fn release(&mut self, t: Table) {
+        drop(t);
+        self.crypto.release_idle_sessions();
     }
 
     fn mac(&self, p: PortIndex) -> [u8; 6] {
@@ -181,7 +262,8 @@ impl TunnelStage {
         tx: &mut TxPorts,
         stats: &mut StatsWriter,
     ) {
-        let ipsec = &*self.ipsec;
+        let tab = &self.cur;
+        let ipsec = &*tab.ipsec;
         let Some(ti) = ipsec.tunnel_of_port(port) else {
             stats.drop(port, DropReason::NoRoute, 1);
             return;
@@ -233,10 +315,10 @@ impl TunnelStage {
             self.request_next_hop(ti, now, tx, stats);
             return;
         };
-        let seq = match sa.next_seq(&mut self.seq[usize::from(si)]) {
+        let seq = match sa.next_seq_on(self.lane) {
             Ok(s) => s,
             Err(e) => {
-                if let Some(c) = stats.sa(si) {
+                if let Some(c) = sa.counters(self.lane) {
                     c.errors.add(1);
                 }
                 let r = match e {
@@ -275,25 +357,34 @@ impl TunnelStage {
                 return;
             }
         };
+        let Some(session) = tab.sessions.0.get(usize::from(si)) else {
+            stats.drop(port, DropReason::CryptoError, 1);
+            return;
+        };
         let user = Tag {
+            table: tab.id,
             tunnel: ti,
             sa: si,
             low: inner_len,
             ..Tag::default()
         }
         .pack();
-        match self
-            .crypto
-            .push(pkt, &self.sessions[usize::from(si)], &j, user)
-        {
-            Ok(()) => stats.tunnel().crypto_enqueued.add(1),
+        match self.crypto.push(pkt, session, &j, user) {
+            Ok(()) => {
+                self.cur.in_flight += 1;
+                stats.tunnel().crypto_enqueued.add(1);
+            }
             Err(_m) => stats.drop(port, DropReason::CryptoQueueFull, 1),
         }
     }
 
     fn request_next_hop(&mut self, ti: u16, now: u64, tx: &mut TxPorts, stats: &mut StatsWriter) {
-        let t = &self.ipsec.tunnels[usize::from(ti)];
-        let last = &mut self.arp_sent_ms[usize::from(ti)];
+        let Some(t) = self.cur.ipsec.tunnels.get(usize::from(ti)) else {
+            return;
+        };
+        let Some(last) = self.arp_sent_ms.get_mut(usize::from(ti)) else {
+            return;
+        };
         if *last != 0 && now.saturating_sub(*last) < ARP_INTERVAL_MS {
             return;
         }
@@ -318,7 +409,7 @@ impl TunnelStage {
         stats: &mut StatsWriter,
     ) -> Option<Mbuf> {
         // A borrow, not an Arc clone: no shared atomic per packet.
-        let ipsec = &*self.ipsec;
+        let ipsec = &*self.cur.ipsec;
         if let Some(a) = arp::read(pkt.data(), parsed) {
             for t in ipsec.tunnels_via(port, a.spa) {
                 if !t.static_next_hop && t.next_hop_mac() != Some(a.sha) {
@@ -382,7 +473,8 @@ impl TunnelStage {
 
     /// ESP to a local endpoint: SA, policy, early replay check, then to the device.
     fn decap(&mut self, port: PortIndex, mut pkt: Mbuf, parsed: &Parsed, stats: &mut StatsWriter) {
-        let ipsec = &*self.ipsec;
+        let tab = &self.cur;
+        let ipsec = &*tab.ipsec;
         let h = match esp::esp_header(pkt.data(), parsed) {
             Ok(h) => h,
             Err(r) => {
@@ -391,7 +483,12 @@ impl TunnelStage {
             }
         };
         let Some(si) = ipsec.inbound_sa(h.spi, h.dst) else {
-            stats.drop(port, DropReason::EspUnknownSpi, 1);
+            let r = if ipsec.was_removed(h.spi, h.dst) {
+                DropReason::EspSaRemoved
+            } else {
+                DropReason::EspUnknownSpi
+            };
+            stats.drop(port, r, 1);
             return;
         };
         let sa = &ipsec.sas[usize::from(si)];
@@ -400,16 +497,16 @@ impl TunnelStage {
             return;
         }
         let Some(ti) = ipsec.tunnel_for_inbound(si, h.src, h.dst) else {
-            if let Some(c) = stats.sa(si) {
+            if let Some(c) = sa.counters(self.lane) {
                 c.errors.add(1);
             }
             stats.drop(port, DropReason::EspPolicyMismatch, 1);
             return;
         };
-        let seq = match sa.replay.as_ref().map(|w| w.check(h.seq_lo)) {
+        let seq = match sa.replay().map(|w| w.check(h.seq_lo)) {
             Some(Ok(s)) => s,
             Some(Err(e)) => {
-                replay_drop(stats, port, si, e);
+                replay_drop(stats, port, sa, self.lane, e);
                 return;
             }
             // No anti-replay on this SA.
@@ -428,7 +525,12 @@ impl TunnelStage {
             stats.drop(port, DropReason::EspMalformed, 1);
             return;
         };
+        let Some(session) = tab.sessions.0.get(usize::from(si)) else {
+            stats.drop(port, DropReason::CryptoError, 1);
+            return;
+        };
         let user = Tag {
+            table: tab.id,
             inbound: true,
             tunnel: ti,
             sa: si,
@@ -437,11 +539,11 @@ impl TunnelStage {
             tos: h.tos,
         }
         .pack();
-        match self
-            .crypto
-            .push(pkt, &self.sessions[usize::from(si)], &j, user)
-        {
-            Ok(()) => stats.tunnel().crypto_enqueued.add(1),
+        match self.crypto.push(pkt, session, &j, user) {
+            Ok(()) => {
+                self.cur.in_flight += 1;
+                stats.tunnel().crypto_enqueued.add(1);
+            }
             Err(_m) => stats.drop(port, DropReason::CryptoQueueFull, 1),
         }
     }
@@ -458,16 +560,16 @@ impl TunnelStage {
     }
 }
 
-fn replay_drop(stats: &mut StatsWriter, port: PortIndex, si: u16, e: ReplayError) {
+fn replay_drop(stats: &mut StatsWriter, port: PortIndex, sa: &Sa, lane: usize, e: ReplayError) {
     let r = match e {
         ReplayError::Replayed => {
-            if let Some(c) = stats.sa(si) {
+            if let Some(c) = sa.counters(lane) {
                 c.replay.add(1);
             }
             DropReason::EspReplay
         }
         ReplayError::TooOld => {
-            if let Some(c) = stats.sa(si) {
+            if let Some(c) = sa.counters(lane) {
                 c.too_old.add(1);
             }
             DropReason::EspTooOld
@@ -509,122 +611,162 @@ fn echo_reply(pkt: &mut Mbuf, parsed: &Parsed) -> bool {
     true
 }
 
-/// What the worker does with completed operations: outbound ones leave by their underlay,
-/// inbound ones are checked (replay window under its lock, padding, policy) and come back as
-/// `(tunnel port, inner packet)` in `delivered`, for the pipeline to run the tunnel's ingress.
-pub fn complete(
-    ipsec: &Ipsec,
-    port_macs: &[[u8; 6]],
-    done: &mut Vec<Completion>,
-    delivered: &mut Vec<(PortIndex, Mbuf)>,
-    tx: &mut TxPorts,
-    stats: &mut StatsWriter,
-) {
-    // The replay lock of the SA of the previous completion, kept across a run of them.
-    let mut held: Option<(u16, ReplayLock<'_>)> = None;
-    for (mut m, st, user) in done.drain(..) {
-        stats.tunnel().crypto_dequeued.add(1);
-        let Tag {
-            inbound,
-            tunnel: ti,
-            sa: si,
-            low,
-            plain,
-            tos,
-        } = Tag::unpack(user);
-        let (Some(t), Some(sa)) = (
-            ipsec.tunnels.get(usize::from(ti)),
-            ipsec.sas.get(usize::from(si)),
-        ) else {
-            continue; // cannot happen: tags are ours; the mbuf is freed here
+impl TunnelStage {
+    /// What the worker does with completed operations: outbound ones leave by their underlay,
+    /// inbound ones are checked (replay window under its lock, padding, policy) and come back as
+    /// `(tunnel port, inner packet)` in `delivered`, for the pipeline to run the tunnel's
+    /// ingress. Each operation is resolved against the SA table it was enqueued with; replaced
+    /// tables whose last operation came back are released.
+    pub fn complete(
+        &mut self,
+        done: &mut Vec<Completion>,
+        delivered: &mut Vec<(PortIndex, Mbuf)>,
+        tx: &mut TxPorts,
+        stats: &mut StatsWriter,
+    ) {
+        let mut back = [0u32; TABLES];
+        let lane = self.lane;
+        let (cur, old, port_macs) = (&self.cur, &self.old, &self.port_macs);
+        let table = |id: u8| -> Option<&Table> {
+            if cur.id == id {
+                Some(cur)
+            } else {
+                old.iter().flatten().find(|t| t.id == id)
+            }
         };
-        let alg = sa.cfg.algorithm;
-        let at = if inbound { t.underlay } else { t.port };
-        match st {
-            CryptoStatus::Success => {}
-            CryptoStatus::AuthFailed if inbound => {
-                if let Some(c) = stats.sa(si) {
-                    c.bad_icv.add(1);
+        // The replay lock of the window of the previous completion, kept across a run of them.
+        let mut held: Option<(&ReplayWindow, ReplayLock<'_>)> = None;
+        for (mut m, st, user) in done.drain(..) {
+            stats.tunnel().crypto_dequeued.add(1);
+            let Tag {
+                table: id,
+                inbound,
+                tunnel: ti,
+                sa: si,
+                low,
+                plain,
+                tos,
+            } = Tag::unpack(user);
+            back[usize::from(id)] += 1;
+            let Some(ipsec) = table(id).map(|t| &*t.ipsec) else {
+                continue; // cannot happen: tags are ours; the mbuf is freed here
+            };
+            let (Some(t), Some(sa)) = (
+                ipsec.tunnels.get(usize::from(ti)),
+                ipsec.sas.get(usize::from(si)),
+            ) else {
+                continue; // cannot happen: tags are ours; the mbuf is freed here
+            };
+            let alg = sa.cfg.algorithm;
+            let at = if inbound { t.underlay } else { t.port };
+            match st {
+                CryptoStatus::Success => {}
+                CryptoStatus::AuthFailed if inbound => {
+                    if let Some(c) = sa.counters(lane) {
+                        c.bad_icv.add(1);
+                    }
+                    stats.drop(at, DropReason::EspBadIcv, 1);
+                    continue;
                 }
-                stats.drop(at, DropReason::EspBadIcv, 1);
-                continue;
-            }
-            CryptoStatus::QueueFull => {
-                stats.drop(at, DropReason::CryptoQueueFull, 1);
-                continue;
-            }
-            _ => {
-                if let Some(c) = stats.sa(si) {
-                    c.errors.add(1);
+                CryptoStatus::QueueFull => {
+                    stats.drop(at, DropReason::CryptoQueueFull, 1);
+                    continue;
                 }
-                stats.drop(at, DropReason::CryptoError, 1);
-                continue;
-            }
-        }
-        if !inbound {
-            if let Err(r) = esp::encap_complete(&mut m, alg, sa.cfg.esn) {
-                stats.drop(at, r, 1);
-                continue;
-            }
-            if let Some(c) = stats.sa(si) {
-                c.packets.add(1);
-                c.bytes.add(u64::from(low));
-            }
-            stats.tx(t.port, 1, u64::from(low));
-            tx.send(t.underlay, m, stats);
-            continue;
-        }
-        // Inbound: the full sequence number, then the window under its lock.
-        let j = match esp::decap_job_at(m.data().len(), usize::from(plain), alg, sa.cfg.esn) {
-            Ok(x) => x,
-            Err(r) => {
-                stats.drop(at, r, 1);
-                continue;
-            }
-        };
-        let so = j.cipher_offset as usize - alg.iv_len() - 4;
-        let Some(seq_lo) = m
-            .data()
-            .get(so..so + 4)
-            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-        else {
-            stats.drop(at, DropReason::EspMalformed, 1);
-            continue;
-        };
-        let seq = (u64::from(low) << 32) | u64::from(seq_lo);
-        if let Some(w) = &sa.replay {
-            if held.as_ref().is_none_or(|(s, _)| *s != si) {
-                drop(held.take());
-                held = Some((si, w.lock()));
-            }
-            if let Some((_, lock)) = &held {
-                if let Err(e) = w.update(lock, seq) {
-                    replay_drop(stats, at, si, e);
+                _ => {
+                    if let Some(c) = sa.counters(lane) {
+                        c.errors.add(1);
+                    }
+                    stats.drop(at, DropReason::CryptoError, 1);
                     continue;
                 }
             }
-        }
-        let (dmac, smac) = t.decap_macs.unwrap_or_else(|| {
-            let u = port_macs
-                .get(usize::from(t.underlay.0))
-                .copied()
-                .unwrap_or([0; 6]);
-            (u, u)
-        });
-        match esp::decap_finish(&mut m, &j, tos, dmac, smac) {
-            Ok(_) => {
-                let len = u64::from(m.pkt_len()).saturating_sub(14);
-                if let Some(c) = stats.sa(si) {
+            if !inbound {
+                if let Err(r) = esp::encap_complete(&mut m, alg, sa.cfg.esn) {
+                    stats.drop(at, r, 1);
+                    continue;
+                }
+                if let Some(c) = sa.counters(lane) {
                     c.packets.add(1);
-                    c.bytes.add(len);
+                    c.bytes.add(u64::from(low));
                 }
-                delivered.push((t.port, m));
+                stats.tx(t.port, 1, u64::from(low));
+                tx.send(t.underlay, m, stats);
+                continue;
             }
-            Err(r) => {
-                if let Some(c) = stats.sa(si) {
-                    c.errors.add(1);
+            // Inbound: the full sequence number, then the window under its lock.
+            let j = match esp::decap_job_at(m.data().len(), usize::from(plain), alg, sa.cfg.esn) {
+                Ok(x) => x,
+                Err(r) => {
+                    stats.drop(at, r, 1);
+                    continue;
                 }
-                stats.drop(at, r, 1);
+            };
+            let so = j.cipher_offset as usize - alg.iv_len() - 4;
+            let Some(seq_lo) = m
+                .data()
+                .get(so..so + 4)
+                .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+            else {
+                stats.drop(at, DropReason::EspMalformed, 1);
+                continue;
+            };
+            let seq = (u64::from(low) << 32) | u64::from(seq_lo);
+            if let Some(w) = sa.replay() {
+                // A kept SA's window is the same in every table: compare windows, not indices.
+                if held.as_ref().is_none_or(|(h, _)| !std::ptr::eq(*h, w)) {
+                    drop(held.take());
+                    held = Some((w, w.lock()));
+                }
+                if let Some((_, lock)) = &held {
+                    if let Err(e) = w.update(lock, seq) {
+                        replay_drop(stats, at, sa, lane, e);
+                        continue;
+                    }
+                }
+            }
+            let (dmac, smac) = t.decap_macs.unwrap_or_else(|| {
+                let u = port_macs
+                    .get(usize::from(t.underlay.0))
+                    .copied()
+                    .unwrap_or([0; 6]);
+                (u, u)
+            });
+            match esp::decap_finish(&mut m, &j, tos, dmac, smac) {
+                Ok(_) => {
+                    let len = u64::from(m.pkt_len()).saturating_sub(14);
+                    if let Some(c) = sa.counters(lane) {
+                        c.packets.add(1);
+                        c.bytes.add(len);
+                    }
+                    delivered.push((t.port, m));
+                }
+                Err(r) => {
+                    if let Some(c) = sa.counters(lane) {
+                        c.errors.add(1);
+                    }
+                    stats.drop(at, r, 1);
+                }
+            }
+        }
+        drop(held);
+        self.returned(&back);
+    }
+
+    /// Accounts for operations back from the device, per table id; releases replaced tables
+    /// with nothing left in flight.
+    fn returned(&mut self, back: &[u32; TABLES]) {
+        let n = |id: u8| back.get(usize::from(id)).copied().unwrap_or(0);
+        self.cur.in_flight = self.cur.in_flight.saturating_sub(n(self.cur.id));
+        for i in 0..self.old.len() {
+            let drained = match &mut self.old[i] {
+                Some(t) => {
+                    t.in_flight = t.in_flight.saturating_sub(n(t.id));
+                    t.in_flight == 0
+                }
+                None => false,
+            };
+            if let Some(t) = self.old[i].take_if(|_| drained) {
+                self.release(t);
             }
         }
     }
@@ -655,13 +797,14 @@ mod tests {
 
     #[test]
     fn tags_round_trip() {
-        for (inbound, tunnel, sa, low, plain, tos) in [
-            (false, 0, 0, 0, 0, 0),
-            (true, 0x7fff, 0xffff, u32::MAX, u16::MAX, u8::MAX),
-            (true, 3, 9, 77, 54, 0xb8),
-            (false, 0x7fff, 0, u32::MAX, 0, 0),
+        for (table, inbound, tunnel, sa, low, plain, tos) in [
+            (0, false, 0, 0, 0, 0, 0),
+            (7, true, 0x7fff, 0xffff, u32::MAX, u16::MAX, u8::MAX),
+            (3, true, 3, 9, 77, 54, 0xb8),
+            (5, false, 0x7fff, 0, u32::MAX, 0, 0),
         ] {
             let t = Tag {
+                table,
                 inbound,
                 tunnel,
                 sa,

@@ -348,9 +348,7 @@ impl Worker {
             links,
             tunnel,
         } = self;
-        let mut tunnel_loop = tunnel.as_ref().map(|t| TunnelLoop {
-            ipsec: t.ipsec.clone(),
-            macs: t.port_macs.clone(),
+        let mut tunnel_loop = tunnel.as_ref().map(|_| TunnelLoop {
             done: Vec::with_capacity(1024),
             delivered: Vec::with_capacity(1024),
         });
@@ -377,6 +375,10 @@ impl Worker {
         while !stop.load(Ordering::Relaxed) {
             stats.set_now_ms(clock.now_ms());
             let gen = generation.current();
+            // The generation's SA table, for the packets of this round.
+            if let (Some(t), Some(ip)) = (txs.tunnel.as_mut(), gen.ipsec.as_ref()) {
+                t.adopt(ip);
+            }
             let mut round = 0u64;
             for (port, q) in rx.iter_mut() {
                 let n = q.rx_burst(&mut burst);
@@ -415,6 +417,9 @@ impl Worker {
         // counted), so every mbuf returns to its pool.
         if let Some(tl) = &mut tunnel_loop {
             let gen = generation.current();
+            if let (Some(t), Some(ip)) = (txs.tunnel.as_mut(), gen.ipsec.as_ref()) {
+                t.adopt(ip);
+            }
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
             while txs.tunnel.as_ref().is_some_and(|t| t.in_flight() > 0)
                 && std::time::Instant::now() < deadline
@@ -428,11 +433,9 @@ impl Worker {
     }
 }
 
-/// What a worker keeps between polls of its crypto device: the tunnel tables and port MACs
-/// (shared with its stage) and two buffers reused every round (no allocation per packet).
+/// What a worker keeps between polls of its crypto device: two buffers reused every round (no
+/// allocation per packet).
 struct TunnelLoop {
-    ipsec: Arc<pipelines::ipsec::Ipsec>,
-    macs: Vec<[u8; 6]>,
     done: Vec<crate::tunnel_stage::Completion>,
     delivered: Vec<(PortIndex, Mbuf)>,
 }
@@ -450,14 +453,7 @@ impl TunnelLoop {
         if n == 0 {
             return 0;
         }
-        crate::tunnel_stage::complete(
-            &self.ipsec,
-            &self.macs,
-            &mut self.done,
-            &mut self.delivered,
-            &mut txs.ports,
-            stats,
-        );
+        t.complete(&mut self.done, &mut self.delivered, &mut txs.ports, stats);
         for (port, m) in self.delivered.drain(..) {
             stats.rx(port, 1, u64::from(m.pkt_len()));
             gen.process_tunnel_rx(m, port, stats, txs);

@@ -60,6 +60,7 @@ drop_reasons! {
     SaExpired => "sa_expired", "The SA reached a hard lifetime limit (packets or bytes) and is no longer used.";
     EspSeqExhausted => "esp_seq_exhausted", "The outbound SA used up its sequence numbers (2^32 - 1 without ESN) and must not cycle (RFC 4303 3.3.3).";
     EspUnknownSpi => "esp_unknown_spi", "An ESP packet to a local endpoint carries an SPI no inbound SA has.";
+    EspSaRemoved => "esp_sa_removed", "An ESP packet for an inbound SA that a configuration reload removed or replaced (rekeyed): the peer still sends with it.";
     EspMalformed => "esp_malformed", "An ESP packet is truncated, fragmented, or its ciphertext is not a whole number of blocks.";
     EspReplay => "esp_replay", "An ESP packet's sequence number was already received (anti-replay, RFC 4303 3.4.3).";
     EspTooOld => "esp_too_old", "An ESP packet's sequence number is older than the anti-replay window (or zero).";

@@ -547,8 +547,9 @@ pub struct Generation {
     /// live flows keep their labels across reloads). A `flowlabel` action's label must be
     /// reserved in it when the generation is published.
     pub flowlabels: Option<Arc<FlowLabelTable>>,
-    /// Tunnels and security associations, when any are configured (their live state, sequence
-    /// numbers and replay windows, is shared with the worker's tunnel stage).
+    /// Tunnels and security associations, when any are configured: the SA table the workers'
+    /// tunnel stages adopt with the generation. SAs a reload keeps share their live state
+    /// (sequence numbers, replay windows, counters) with the previous generation's table.
     pub ipsec: Option<Arc<Ipsec>>,
 }
 

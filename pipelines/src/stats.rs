@@ -110,7 +110,8 @@ pub struct FlowLabelCounters {
     pub shared_unlabelled: Counter,
 }
 
-/// One SA's counters on one lcore.
+/// One SA's counters on one lcore (held by the SA itself, one [`crate::ipsec::SaLane`] per
+/// worker, so that they follow the SA across reloads and go with it).
 #[derive(Debug, Default)]
 #[repr(align(64))]
 pub struct SaCounters {
@@ -183,8 +184,6 @@ pub struct LcoreStats {
     pub mirror_copies: Counter,
     /// The flow-label stage.
     pub flowlabel: FlowLabelCounters,
-    /// Per SA (index of the configuration's `sas`).
-    pub sas: Box<[SaCounters]>,
     /// The tunnel stage.
     pub tunnel: TunnelCounters,
 }
@@ -205,17 +204,6 @@ impl StatsWriter {
         filters: usize,
         actions: usize,
     ) -> (StatsWriter, Arc<LcoreStats>) {
-        Self::with_sas(lcore, ports, filters, actions, 0)
-    }
-
-    /// [`StatsWriter::new`] with counters for `sas` security associations.
-    pub fn with_sas(
-        lcore: u32,
-        ports: usize,
-        filters: usize,
-        actions: usize,
-        sas: usize,
-    ) -> (StatsWriter, Arc<LcoreStats>) {
         let stats = Arc::new(LcoreStats {
             lcore,
             polls: Counter::default(),
@@ -226,7 +214,6 @@ impl StatsWriter {
             actions: (0..actions).map(|_| ActionCounters::default()).collect(),
             mirror_copies: Counter::default(),
             flowlabel: FlowLabelCounters::default(),
-            sas: (0..sas).map(|_| SaCounters::default()).collect(),
             tunnel: TunnelCounters::default(),
         });
         (
@@ -359,12 +346,6 @@ impl StatsWriter {
     #[inline]
     pub fn flowlabel_kept(&mut self) {
         self.stats.flowlabel.kept.add(1);
-    }
-
-    /// Counters of SA `sa` (writer side; `None` for an unknown index).
-    #[inline]
-    pub fn sa(&mut self, sa: u16) -> Option<&SaCounters> {
-        self.stats.sas.get(usize::from(sa))
     }
 
     /// The tunnel stage's counters (writer side).

@@ -515,6 +515,13 @@ impl CryptoDev {
         unsafe { sys::rte_mempool_in_use_count(self.inner.sess_pool) }
     }
 
+    /// Sessions the device can hold at once (`CryptoDevConfig::sessions`).
+    pub fn sessions_capacity(&self) -> u32 {
+        // SAFETY: the session pool lives as long as `inner`; `size` is set at creation and
+        // never changes.
+        unsafe { (*self.inner.sess_pool).size }
+    }
+
     /// Checks that the device supports `spec` (`rte_cryptodev_sym_capability_get` and
     /// `rte_cryptodev_sym_capability_check_aead` / `_cipher` / `_auth`) and creates a symmetric
     /// session for it (`rte_cryptodev_sym_session_create`). The keys are copied into the
@@ -895,6 +902,19 @@ impl Session {
     /// ICV (tag or truncated HMAC) bytes, written or verified at [`CryptoJob::digest_offset`].
     pub fn digest_len(&self) -> u32 {
         self.inner.digest_len
+    }
+
+    /// Handles to this session alive now: this one, its clones, and the references queues hold
+    /// for operations in flight or kept idle (see [`CryptoQueue::release_idle_sessions`]). The
+    /// session is freed when the last one goes, on the thread that drops it: a holder that
+    /// waits until this is 1 before dropping its handle frees it itself.
+    pub fn handles(&self) -> usize {
+        Arc::strong_count(&self.inner)
+    }
+
+    /// Whether `other` is a handle to the same session.
+    pub fn same_session(&self, other: &Session) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
     }
 }
 
@@ -1479,6 +1499,18 @@ impl CryptoQueue {
             drop(unsafe { Arc::from_raw(sess) });
         } else if let Some(p) = self.pins.get_mut(pin as usize) {
             p.in_flight = p.in_flight.saturating_sub(1);
+        }
+    }
+
+    /// Lets go of the queue's references to sessions no operation in flight uses, whoever else
+    /// holds them. For a caller that stopped using some sessions and wants whoever holds their
+    /// last handle (not this queue) to free them; the queue takes a reference again at the next
+    /// push that needs one.
+    pub fn release_idle_sessions(&mut self) {
+        for p in &mut self.pins {
+            if p.in_flight == 0 {
+                p.sess = None;
+            }
         }
     }
 

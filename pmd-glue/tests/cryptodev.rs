@@ -1075,6 +1075,49 @@ fn cryptodev_end_to_end() {
             assert!(out == sa.encrypted(&p), "{name} qp {i}");
         }
     }
+    // Whoever drops a session's last handle frees it. A queue keeps a reference to a session it
+    // used until it needs the slot, the session's other handles are gone, or it is told to let
+    // go of its idle ones: then the caller's last handle is the last one.
+    {
+        let mut dev = CryptoDev::open(DEVICES[0], "", &cfg).unwrap();
+        assert_eq!(dev.sessions_capacity(), 64);
+        let mut q = dev.take_queues().unwrap().pop().unwrap();
+        let sa = Sa::new_gcm(&dev, &mut rng, 16, 8);
+        let s = sa.enc.clone();
+        assert!(s.same_session(&sa.enc) && !s.same_session(&sa.dec));
+        assert_eq!(s.handles(), 2);
+        let p = sa.packet(&mut rng, 2);
+        let (_, st) = run_one(&mut q, &pool, &s, &p.bytes, &sa.job(&p), 1);
+        assert_eq!(st, CryptoStatus::Success);
+        assert_eq!(s.handles(), 3, "the queue keeps an idle reference");
+        q.release_idle_sessions();
+        assert_eq!(s.handles(), 2);
+        let in_use = dev.sessions_in_use();
+        drop(sa);
+        assert_eq!(s.handles(), 1);
+        assert_eq!(
+            dev.sessions_in_use(),
+            in_use - 1,
+            "dec freed, enc still held"
+        );
+        drop(s);
+        assert_eq!(
+            dev.sessions_in_use(),
+            in_use - 2,
+            "freed by its last handle"
+        );
+        // In flight, the queue holds the session; released once the operation is back.
+        let sa = Sa::new_gcm(&dev, &mut rng, 16, 8);
+        let p = sa.packet(&mut rng, 2);
+        let mut m = pool.alloc().unwrap();
+        assert!(m.fill(&p.bytes));
+        q.push(m, &sa.enc, &sa.job(&p), 7).unwrap();
+        q.release_idle_sessions();
+        assert_eq!(sa.enc.handles(), 2, "not idle: kept");
+        assert_eq!(q.drain(WAIT, |_, _, _| {}), 0);
+        q.release_idle_sessions();
+        assert_eq!(sa.enc.handles(), 1);
+    }
     // A queue dropped with packets in flight waits for them and frees them.
     {
         let mut dev = CryptoDev::open(DEVICES[1], "", &cfg).unwrap();

@@ -47,7 +47,7 @@ fn out_key(k: &str) -> String {
     b.concat()
 }
 
-fn esp_ref(args: &[&str]) -> String {
+pub(crate) fn esp_ref(args: &[&str]) -> String {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/ipsec/esp_ref.py");
     let o = Command::new("/usr/bin/python3")
         .arg(script)
@@ -63,7 +63,7 @@ fn esp_ref(args: &[&str]) -> String {
 }
 
 /// SA arguments of esp_ref.py.
-fn sa_args<'a>(
+pub(crate) fn sa_args<'a>(
     spi: &'a str,
     src: &'a str,
     dst: &'a str,

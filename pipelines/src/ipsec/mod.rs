@@ -13,9 +13,12 @@ pub mod icmp;
 pub mod replay;
 
 use crate::pipeline::PortIndex;
+use crate::stats::SaCounters;
 use replay::ReplayWindow;
+use std::any::Any;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, OnceLock};
 
 /// ICV length of every supported algorithm (GCM's 16-byte tag, RFC 4106; HMAC-SHA-256
 /// truncated to 128 bits, RFC 4868).
@@ -179,7 +182,7 @@ pub struct Lifetime {
 }
 
 /// A security association as configured.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SaConfig {
     /// Name for operators (metrics, listings); defaults to the SPI in hex.
     pub name: String,
@@ -206,21 +209,63 @@ pub struct SaConfig {
     pub lifetime: Lifetime,
 }
 
-/// An SA with its live state, shared by the workers.
+impl SaConfig {
+    /// Whether `other` is the same SA: same name, SPI, direction, endpoints, algorithm, keys,
+    /// ESN and replay window. A reload keeps the running SA's state (sequence numbers, replay
+    /// window, counters, lifetime clocks) for such an SA; only its mark and lifetimes may
+    /// differ (as `ip xfrm state update` changes them on a live state).
+    pub fn same_sa(&self, other: &SaConfig) -> bool {
+        self.name == other.name
+            && self.spi == other.spi
+            && self.direction == other.direction
+            && self.src == other.src
+            && self.dst == other.dst
+            && self.algorithm == other.algorithm
+            && self.keys == other.keys
+            && self.esn == other.esn
+            && self.replay_window == other.replay_window
+    }
+}
+
+/// One worker's part of an SA: its counters and the run of sequence numbers it reserved.
+/// Written by that worker only (plain loads and stores on its own cache lines, no read-modify-
+/// write), read by the control thread.
+#[derive(Debug, Default)]
+#[repr(align(64))]
+pub struct SaLane {
+    /// The worker's counters of this SA.
+    pub counters: SaCounters,
+    /// Outbound: the next number of the worker's reserved block ...
+    seq_next: AtomicU64,
+    /// ... and the end of the block (exclusive).
+    seq_end: AtomicU64,
+}
+
+/// The live state of an SA. It lives as long as the SA keeps its identity
+/// ([`SaConfig::same_sa`]): configuration reloads hand it from generation to generation.
 #[derive(Debug)]
-pub struct Sa {
-    /// Configuration.
-    pub cfg: SaConfig,
+struct SaState {
     /// Outbound: the next sequence number not yet reserved by a worker (starts at 1).
     next_seq: AtomicU64,
     /// Inbound: the replay window (`None`: anti-replay disabled).
-    pub replay: Option<ReplayWindow>,
+    replay: Option<ReplayWindow>,
     /// 0 while usable; [`DEAD_EXPIRED`] once a hard lifetime is reached (by the control
     /// thread for bytes and inbound packets, by the worker that reserves past the packet limit
     /// for outbound); [`DEAD_EXHAUSTED`] once the sequence numbers ran out.
     dead: AtomicU8,
     /// Set once a soft lifetime is reached (by the control thread).
     soft: AtomicBool,
+    /// One lane per worker.
+    lanes: Box<[SaLane]>,
+}
+
+/// An SA of one generation: its configuration and its live state (shared by the workers, and
+/// by the next generation when a reload keeps the SA).
+#[derive(Debug)]
+pub struct Sa {
+    /// Configuration.
+    pub cfg: SaConfig,
+    state: Arc<SaState>,
 }
 
 const DEAD_EXPIRED: u8 = 1;
@@ -244,9 +289,10 @@ pub enum SeqError {
 }
 
 impl Sa {
-    /// An SA in its initial state. `None` when an inbound SA's replay window size is invalid
-    /// (0, no anti-replay, is valid without ESN).
-    pub fn new(cfg: SaConfig) -> Option<Sa> {
+    /// An SA in its initial state, with counters and sequence-number blocks for `lanes`
+    /// workers (at least one). `None` when an inbound SA's replay window size is invalid (0,
+    /// no anti-replay, is valid without ESN).
+    pub fn new(cfg: SaConfig, lanes: usize) -> Option<Sa> {
         let replay = match cfg.direction {
             // Window 0: no anti-replay (RFC 4303 §3.4.3 lets a receiver disable it); ESN needs
             // a window to infer the high half.
@@ -256,11 +302,63 @@ impl Sa {
         };
         Some(Sa {
             cfg,
-            next_seq: AtomicU64::new(1),
-            replay,
-            dead: AtomicU8::new(0),
-            soft: AtomicBool::new(false),
+            state: Arc::new(SaState {
+                next_seq: AtomicU64::new(1),
+                replay,
+                dead: AtomicU8::new(0),
+                soft: AtomicBool::new(false),
+                lanes: (0..lanes.max(1)).map(|_| SaLane::default()).collect(),
+            }),
         })
+    }
+
+    /// The SA `cfg` carrying on with `running`'s live state (sequence numbers, replay window,
+    /// counters, lifetime flags): a reload that keeps the SA, perhaps with another mark or
+    /// lifetime. `None` when `cfg` is not the same SA ([`SaConfig::same_sa`]). Changes nothing
+    /// of the running SA (see [`Sa::rearm_soft_lifetime`]).
+    pub fn keeping(cfg: SaConfig, running: &Sa) -> Option<Sa> {
+        if !cfg.same_sa(&running.cfg) {
+            return None;
+        }
+        Some(Sa {
+            cfg,
+            state: running.state.clone(),
+        })
+    }
+
+    /// Once `self` (a kept SA) is in effect: when its soft limits differ from `previous`'s,
+    /// forgets that a soft limit was reached, so that the new one is reported once it is.
+    /// Returns whether it did.
+    pub fn rearm_soft_lifetime(&self, previous: &Sa) -> bool {
+        let (a, b) = (self.cfg.lifetime, previous.cfg.lifetime);
+        let changed = (a.soft_packets, a.soft_bytes) != (b.soft_packets, b.soft_bytes);
+        if changed && self.shares_state_with(previous) {
+            self.state.soft.store(false, Ordering::Relaxed);
+            return true;
+        }
+        false
+    }
+
+    /// Whether `self` and `other` are the same live SA (one kept across a reload).
+    pub fn shares_state_with(&self, other: &Sa) -> bool {
+        Arc::ptr_eq(&self.state, &other.state)
+    }
+
+    /// The replay window (inbound SAs with anti-replay).
+    #[inline]
+    pub fn replay(&self) -> Option<&ReplayWindow> {
+        self.state.replay.as_ref()
+    }
+
+    /// Worker `lane`'s counters of this SA (`None` for a lane the SA was not built with).
+    #[inline]
+    pub fn counters(&self, lane: usize) -> Option<&SaCounters> {
+        self.state.lanes.get(lane).map(|l| &l.counters)
+    }
+
+    /// A counter summed over the workers.
+    pub fn total(&self, f: impl Fn(&SaCounters) -> u64) -> u64 {
+        self.state.lanes.iter().map(|l| f(&l.counters)).sum()
     }
 
     /// The next sequence number for a packet, from the worker's block (refilled with one
@@ -272,12 +370,13 @@ impl Sa {
             block.next += 1;
             return Ok(s);
         }
-        match self.dead.load(Ordering::Relaxed) {
+        let st = &*self.state;
+        match st.dead.load(Ordering::Relaxed) {
             DEAD_EXPIRED => return Err(SeqError::Expired),
             DEAD_EXHAUSTED => return Err(SeqError::Exhausted),
             _ => {}
         }
-        let start = self.next_seq.fetch_add(SEQ_BLOCK, Ordering::Relaxed);
+        let start = st.next_seq.fetch_add(SEQ_BLOCK, Ordering::Relaxed);
         let space = if self.cfg.esn {
             u64::MAX - SEQ_BLOCK
         } else {
@@ -292,7 +391,7 @@ impl Sa {
             } else {
                 (DEAD_EXHAUSTED, SeqError::Exhausted)
             };
-            self.dead.store(state, Ordering::Relaxed);
+            st.dead.store(state, Ordering::Relaxed);
             return Err(err);
         }
         *block = SeqBlock {
@@ -302,34 +401,59 @@ impl Sa {
         Ok(start)
     }
 
+    /// [`Sa::next_seq`] from worker `lane`'s block, kept in the SA's state: the block survives
+    /// a reload that keeps the SA, so its numbers continue without a gap.
+    #[inline]
+    pub fn next_seq_on(&self, lane: usize) -> Result<u64, SeqError> {
+        let Some(l) = self.state.lanes.get(lane) else {
+            // Not a lane of this SA: a block of one number (correct, if wasteful).
+            return self.next_seq(&mut SeqBlock::default());
+        };
+        let end = l.seq_end.load(Ordering::Relaxed);
+        let mut b = SeqBlock {
+            next: l.seq_next.load(Ordering::Relaxed),
+            end,
+        };
+        let r = self.next_seq(&mut b);
+        l.seq_next.store(b.next, Ordering::Relaxed);
+        if b.end != end {
+            l.seq_end.store(b.end, Ordering::Relaxed);
+        }
+        r
+    }
+
     /// Sequence numbers handed out so far (outbound), i.e. the highest reserved.
     pub fn seq_reserved(&self) -> u64 {
-        self.next_seq.load(Ordering::Relaxed).saturating_sub(1)
+        self.state
+            .next_seq
+            .load(Ordering::Relaxed)
+            .saturating_sub(1)
     }
 
     /// Whether a hard lifetime was reached.
+    #[inline]
     pub fn expired(&self) -> bool {
-        self.dead.load(Ordering::Relaxed) == DEAD_EXPIRED
+        self.state.dead.load(Ordering::Relaxed) == DEAD_EXPIRED
     }
 
     /// Whether the sequence number space is used up.
     pub fn exhausted(&self) -> bool {
-        self.dead.load(Ordering::Relaxed) == DEAD_EXHAUSTED
+        self.state.dead.load(Ordering::Relaxed) == DEAD_EXHAUSTED
     }
 
     /// Whether a soft lifetime was reached (the SA should be replaced).
     pub fn soft_expired(&self) -> bool {
-        self.soft.load(Ordering::Relaxed)
+        self.state.soft.load(Ordering::Relaxed)
     }
 
     /// Records that a soft lifetime was reached; true the first time.
     pub fn mark_soft_expired(&self) -> bool {
-        !self.soft.swap(true, Ordering::Relaxed)
+        !self.state.soft.swap(true, Ordering::Relaxed)
     }
 
     /// Marks the SA expired (control thread: byte or inbound packet limits).
     pub fn expire(&self) {
-        self.dead.store(DEAD_EXPIRED, Ordering::Relaxed);
+        self.state.dead.store(DEAD_EXPIRED, Ordering::Relaxed);
     }
 
     /// Restores the sequence state of an SA moved from elsewhere (Linux `ip xfrm state ...
@@ -337,10 +461,11 @@ impl Sa {
     /// carries `seq + 1`; inbound, `seq` is the highest number received (the window's top).
     /// Call before the SA carries packets.
     pub fn restore_seq(&self, seq: u64) {
-        match (self.cfg.direction, &self.replay) {
+        match (self.cfg.direction, &self.state.replay) {
             (SaDirection::In, Some(w)) => w.start_at(seq),
             (SaDirection::In, None) => {}
             (SaDirection::Out, _) => self
+                .state
                 .next_seq
                 .store(seq.saturating_add(1), Ordering::Relaxed),
         }
@@ -368,14 +493,11 @@ pub struct Tunnel {
     pub mtu: u32,
     /// The underlay's IP MTU toward the remote endpoint, as configured.
     pub underlay_mtu: u32,
-    /// Path MTU learnt from ICMP "fragmentation needed" about our ESP packets (0: none).
-    pmtu: AtomicU32,
-    /// When `pmtu` was learnt (Unix ms); it expires after [`PMTU_EXPIRY_MS`].
-    pmtu_at_ms: AtomicU64,
     /// Next hop toward the remote endpoint (the remote itself when on-link).
     pub next_hop: [u8; 4],
-    /// The next hop's MAC: bit 48 set when known (static or learnt from ARP), else 0.
-    next_hop_mac: AtomicU64,
+    /// What the tunnel learnt (path MTU, next-hop MAC): kept by a reload that leaves the
+    /// tunnel's path as it is.
+    learnt: Arc<TunnelLearnt>,
     /// The next hop's MAC is configured (ARP does not change it).
     pub static_next_hop: bool,
     /// The outbound SA (an index into [`Ipsec::sas`]) that passed the state check.
@@ -390,6 +512,18 @@ pub struct Tunnel {
     /// Ethernet addresses put on decapsulated packets (destination, source); `None`: the
     /// underlay port's MAC for both.
     pub decap_macs: Option<([u8; 6], [u8; 6])>,
+}
+
+/// What a tunnel learns from the network, shared by the workers (plain relaxed stores by
+/// whichever lcore hears it).
+#[derive(Debug, Default)]
+struct TunnelLearnt {
+    /// Path MTU learnt from ICMP "fragmentation needed" about our ESP packets (0: none).
+    pmtu: AtomicU32,
+    /// When `pmtu` was learnt (Unix ms); it expires after [`PMTU_EXPIRY_MS`].
+    pmtu_at_ms: AtomicU64,
+    /// The next hop's MAC: bit 48 set when known (static or learnt from ARP), else 0.
+    next_hop_mac: AtomicU64,
 }
 
 /// How long a learnt path MTU holds (Linux's `mtu_expires`, 10 minutes).
@@ -423,10 +557,8 @@ impl Tunnel {
             okey: keys.1,
             mtu: mtus.0,
             underlay_mtu: mtus.1,
-            pmtu: AtomicU32::new(0),
-            pmtu_at_ms: AtomicU64::new(0),
             next_hop,
-            next_hop_mac: AtomicU64::new(0),
+            learnt: Arc::default(),
             static_next_hop: static_mac.is_some(),
             out_sa: None,
             df: esp::DfPolicy::Inherit,
@@ -440,10 +572,52 @@ impl Tunnel {
         t
     }
 
+    /// Takes over what `running` learnt (next-hop MAC, path MTU) when both lead the same way:
+    /// same underlay, endpoints and next hop (and the same static MAC, if any). A reload calls
+    /// it for the tunnel of the same name, so that traffic goes on without a new ARP exchange.
+    /// Returns whether it did.
+    pub fn keep_learnt(&mut self, running: &Tunnel) -> bool {
+        let same = self.underlay == running.underlay
+            && self.local == running.local
+            && self.remote == running.remote
+            && self.next_hop == running.next_hop
+            && self.static_next_hop == running.static_next_hop
+            && (!self.static_next_hop || self.next_hop_mac() == running.next_hop_mac());
+        if same {
+            self.learnt = running.learnt.clone();
+        }
+        same
+    }
+
+    /// Whether `self` and `other` share what they learnt (one kept across a reload).
+    pub fn shares_learnt_with(&self, other: &Tunnel) -> bool {
+        Arc::ptr_eq(&self.learnt, &other.learnt)
+    }
+
+    /// Whether `other` is configured exactly as `self` (what it learnt aside).
+    pub fn same_config(&self, other: &Tunnel) -> bool {
+        self.name == other.name
+            && self.port == other.port
+            && self.underlay == other.underlay
+            && self.local == other.local
+            && self.remote == other.remote
+            && self.ikey == other.ikey
+            && self.okey == other.okey
+            && self.mtu == other.mtu
+            && self.underlay_mtu == other.underlay_mtu
+            && self.next_hop == other.next_hop
+            && self.static_next_hop == other.static_next_hop
+            && (!self.static_next_hop || self.next_hop_mac() == other.next_hop_mac())
+            && self.df == other.df
+            && self.ttl == other.ttl
+            && self.icmp_src6 == other.icmp_src6
+            && self.decap_macs == other.decap_macs
+    }
+
     /// The next hop's MAC, if known.
     #[inline]
     pub fn next_hop_mac(&self) -> Option<[u8; 6]> {
-        let v = self.next_hop_mac.load(Ordering::Relaxed);
+        let v = self.learnt.next_hop_mac.load(Ordering::Relaxed);
         (v >> 48 == 1).then(|| {
             let b = v.to_be_bytes();
             [b[2], b[3], b[4], b[5], b[6], b[7]]
@@ -455,7 +629,8 @@ impl Tunnel {
         let mut b = [0u8; 8];
         b[1] = 1;
         b[2..].copy_from_slice(&mac);
-        self.next_hop_mac
+        self.learnt
+            .next_hop_mac
             .store(u64::from_be_bytes(b), Ordering::Relaxed);
     }
 
@@ -466,16 +641,18 @@ impl Tunnel {
         if mtu >= self.path_mtu(now_ms) {
             return false;
         }
-        self.pmtu.store(mtu, Ordering::Relaxed);
-        self.pmtu_at_ms.store(now_ms, Ordering::Relaxed);
+        self.learnt.pmtu.store(mtu, Ordering::Relaxed);
+        self.learnt.pmtu_at_ms.store(now_ms, Ordering::Relaxed);
         true
     }
 
     /// The underlay path MTU now: a learnt one while it holds, else the configured one.
     #[inline]
     pub fn path_mtu(&self, now_ms: u64) -> u32 {
-        let p = self.pmtu.load(Ordering::Relaxed);
-        if p != 0 && now_ms.saturating_sub(self.pmtu_at_ms.load(Ordering::Relaxed)) < PMTU_EXPIRY_MS
+        let p = self.learnt.pmtu.load(Ordering::Relaxed);
+        if p != 0
+            && now_ms.saturating_sub(self.learnt.pmtu_at_ms.load(Ordering::Relaxed))
+                < PMTU_EXPIRY_MS
         {
             p.min(self.underlay_mtu)
         } else {
@@ -510,7 +687,9 @@ pub fn ecn_decapsulate(inner: u8, outer: u8) -> Option<u8> {
     Some((inner & !3) | out)
 }
 
-/// Every SA and tunnel of a configuration, with the lookups the data path needs.
+/// Every SA and tunnel of a configuration, with the lookups the data path needs. One value per
+/// generation, never changed once published; SAs and tunnels a reload keeps share their live
+/// state with the previous generation's.
 #[derive(Debug, Default)]
 pub struct Ipsec {
     /// SAs, indexed by the `u16` the other tables use.
@@ -523,6 +702,26 @@ pub struct Ipsec {
     locals: Vec<(PortIndex, [u8; 4])>,
     /// The tunnel of each pipeline port, if it is one.
     tunnel_of_port: Vec<Option<u16>>,
+    /// Inbound (SPI, destination) pairs of SAs that reloads removed or replaced (sorted): their
+    /// packets are told apart from unknown SPIs.
+    removed_inbound: Vec<(u32, [u8; 4])>,
+    /// What the crypto backend keeps for this table (the appliance: one device session per
+    /// SA, indexed like `sas`), attached once before the table is published.
+    backend: Backend,
+}
+
+/// An opaque value a crypto backend attaches to an [`Ipsec`] table (set once).
+#[derive(Default)]
+pub struct Backend(OnceLock<Arc<dyn Any + Send + Sync>>);
+
+impl fmt::Debug for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.get().is_some() {
+            "Backend(attached)"
+        } else {
+            "Backend(none)"
+        })
+    }
 }
 
 /// Why an [`Ipsec`] cannot be built.
@@ -592,7 +791,39 @@ impl Ipsec {
             inbound,
             locals,
             tunnel_of_port,
+            removed_inbound: Vec::new(),
+            backend: Backend::default(),
         })
+    }
+
+    /// Records the inbound (SPI, destination) pairs of SAs that reloads removed (call before
+    /// publishing the table).
+    pub fn set_removed_inbound(&mut self, mut removed: Vec<(u32, [u8; 4])>) {
+        removed.sort_unstable();
+        removed.dedup();
+        self.removed_inbound = removed;
+    }
+
+    /// The pairs given to [`Ipsec::set_removed_inbound`], sorted.
+    pub fn removed_inbound(&self) -> &[(u32, [u8; 4])] {
+        &self.removed_inbound
+    }
+
+    /// Whether an inbound SA with `spi` and destination `dst` was removed by a reload (for
+    /// packets [`Ipsec::inbound_sa`] finds no SA for).
+    pub fn was_removed(&self, spi: u32, dst: [u8; 4]) -> bool {
+        self.removed_inbound.binary_search(&(spi, dst)).is_ok()
+    }
+
+    /// Attaches the crypto backend's value; `false` (and nothing changes) when one is attached
+    /// already.
+    pub fn attach_backend(&self, value: Arc<dyn Any + Send + Sync>) -> bool {
+        self.backend.0.set(value).is_ok()
+    }
+
+    /// The attached backend value, if it is a `T`.
+    pub fn backend<T: Any + Send + Sync>(&self) -> Option<Arc<T>> {
+        self.backend.0.get()?.clone().downcast::<T>().ok()
     }
 
     /// The inbound SA for `spi` and outer destination `dst`.

@@ -415,19 +415,22 @@ fn mtu_arithmetic_is_exact() {
 }
 
 fn sa(dir: SaDirection, spi: u32, mark: u32, src: [u8; 4], dst: [u8; 4]) -> Sa {
-    Sa::new(SaConfig {
-        name: format!("{spi:#x}"),
-        spi,
-        direction: dir,
-        src,
-        dst,
-        mark,
-        algorithm: Algorithm::AesGcm128,
-        keys: keys(Algorithm::AesGcm128),
-        replay_window: 64,
-        esn: false,
-        lifetime: Lifetime::default(),
-    })
+    Sa::new(
+        SaConfig {
+            name: format!("{spi:#x}"),
+            spi,
+            direction: dir,
+            src,
+            dst,
+            mark,
+            algorithm: Algorithm::AesGcm128,
+            keys: keys(Algorithm::AesGcm128),
+            replay_window: 64,
+            esn: false,
+            lifetime: Lifetime::default(),
+        },
+        2,
+    )
     .unwrap()
 }
 
@@ -435,16 +438,16 @@ fn sa(dir: SaDirection, spi: u32, mark: u32, src: [u8; 4], dst: [u8; 4]) -> Sa {
 fn replay_window_zero_disables_anti_replay_only_without_esn() {
     let mut cfg = sa(SaDirection::In, 0x300, 0, B, A).cfg.clone();
     cfg.replay_window = 0;
-    let s = Sa::new(cfg.clone()).unwrap();
-    assert!(s.replay.is_none());
+    let s = Sa::new(cfg.clone(), 1).unwrap();
+    assert!(s.replay().is_none());
     // Restoring a sequence state of an SA without a window changes nothing.
     s.restore_seq(5);
     assert_eq!(s.seq_reserved(), 0);
     cfg.esn = true;
-    assert!(Sa::new(cfg.clone()).is_none());
+    assert!(Sa::new(cfg.clone(), 1).is_none());
     cfg.replay_window = 32;
     cfg.esn = false;
-    assert!(Sa::new(cfg).is_none());
+    assert!(Sa::new(cfg, 1).is_none());
 }
 
 const A: [u8; 4] = [192, 0, 2, 1];
@@ -521,14 +524,14 @@ fn sequence_numbers_never_cycle_and_honour_the_packet_lifetime() {
     // ESN goes past 2^32.
     let mut cfg = sa(SaDirection::Out, 1, 0, A, B).cfg.clone();
     cfg.esn = true;
-    let e = Sa::new(cfg.clone()).unwrap();
+    let e = Sa::new(cfg.clone(), 1).unwrap();
     e.restore_seq(u64::from(u32::MAX) - 1);
     let mut b4 = SeqBlock::default();
     assert_eq!(e.next_seq(&mut b4), Ok(0xffff_ffff));
     assert_eq!(e.next_seq(&mut b4), Ok(0x1_0000_0000));
     // A packet lifetime of 40: exactly 40 packets.
     cfg.lifetime.packets = Some(40);
-    let l = Sa::new(cfg).unwrap();
+    let l = Sa::new(cfg, 1).unwrap();
     let mut b5 = SeqBlock::default();
     let ok = (0..100).filter(|_| l.next_seq(&mut b5).is_ok()).count();
     assert_eq!(ok, 40);
@@ -551,6 +554,116 @@ fn pmtu_is_learnt_lowered_only_and_expires() {
     );
     t.set_next_hop_mac([1, 2, 3, 4, 5, 6]);
     assert_eq!(t.next_hop_mac(), Some([1, 2, 3, 4, 5, 6]));
+}
+
+#[test]
+fn a_kept_sa_carries_its_state_and_a_changed_one_starts_afresh() {
+    let s = sa(SaDirection::Out, 1, 9, A, B);
+    // Worker 0 takes 1..=3 (its block runs to 32), worker 1 the next block.
+    assert_eq!(
+        (0..3)
+            .map(|_| s.next_seq_on(0).unwrap())
+            .collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
+    assert_eq!(s.next_seq_on(1), Ok(33));
+    s.counters(0).unwrap().packets.add(3);
+    s.counters(1).unwrap().packets.add(1);
+    assert!(s.counters(2).is_none());
+    // Another mark and lifetime: the same SA (state, counters, the workers' blocks).
+    let mut cfg = s.cfg.clone();
+    cfg.mark = 10;
+    cfg.lifetime.packets = Some(1000);
+    let k = Sa::keeping(cfg.clone(), &s).unwrap();
+    assert!(k.shares_state_with(&s) && k.cfg.mark == 10);
+    assert_eq!(k.next_seq_on(0), Ok(4));
+    assert_eq!(k.next_seq_on(1), Ok(34));
+    assert_eq!(k.total(|c| c.packets.get()), 4);
+    assert_eq!(k.seq_reserved(), 64);
+    // Each identity field makes another SA.
+    let changes: [fn(&mut SaConfig); 9] = [
+        |c| c.name.push('x'),
+        |c| c.spi += 1,
+        |c| c.direction = SaDirection::In,
+        |c| c.src = [10, 0, 0, 1],
+        |c| c.dst = [10, 0, 0, 2],
+        |c| c.algorithm = Algorithm::AesGcm256,
+        |c| c.keys.cipher[0] ^= 1,
+        |c| c.esn = true,
+        |c| c.replay_window = 128,
+    ];
+    for (i, change) in changes.iter().enumerate() {
+        let mut c = cfg.clone();
+        change(&mut c);
+        assert!(!c.same_sa(&s.cfg), "change {i}");
+        assert!(Sa::keeping(c, &s).is_none(), "change {i}");
+    }
+    // Expiry is part of the state; a changed soft limit is armed again once in effect.
+    let mut soft = cfg.clone();
+    soft.lifetime.soft_packets = Some(10);
+    let k2 = Sa::keeping(soft.clone(), &k).unwrap();
+    assert!(k2.mark_soft_expired());
+    k2.expire();
+    let k3 = Sa::keeping(soft.clone(), &k2).unwrap();
+    assert!(!k3.rearm_soft_lifetime(&k2));
+    assert!(k3.soft_expired() && k3.expired());
+    soft.lifetime.soft_packets = Some(20);
+    let k4 = Sa::keeping(soft, &k3).unwrap();
+    assert!(
+        k4.soft_expired(),
+        "keeping changes nothing of the running SA"
+    );
+    assert!(k4.rearm_soft_lifetime(&k3));
+    assert!(!k4.soft_expired() && k4.expired() && s.expired());
+    assert!(!k4.rearm_soft_lifetime(&sa(SaDirection::Out, 1, 9, A, B)));
+}
+
+#[test]
+fn a_kept_inbound_sa_keeps_its_replay_window() {
+    let s = sa(SaDirection::In, 0x300, 7, B, A);
+    let w = s.replay().unwrap();
+    w.update(&w.lock(), 100).unwrap();
+    let k = Sa::keeping(s.cfg.clone(), &s).unwrap();
+    assert_eq!(k.replay().unwrap().top(), 100);
+    assert_eq!(
+        k.replay().unwrap().check(100),
+        Err(replay::ReplayError::Replayed)
+    );
+    let fresh = sa(SaDirection::In, 0x300, 7, B, A);
+    assert!(!fresh.shares_state_with(&s));
+    assert_eq!(fresh.replay().unwrap().check(100), Ok(100));
+}
+
+#[test]
+fn tunnels_keep_what_they_learnt_while_their_path_stays() {
+    let t = tunnel(1, 0, 0);
+    t.set_next_hop_mac([2, 0, 0, 0, 0, 9]);
+    assert!(t.learn_pmtu(1400, 1000));
+    // Other keys and MTU: the same path.
+    let mut n = tunnel(1, 5, 6);
+    n.mtu = 1400;
+    assert!(!n.same_config(&t));
+    assert!(n.keep_learnt(&t) && n.shares_learnt_with(&t));
+    assert_eq!(n.next_hop_mac(), Some([2, 0, 0, 0, 0, 9]));
+    assert_eq!(n.path_mtu(1000), 1400);
+    // Another next hop: learnt afresh.
+    let mut m = tunnel(1, 0, 0);
+    m.next_hop = [192, 0, 2, 254];
+    assert!(!m.keep_learnt(&t) && m.next_hop_mac().is_none());
+    assert!(tunnel(1, 0, 0).same_config(&t));
+}
+
+#[test]
+fn tables_remember_removed_inbound_sas_and_carry_a_backend() {
+    let mut ip = Ipsec::new(vec![sa(SaDirection::In, 3, 5, B, A)], vec![], 1).unwrap();
+    ip.set_removed_inbound(vec![(9, A), (4, A), (9, A)]);
+    assert_eq!(ip.removed_inbound(), [(4, A), (9, A)]);
+    assert!(ip.was_removed(9, A) && !ip.was_removed(9, B) && !ip.was_removed(3, A));
+    assert!(ip.backend::<Vec<u8>>().is_none());
+    assert!(ip.attach_backend(Arc::new(vec![1u8, 2])));
+    assert!(!ip.attach_backend(Arc::new(vec![3u8])));
+    assert_eq!(*ip.backend::<Vec<u8>>().unwrap(), [1, 2]);
+    assert!(ip.backend::<String>().is_none());
 }
 
 #[test]
