@@ -87,7 +87,7 @@ struct Tag {
 }
 
 impl Tag {
-    #[inline]
+    #[inline(always)]
     fn pack(self) -> u128 {
         (u128::from(self.table & 7) << 88)
             | (u128::from(self.tos) << 80)

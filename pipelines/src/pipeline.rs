@@ -1406,7 +1406,7 @@ impl Generation {
     /// [`Generation::classify_in_burst`] for a frame that takes the walk through the hook: one
     /// that [`FilteredTarget::decided`] marked, or any frame when the burst is not
     /// [`FilteredTarget::whole_frames`]. Not validated yet.
-    #[inline]
+    #[inline(always)]
     pub fn walk_in_burst<P: Packet, S: Sink<P>>(
         &self,
         mut pkt: P,
