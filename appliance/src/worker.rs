@@ -185,40 +185,52 @@ impl TxSide {
         let received = burst.remaining() as u64;
         let (mut rx_bytes, mut kept_bytes) = (0u64, 0u64);
         if t.whole_frames() {
-            // Validate the burst, ask the hook's chain about all of it at once, and send only
-            // the frames some member decides on the frame-by-frame way.
-            burst.retain(|m| {
-                let len = u64::from(m.pkt_len());
-                rx_bytes += len;
-                match validate(m, Validation::Full) {
-                    Ok(()) => {
-                        kept_bytes += len;
-                        true
-                    }
-                    Err(reason) => {
-                        stats.drop(ingress, reason, 1);
-                        false
-                    }
-                }
-            });
-            stats.rx(ingress, received, rx_bytes);
+            // Ask the hook's chain about the whole burst at once (it reads frames safely, valid
+            // or not); the frames no member decides on are validated and leave with the burst,
+            // the others walk the hook (whose parse validates them), each frame validated once.
             let decided = t.decided(burst.as_slice());
-            if decided != 0 {
+            if decided == 0 {
+                burst.retain(|m| {
+                    let len = u64::from(m.pkt_len());
+                    rx_bytes += len;
+                    match validate(m, Validation::Full) {
+                        Ok(()) => {
+                            kept_bytes += len;
+                            true
+                        }
+                        Err(reason) => {
+                            stats.drop(ingress, reason, 1);
+                            false
+                        }
+                    }
+                });
+            } else {
                 let mut i = 0;
                 burst.retain_owned(|m| {
+                    let len = u64::from(m.pkt_len());
+                    rx_bytes += len;
                     let walk = i >= 64 || decided >> i & 1 != 0;
                     i += 1;
-                    if !walk {
-                        return Some(m);
+                    if walk {
+                        let kept = gen.walk_in_burst(m, ingress, t, stats, self);
+                        if let Some(m) = &kept {
+                            kept_bytes += u64::from(m.pkt_len());
+                        }
+                        return kept;
                     }
-                    kept_bytes -= u64::from(m.pkt_len());
-                    let kept = gen.walk_in_burst(m, ingress, t, stats, self);
-                    if let Some(m) = &kept {
-                        kept_bytes += u64::from(m.pkt_len());
+                    match validate(&m, Validation::Full) {
+                        Ok(()) => {
+                            kept_bytes += len;
+                            Some(m)
+                        }
+                        Err(reason) => {
+                            stats.drop(ingress, reason, 1);
+                            None
+                        }
                     }
-                    kept
                 });
             }
+            stats.rx(ingress, received, rx_bytes);
             if !burst.is_empty() {
                 self.send_kept(t.out, burst, kept_bytes, stats);
             }

@@ -468,18 +468,18 @@ const DECIDE_CHUNK: usize = 32;
 impl FilteredTarget<'_> {
     /// Whether a frame of this burst that passes validation and that no member of the hook's
     /// single chain decides on leaves unchanged for [`FilteredTarget::out`]: then the caller
-    /// may validate the burst ([`validate`] at [`Validation::Full`]), ask
-    /// [`FilteredTarget::decided`] which frames need more, and hand only those to
-    /// [`Generation::classify_in_burst`].
+    /// may ask [`FilteredTarget::decided`] about the whole burst, validate ([`validate`] at
+    /// [`Validation::Full`]) the frames with a clear bit and send on those that pass, and hand
+    /// the others to [`Generation::walk_in_burst`].
     #[inline]
     pub fn whole_frames(&self) -> bool {
         self.sole_chain.is_some() && !self.needs_parse
     }
 
-    /// For validated frames `pkts` of this burst: bit `i` set when frame `i` must go through
-    /// [`Generation::classify_in_burst`] (some member of the hook's chain decides on it, or
-    /// there is no single chain); clear when no member decides. Frames past the 64th have no
-    /// bit: callers send them through `classify_in_burst`.
+    /// For frames `pkts` of this burst (validated or not: the chain reads any bytes safely):
+    /// bit `i` set when frame `i` must walk the hook ([`Generation::walk_in_burst`]: some member
+    /// of the hook's chain decides on it, or there is no single chain); clear when no member
+    /// decides. Frames past the 64th have no bit: callers send them through the walk.
     #[inline]
     pub fn decided<P: Packet>(&self, pkts: &[P]) -> u64 {
         let Some(chain) = self.sole_chain else {
