@@ -302,9 +302,7 @@ fn check_ipv4_fast(
         return Some(Err(DropReason::Ipv4BadTotalLength));
     }
     if !csum_verified {
-        let Some(header) = h[L3..L4].first_chunk::<IPV4_MIN_HLEN>() else {
-            return None;
-        };
+        let header = h[L3..L4].first_chunk::<IPV4_MIN_HLEN>()?;
         if fold20_ne(header) != 0xffff {
             return Some(Err(DropReason::Ipv4BadChecksum));
         }
