@@ -149,20 +149,8 @@ impl TxSide {
     ) {
         let out = target.out;
         let received = burst.remaining() as u64;
-        let (mut rx_bytes, mut kept_bytes) = (0u64, 0u64);
-        burst.retain(|m| {
-            let len = u64::from(m.pkt_len());
-            rx_bytes += len;
-            match gen.check_burst_frame(m, target, stats) {
-                Ok(()) => {
-                    kept_bytes += len;
-                    true
-                }
-                Err(reason) => {
-                    stats.drop(ingress, reason, 1);
-                    false
-                }
-            }
+        let (rx_bytes, kept_bytes) = keep_valid(burst, ingress, stats, |m, stats| {
+            gen.check_burst_frame(m, target, stats)
         });
         stats.rx(ingress, received, rx_bytes);
         self.send_kept(out, burst, kept_bytes, stats);
@@ -190,20 +178,8 @@ impl TxSide {
             // the others walk the hook (whose parse validates them), each frame validated once.
             let decided = t.decided(burst.as_slice());
             if decided == 0 {
-                burst.retain(|m| {
-                    let len = u64::from(m.pkt_len());
-                    rx_bytes += len;
-                    match validate(m, Validation::Full) {
-                        Ok(()) => {
-                            kept_bytes += len;
-                            true
-                        }
-                        Err(reason) => {
-                            stats.drop(ingress, reason, 1);
-                            false
-                        }
-                    }
-                });
+                (rx_bytes, kept_bytes) =
+                    keep_valid(burst, ingress, stats, |m, _| validate(m, Validation::Full));
             } else {
                 let mut i = 0;
                 burst.retain_owned(|m| {
@@ -472,4 +448,32 @@ impl TunnelLoop {
         }
         n
     }
+}
+
+/// Keeps, in order, the frames of a burst received on `ingress` that `check` accepts, and
+/// frees the others, counting each under the reason `check` gives; returns the received and
+/// the kept bytes.
+#[inline(always)]
+fn keep_valid(
+    burst: &mut Burst,
+    ingress: PortIndex,
+    stats: &mut StatsWriter,
+    mut check: impl FnMut(&mut Mbuf, &mut StatsWriter) -> Result<(), DropReason>,
+) -> (u64, u64) {
+    let (mut rx_bytes, mut kept_bytes) = (0u64, 0u64);
+    burst.retain(|m| {
+        let len = u64::from(m.pkt_len());
+        rx_bytes += len;
+        match check(m, stats) {
+            Ok(()) => {
+                kept_bytes += len;
+                true
+            }
+            Err(reason) => {
+                stats.drop(ingress, reason, 1);
+                false
+            }
+        }
+    });
+    (rx_bytes, kept_bytes)
 }

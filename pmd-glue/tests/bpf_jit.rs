@@ -380,6 +380,19 @@ fn measure_ns_per_run() {
     }
 }
 
+/// `n` random chain members (every opcode, metadata loads, both modes) of lengths 1..=48 from
+/// `seed`, generated from `base`, `base + 1`, ...
+fn random_members(base: u64, seed: u64, n: usize) -> Vec<(Program, pipelines::cbpf::Mode)> {
+    use pipelines::cbpf::gen::{random_chain_member, GenOptions};
+    (0..n as u64)
+        .map(|k| {
+            let len = 1 + ((seed + k) as usize * 13) % 48;
+            let (insns, mode) = random_chain_member(base + k, len, GenOptions::default());
+            (Program::load(insns).unwrap(), mode)
+        })
+        .collect()
+}
+
 /// Chains of random members (every opcode, metadata loads, both modes, results that mostly do
 /// not decide): the JIT-compiled chain gives, from every start, the first member that decides
 /// by the reference interpreter, as rbpf's checking interpreter over the same chain does (which
@@ -387,20 +400,13 @@ fn measure_ns_per_run() {
 #[test]
 fn chain_jit_agrees_with_its_members_from_every_start() {
     use pipelines::cbpf::ebpf::{chain_result, CHAIN_SHORT, FAST_CHAIN_LEN};
-    use pipelines::cbpf::gen::{chain_reference, random_chain_member, GenOptions};
+    use pipelines::cbpf::gen::chain_reference;
     use pipelines::cbpf::{ChainEngine, Mode};
     use pmd_glue::bpf_jit::RbpfChainJit;
     let (mut compiled, mut fast_runs) = (0, 0);
     for seed in 0..600u64 {
         let n = 1 + (seed as usize % 9);
-        let members: Vec<(Program, Mode)> = (0..n as u64)
-            .map(|k| {
-                let len = 1 + ((seed + k) as usize * 13) % 48;
-                let (insns, mode) =
-                    random_chain_member(7_000 + seed * 16 + k, len, GenOptions::default());
-                (Program::load(insns).unwrap(), mode)
-            })
-            .collect();
+        let members = random_members(7_000 + seed * 16, seed, n);
         let refs: Vec<(&Program, Mode)> = members.iter().map(|(p, m)| (p, *m)).collect();
         let jit = match RbpfChainJit::new(&refs) {
             Ok(j) => j,
@@ -473,20 +479,13 @@ fn chain_jit_agrees_with_its_members_from_every_start() {
 #[test]
 fn burst_chain_jit_marks_exactly_the_frames_a_member_decides_on() {
     use pipelines::cbpf::ebpf::{BurstCtx, BURST_MAX, FAST_CHAIN_LEN};
-    use pipelines::cbpf::gen::{chain_reference, random_chain_member, GenOptions};
+    use pipelines::cbpf::gen::chain_reference;
     use pipelines::cbpf::{ChainEngine, Mode};
     use pmd_glue::bpf_jit::RbpfChainJit;
     let (mut compiled, mut decided, mut undecided) = (0, 0, 0);
     for seed in 0..300u64 {
         let n = 1 + (seed as usize % 9);
-        let members: Vec<(Program, Mode)> = (0..n as u64)
-            .map(|k| {
-                let len = 1 + ((seed + k) as usize * 13) % 48;
-                let (insns, mode) =
-                    random_chain_member(9_000 + seed * 16 + k, len, GenOptions::default());
-                (Program::load(insns).unwrap(), mode)
-            })
-            .collect();
+        let members = random_members(9_000 + seed * 16, seed, n);
         let refs: Vec<(&Program, Mode)> = members.iter().map(|(p, m)| (p, *m)).collect();
         let jit = match RbpfChainJit::new_burst(&refs) {
             Ok(j) => j,
