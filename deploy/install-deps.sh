@@ -13,6 +13,8 @@ PACKAGES=(
   python3-cryptography                            # scapy's IPsec ciphers (tests/ipsec/esp_ref.py)
   systemd                                         # systemd-analyze verify of deploy/systemd/appliance.service
   python3-venv                                    # tests/deploy_checks.sh: a venv for kubernetes-validate (PyPI)
+  mmdebstrap buildah                              # deploy/container/build.sh: the image, from deb.debian.org, no base image
+  podman runc                                     # tests/container_test.sh: runs the image (runc: hosts with hybrid cgroups)
 )
 
 missing=()

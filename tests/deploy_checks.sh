@@ -40,3 +40,6 @@ if ! "$venv/bin/kubernetes-validate" --version 2>/dev/null | grep -qx 1.37.0; th
   "$venv/bin/pip" install --quiet --disable-pip-version-check kubernetes-validate==1.37.0
 fi
 "$venv/bin/python" tests/k8s_check.py
+
+echo "== container image (deploy/container/build.sh: mmdebstrap + buildah), run in podman"
+bash tests/container_test.sh
