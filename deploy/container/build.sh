@@ -85,7 +85,7 @@ if [ ! -s "$rootfs" ]; then
   rm -f target/container/rootfs-*.tar
   # The hooks run in mmdebstrap's shell, where $1 is the root filesystem being made.
   # shellcheck disable=SC2016
-  mmdebstrap --mode=root --variant=minbase --quiet \
+  mmdebstrap --mode=root --format=tar --variant=minbase --quiet \
     --include="$(IFS=,; echo "${packages[*]}")" \
     --aptopt='APT::Install-Recommends "false"' \
     --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/info/*' \
