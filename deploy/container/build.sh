@@ -34,7 +34,7 @@ RUNTIME_PACKAGES=(
   librte-net-iavf23 librte-net-i40e23 librte-net-ice23 librte-net-ixgbe23 librte-net-igc23
   librte-net-mlx5-23
   librte-crypto-ipsec-mb23 librte-crypto-openssl23 librte-common-qat23
-  libpcap0.8 ca-certificates
+  libpcap0.8
 )
 
 out=target/container/appliance.oci.tar
