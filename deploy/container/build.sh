@@ -42,8 +42,12 @@ version=$(awk -F'"' '/^version *=/ { print $2; exit }' Cargo.toml)
 tag=localhost/appliance:$version
 while (($#)); do
   case $1 in
-    --out) out=$2; shift 2 ;;
-    --tag) tag=$2; shift 2 ;;
+    --out|--tag)
+      if [ $# -lt 2 ] || [ -z "$2" ]; then
+        echo "build.sh: $1 needs a value (--out FILE, --tag TAG)" >&2; exit 2
+      fi
+      if [ "$1" = --out ]; then out=$2; else tag=$2; fi
+      shift 2 ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "build.sh: unknown argument $1 (--out FILE, --tag TAG)" >&2; exit 2 ;;
   esac
