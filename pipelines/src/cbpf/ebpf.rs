@@ -241,7 +241,11 @@ impl<'a> BurstCtx<'a> {
         let Some(slot) = self.slots.get_mut(self.n as usize) else {
             return false;
         };
-        slot.ctx = JitCtx::new(data, wirelen);
+        // As `JitCtx::new`, without writing what a fresh context holds already (start and
+        // metadata 0; slots are only ever pushed once).
+        slot.ctx.data = data.as_ptr() as u64;
+        slot.ctx.buflen = data.len() as u64;
+        slot.ctx.wirelen = wirelen;
         if let Some(m) = meta {
             slot.ctx.set_meta(m);
         }
@@ -481,10 +485,29 @@ impl Emitter {
             self.burst
                 .is_some_and(|b| l == b.decided || l == b.undecided)
         };
+        let ok = |at: usize, to: Label| {
+            self.labels[to.0].filter(|&t| t > at || (back(to) && t + 1 < at))
+        };
+        // The label each unconditional jump goes to, by its index.
+        let mut ja = vec![None; len];
         for &(at, to) in &self.fixups {
-            let target = self.labels[to.0]
-                .filter(|&t| t > at || (back(to) && t + 1 < at))
+            if self.out[at].opc == e::JA {
+                ja[at] = Some(to);
+            }
+        }
+        for &(at, to) in &self.fixups {
+            let mut target = ok(at, to)
                 .ok_or_else(|| TranslateError::Rejected(format!("jump at {at}: bad target")))?;
+            // Jump threading: a jump to an unconditional jump goes straight to where that one
+            // goes (members' `ret #0` to the next member, which is often the next slot), as
+            // long as the jump stays allowed. Bounded: every step moves forward, or lands on a
+            // burst exit, whose own jumps go forward.
+            for _ in 0..8 {
+                match ja[target].and_then(|next| ok(at, next)) {
+                    Some(t) if t != target => target = t,
+                    _ => break,
+                }
+            }
             // Inside a program of at most MAX_EBPF_INSNS (< i16::MAX) slots: always fits.
             self.out[at].off = i16::try_from(target as isize - (at as isize + 1))
                 .map_err(|_| TranslateError::TooLong { insns: len })?;
