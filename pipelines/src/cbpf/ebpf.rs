@@ -656,37 +656,13 @@ fn reads_packet(prog: &Program) -> bool {
 /// A forward pass suffices: every jump goes forward.
 fn reads_before_write(prog: &Program) -> (bool, bool) {
     use op::*;
-    const RA_BIT: u8 = 1;
-    const RX_BIT: u8 = 2;
     let insns = prog.insns();
     // Registers written on every path into each instruction.
     let mut written = vec![RA_BIT | RX_BIT; insns.len() + 1];
     written[0] = 0;
     let mut early = 0u8;
     for (pc, i) in insns.iter().enumerate() {
-        let x_src = i.code & X_SRC != 0;
-        let (reads, writes) = match class(i.code) {
-            LD => match i.code & 0xe0 {
-                ABS if i.k >= SKF_AD_OFF => match Ancillary::from_offset(i.k - SKF_AD_OFF) {
-                    Some(Ancillary::AluXorX) => (RA_BIT | RX_BIT, RA_BIT),
-                    _ => (0, RA_BIT),
-                },
-                IND => (RX_BIT, RA_BIT),
-                _ => (0, RA_BIT),
-            },
-            LDX => (0, RX_BIT),
-            ST => (RA_BIT, 0),
-            STX => (RX_BIT, 0),
-            ALU if x_src && i.code != ALU | NEG => (RA_BIT | RX_BIT, RA_BIT),
-            ALU => (RA_BIT, RA_BIT),
-            JMP if i.code == JMP | JA => (0, 0),
-            JMP if x_src => (RA_BIT | RX_BIT, 0),
-            JMP => (RA_BIT, 0),
-            RET if i.code & 0x18 == op::A => (RA_BIT, 0),
-            RET => (0, 0),
-            _ if i.code == MISC | TAX => (RA_BIT, RX_BIT),
-            _ => (RX_BIT, RA_BIT),
-        };
+        let (reads, writes) = register_use(i);
         early |= reads & !written[pc];
         let out = written[pc] | writes;
         let mut flow = |to: usize| {
@@ -705,6 +681,90 @@ fn reads_before_write(prog: &Program) -> (bool, bool) {
         }
     }
     (early & RA_BIT != 0, early & RX_BIT != 0)
+}
+
+const RA_BIT: u8 = 1;
+const RX_BIT: u8 = 2;
+
+/// Which of `A` (`RA_BIT`) and `X` (`RX_BIT`) instruction `i` reads, and which it writes.
+fn register_use(i: &Insn) -> (u8, u8) {
+    use op::*;
+    let x_src = i.code & X_SRC != 0;
+    match class(i.code) {
+        LD => match i.code & 0xe0 {
+            ABS if i.k >= SKF_AD_OFF => match Ancillary::from_offset(i.k - SKF_AD_OFF) {
+                Some(Ancillary::AluXorX) => (RA_BIT | RX_BIT, RA_BIT),
+                _ => (0, RA_BIT),
+            },
+            IND => (RX_BIT, RA_BIT),
+            _ => (0, RA_BIT),
+        },
+        LDX => (0, RX_BIT),
+        ST => (RA_BIT, 0),
+        STX => (RX_BIT, 0),
+        ALU if x_src && i.code != ALU | NEG => (RA_BIT | RX_BIT, RA_BIT),
+        ALU => (RA_BIT, RA_BIT),
+        JMP if i.code == JMP | JA => (0, 0),
+        JMP if x_src => (RA_BIT | RX_BIT, 0),
+        JMP => (RA_BIT, 0),
+        RET if i.code & 0x18 == op::A => (RA_BIT, 0),
+        RET => (0, 0),
+        _ if i.code == MISC | TAX => (RA_BIT, RX_BIT),
+        _ => (RX_BIT, RA_BIT),
+    }
+}
+
+/// The instructions control goes to after `i` at `pc` (none after a `ret`).
+fn successors(pc: usize, i: &Insn) -> [Option<usize>; 2] {
+    use op::*;
+    match class(i.code) {
+        RET => [None, None],
+        JMP if i.code == JMP | JA => [Some((pc + 1).saturating_add(i.k as usize)), None],
+        JMP => [
+            Some(pc + 1 + usize::from(i.jt)),
+            Some(pc + 1 + usize::from(i.jf)),
+        ],
+        _ => [Some(pc + 1), None],
+    }
+}
+
+/// Whether `i` is `ldh [12]` (the EtherType).
+fn is_ethertype_load(i: &Insn) -> bool {
+    i.code == op::LD | op::H | op::ABS && i.k == ETHERTYPE_OFF
+}
+
+/// For a chain holding the EtherType in `RETH` ([`Emitter::ethertype`]): whether `A` equals the
+/// EtherType on every path into each instruction of `prog` (a forward pass: every jump goes
+/// forward). Where it does, `A` lives in `RETH` and `RA` is written only where needed.
+fn ethertype_in_a(prog: &Program) -> Vec<bool> {
+    let insns = prog.insns();
+    let mut alias = vec![true; insns.len() + 1];
+    alias[0] = false;
+    for (pc, i) in insns.iter().enumerate() {
+        let out = is_ethertype_load(i) || (alias[pc] && register_use(i).1 & RA_BIT == 0);
+        for s in successors(pc, i).into_iter().flatten() {
+            if let Some(a) = alias.get_mut(s) {
+                *a &= out;
+            }
+        }
+    }
+    alias
+}
+
+/// Whether `A` is live on entry to each instruction of `prog`: some path from there reads it
+/// before writing it (a backward pass: every jump goes forward).
+fn a_live(prog: &Program) -> Vec<bool> {
+    let insns = prog.insns();
+    let mut live = vec![false; insns.len() + 1];
+    for (pc, i) in insns.iter().enumerate().rev() {
+        let (reads, writes) = register_use(i);
+        let out = successors(pc, i)
+            .into_iter()
+            .flatten()
+            .any(|s| live.get(s) == Some(&true));
+        live[pc] = reads & RA_BIT != 0 || (out && writes & RA_BIT == 0);
+    }
+    live
 }
 
 /// cBPF's initial `A = X = 0`, for the registers `prog` may read before writing.
@@ -793,10 +853,38 @@ fn emit_program(em: &mut Emitter, prog: &Program, ret: Ret) {
         _ => (em.label(), true),
     };
     em.zero = zero;
+    let alias = if em.ethertype {
+        ethertype_in_a(prog)
+    } else {
+        vec![false; insns.len() + 1]
+    };
+    let live = a_live(prog);
     for (pc, i) in insns.iter().enumerate() {
         em.bind(starts[pc]);
         let k = i.k;
         let next = |off: u32| starts[pc + 1 + off as usize];
+        // Where `A` is the EtherType (in `RETH`), `RA` is written only before an instruction
+        // that reads `A` other than by comparing it, or that leads where `A` is not known to
+        // be the EtherType; comparisons read `RETH`.
+        let eth_load = em.ethertype && is_ethertype_load(i);
+        let (reads, writes) = register_use(i);
+        let a_out = eth_load || (alias[pc] && writes & RA_BIT == 0);
+        let leaves = a_out
+            && successors(pc, i)
+                .into_iter()
+                .flatten()
+                .any(|s| !alias.get(s).copied().unwrap_or(false) && live.get(s) == Some(&true));
+        let compares = class(i.code) == JMP && i.code != JMP | JA;
+        if eth_load {
+            if leaves {
+                em.put(e::MOV32_REG, RA, RETH, 0, 0);
+            }
+            continue;
+        }
+        if alias[pc] && ((reads & RA_BIT != 0 && !compares) || leaves) {
+            em.put(e::MOV32_REG, RA, RETH, 0, 0);
+        }
+        let ra = if alias[pc] { RETH } else { RA };
         match class(i.code) {
             LD => match i.code & 0xe0 {
                 ABS if k >= SKF_AD_OFF => match Ancillary::from_offset(k - SKF_AD_OFF) {
@@ -809,9 +897,6 @@ fn emit_program(em: &mut Emitter, prog: &Program, ret: Ret) {
                     // The loader rejects every other ancillary offset.
                     None => em.jump(e::JA, 0, 0, 0, em.zero),
                 },
-                ABS if em.ethertype && k == ETHERTYPE_OFF && size_of_load(i.code) == 2 => {
-                    em.put(e::MOV32_REG, RA, RETH, 0, 0)
-                }
                 ABS => em.load_abs(RA, k, size_of_load(i.code)),
                 IND => em.load_ind(k, size_of_load(i.code)),
                 LEN => em.put(e::LD_W_REG, RA, RCTX, CTX_WIRELEN, 0),
@@ -864,11 +949,11 @@ fn emit_program(em: &mut Emitter, prog: &Program, ret: Ret) {
                         em.jump(e::JA, 0, 0, 0, next(jt));
                     }
                 } else if jf == 0 {
-                    em.jump(on_true, RA, src, imm, next(jt));
+                    em.jump(on_true, ra, src, imm, next(jt));
                 } else if let (0, Some(on_false)) = (jt, on_false) {
-                    em.jump(on_false, RA, src, imm, next(jf));
+                    em.jump(on_false, ra, src, imm, next(jf));
                 } else {
-                    em.jump(on_true, RA, src, imm, next(jt));
+                    em.jump(on_true, ra, src, imm, next(jt));
                     em.jump(e::JA, 0, 0, 0, next(jf));
                 }
             }
@@ -1027,7 +1112,7 @@ fn chain(
         let ethertype_loads = members
             .iter()
             .flat_map(|(p, _)| p.insns())
-            .filter(|i| i.code == op::LD | op::H | op::ABS && i.k == ETHERTYPE_OFF)
+            .filter(|i| is_ethertype_load(i))
             .count();
         if checked_end >= u64::from(ETHERTYPE_OFF) + 2 && ethertype_loads > 1 {
             em.load_abs(RETH, ETHERTYPE_OFF, 2);
@@ -1273,6 +1358,113 @@ mod tests {
     use crate::cbpf::insn::op::*;
     use crate::cbpf::insn::SKF_LL_OFF;
     use crate::cbpf::Interpreter;
+
+    /// Chains whose members keep the EtherType in a register (`RETH`) instead of `A` where they
+    /// can: every way `A` is read after `ldh [12]` (compare, compare with X, arithmetic, `ret a`,
+    /// store, `tax`), paths that join with and without the EtherType in `A`, and `A` read after
+    /// such a join give, in fast and burst chains, exactly the reference interpreter's answers.
+    #[test]
+    fn the_ethertype_register_stands_for_a_exactly() {
+        use crate::cbpf::gen::chain_reference;
+        const ETH: u32 = 12;
+        let progs: Vec<Program> = vec![
+            // Compare, then `ret a` (A must be materialised).
+            prog(&[
+                (LD | H | ABS, 0, 0, ETH),
+                (JMP | JEQ | K, 0, 1, 0x86dd),
+                (RET | A, 0, 0, 0),
+                (RET | K, 0, 0, 0),
+            ]),
+            // Arithmetic on A after compares.
+            prog(&[
+                (LD | H | ABS, 0, 0, ETH),
+                (JMP | JGT | K, 0, 2, 0x700),
+                (ALU | AND | K, 0, 0, 0x0f00),
+                (RET | A, 0, 0, 0),
+                (RET | K, 0, 0, 0),
+            ]),
+            // Join: one path reloads A, the other keeps the EtherType; A read after the join.
+            prog(&[
+                (LD | H | ABS, 0, 0, ETH),
+                (JMP | JEQ | K, 0, 1, 0x0800),
+                (LD | B | ABS, 0, 0, 23),
+                (JMP | JGE | K, 0, 1, 17),
+                (RET | A, 0, 0, 0),
+                (RET | K, 0, 0, 0),
+            ]),
+            // Store and `tax`, compare with X.
+            prog(&[
+                (LD | H | ABS, 0, 0, ETH),
+                (ST, 0, 0, 3),
+                (MISC | TAX, 0, 0, 0),
+                (LD | B | ABS, 0, 0, 14),
+                (LD | MEM, 0, 0, 3),
+                (JMP | JEQ | X, 0, 1, 0),
+                (RET | A, 0, 0, 0),
+                (RET | K, 0, 0, 0),
+            ]),
+            // Two loads of the EtherType, a compare with X in between.
+            prog(&[
+                (LDX | IMM, 0, 0, 0x86dd),
+                (LD | H | ABS, 0, 0, ETH),
+                (JMP | JEQ | X, 2, 0, 0),
+                (LD | H | ABS, 0, 0, ETH),
+                (JMP | JSET | K, 0, 1, 0x0800),
+                (RET | A, 0, 0, 0),
+                (RET | K, 0, 0, 0),
+            ]),
+        ];
+        let ethertypes = [0x0800u16, 0x86dd, 0x0806, 0x8100, 0x0900, 0xffff];
+        for mode in [
+            Mode::Classid { classid: 5 },
+            Mode::DirectAction { classid: 0 },
+        ] {
+            for skip in 0..progs.len() {
+                // Every member but one, so that each leads a chain once.
+                let members: Vec<(&Program, Mode)> = progs
+                    .iter()
+                    .enumerate()
+                    .filter(|&(k, _)| k != skip)
+                    .map(|(_, p)| (p, mode))
+                    .collect();
+                let interps: Vec<Interpreter> =
+                    members.iter().map(|(p, _)| Interpreter::new(p)).collect();
+                let irefs: Vec<(&Interpreter, Mode)> = interps.iter().map(|i| (i, mode)).collect();
+                let fast = RbpfInterpreter::chain_fast(&members)
+                    .unwrap()
+                    .expect("a fast chain");
+                let burst = RbpfInterpreter::chain_burst(&members).unwrap();
+                let frames: Vec<Vec<u8>> = ethertypes
+                    .iter()
+                    .flat_map(|&et| {
+                        [6u8, 17, 250].map(|proto| {
+                            let mut f = vec![0u8; 64];
+                            f[12..14].copy_from_slice(&et.to_be_bytes());
+                            f[14] = 0x45;
+                            f[23] = proto;
+                            f
+                        })
+                    })
+                    .collect();
+                let mut ctx = BurstCtx::new();
+                for f in &frames {
+                    ctx.push(f, 64, None);
+                    let want = chain_reference(&irefs, f, 64, &Meta::ZERO, 0);
+                    let r = fast.try_run_from(f, 64, &Meta::ZERO, 0).unwrap();
+                    assert_eq!(
+                        chain_result(r, members.len()),
+                        want,
+                        "skip {skip}, {f:02x?}"
+                    );
+                }
+                let mask = burst.try_run_burst(&ctx).unwrap();
+                for (i, f) in frames.iter().enumerate() {
+                    let want = chain_reference(&irefs, f, 64, &Meta::ZERO, 0).is_some();
+                    assert_eq!(mask >> i & 1 != 0, want, "burst, skip {skip}, frame {i}");
+                }
+            }
+        }
+    }
 
     fn prog(insns: &[(u16, u8, u8, u32)]) -> Program {
         Program::from_fields(insns).unwrap()
