@@ -173,37 +173,34 @@ impl TxSide {
         let received = burst.remaining() as u64;
         let (mut rx_bytes, mut kept_bytes) = (0u64, 0u64);
         if t.whole_frames() {
-            // Ask the hook's chain about the whole burst at once (it reads frames safely, valid
-            // or not); the frames no member decides on are validated and leave with the burst,
-            // the others walk the hook (whose parse validates them), each frame validated once.
-            let decided = t.decided(burst.as_slice());
-            if decided == 0 {
-                (rx_bytes, kept_bytes) =
-                    keep_valid(burst, ingress, stats, |m, _| validate(m, Validation::Full));
+            // One pass over the burst validates every frame and asks the hook's chain about
+            // all of them at once (it reads frames safely, valid or not). When every frame is
+            // valid and no member decides on any, the burst leaves as it came; otherwise the
+            // invalid frames are dropped, the decided ones walk the hook, the rest stay.
+            let s = t.sort(burst.as_slice());
+            rx_bytes = s.bytes;
+            if s.walk == 0 && s.invalid == 0 {
+                kept_bytes = s.bytes;
             } else {
                 let mut i = 0;
                 burst.retain_owned(|m| {
-                    let len = u64::from(m.pkt_len());
-                    rx_bytes += len;
-                    let walk = i >= 64 || decided >> i & 1 != 0;
+                    let bit = if i < 64 { 1u64 << i } else { 0 };
                     i += 1;
-                    if walk {
+                    if s.invalid & bit != 0 {
+                        if let Err(reason) = validate(&m, Validation::Full) {
+                            stats.drop(ingress, reason, 1);
+                            return None;
+                        }
+                    }
+                    if bit == 0 || s.walk & bit != 0 {
                         let kept = gen.walk_in_burst(m, ingress, t, stats, self);
                         if let Some(m) = &kept {
                             kept_bytes += u64::from(m.pkt_len());
                         }
                         return kept;
                     }
-                    match validate(&m, Validation::Full) {
-                        Ok(()) => {
-                            kept_bytes += len;
-                            Some(m)
-                        }
-                        Err(reason) => {
-                            stats.drop(ingress, reason, 1);
-                            None
-                        }
-                    }
+                    kept_bytes += u64::from(m.pkt_len());
+                    Some(m)
                 });
             }
             stats.rx(ingress, received, rx_bytes);

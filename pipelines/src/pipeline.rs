@@ -8,6 +8,7 @@
 //!
 //! Stages plug in as [`Classifier`]s (they choose; they do not move packets) whose [`Filter`]
 //! carries the [`Action`]s to run on a match, as Linux tc filters carry actions.
+use crate::cbpf::{self, BurstCtx, BURST_MAX};
 use crate::flowlabel::{self, FlowKey, FlowLabelTable, LabelMode};
 use crate::ipsec::Ipsec;
 use crate::packet::Packet;
@@ -145,32 +146,36 @@ pub trait ChainClassifier: Send + Sync + fmt::Debug {
         true
     }
 
-    /// [`ChainClassifier::decides_at_ingress`] for each of `frames` at once: bit `i` of the
-    /// result is frame `i`'s answer. Only the first 64 frames have a bit; callers pass no more.
-    fn decides_at_ingress_burst(&self, frames: &[IngressFrame<'_>]) -> u64 {
-        each_decides(self, frames)
+    /// How the chain answers whole bursts ([`ChainClassifier::decides_at_ingress_ctx`]), or
+    /// `None` (the default) when it answers frame by frame only.
+    fn burst_form(&self) -> Option<BurstForm> {
+        None
+    }
+
+    /// [`ChainClassifier::decides_at_ingress`] for the frames of `ctx` at once, which the
+    /// caller filled as [`ChainClassifier::burst_form`] says: bit `i` of the result is set when
+    /// frame `i` needs the walk through the hook. A set bit may also mean "ask frame by frame"
+    /// for a frame shorter than [`BurstForm::short`]; any set bit is safe, as walking a frame
+    /// no member decides on forwards it unchanged. The default sets every bit.
+    fn decides_at_ingress_ctx(&self, ctx: &mut BurstCtx<'_>) -> u64 {
+        let _ = ctx;
+        u64::MAX
     }
 }
 
-/// [`ChainClassifier::decides_at_ingress_burst`] frame by frame.
-pub fn each_decides<C: ChainClassifier + ?Sized>(c: &C, frames: &[IngressFrame<'_>]) -> u64 {
-    frames
-        .iter()
-        .take(64)
-        .enumerate()
-        .fold(0, |m, (i, f)| m | u64::from(c.decides_at_ingress(f)) << i)
+/// What a chain's whole-burst form ([`ChainClassifier::decides_at_ingress_ctx`]) needs of
+/// each frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BurstForm {
+    /// `Some` when the members read metadata (ancillary loads): each frame is pushed with
+    /// [`cbpf::ingress_meta`], whose argument is this flag (the members read the rx hash).
+    pub meta: Option<bool>,
+    /// A frame whose first segment is shorter than this may come back marked only because it
+    /// is too short for the burst body: [`ChainClassifier::decides_at_ingress`] answers for it.
+    pub short: usize,
 }
 
 impl<'a> IngressFrame<'a> {
-    /// No frame (a placeholder).
-    pub const EMPTY: IngressFrame<'static> = IngressFrame {
-        data: &[],
-        frame_len: 0,
-        dev: PortIndex(0),
-        ingress_mac: [0; 6],
-        rss_hash: None,
-    };
-
     /// `pkt` as received on `dev`, whose MAC address is `ingress_mac`.
     #[inline]
     pub fn of<P: Packet>(pkt: &'a P, dev: PortIndex, ingress_mac: [u8; 6]) -> IngressFrame<'a> {
@@ -462,44 +467,97 @@ pub struct FilteredTarget<'a> {
     ingress_mac: [u8; 6],
 }
 
-/// Frames [`FilteredTarget::decided`] hands its chain at once.
-const DECIDE_CHUNK: usize = 32;
-
 impl FilteredTarget<'_> {
     /// Whether a frame of this burst that passes validation and that no member of the hook's
     /// single chain decides on leaves unchanged for [`FilteredTarget::out`]: then the caller
-    /// may ask [`FilteredTarget::decided`] about the whole burst, validate ([`validate`] at
-    /// [`Validation::Full`]) the frames with a clear bit and send on those that pass, and hand
-    /// the others to [`Generation::walk_in_burst`].
+    /// may [`FilteredTarget::sort`] the whole burst, drop the invalid frames, send on those
+    /// that no member decides on, and hand the others to [`Generation::walk_in_burst`].
     #[inline]
     pub fn whole_frames(&self) -> bool {
         self.sole_chain.is_some() && !self.needs_parse
     }
 
-    /// For frames `pkts` of this burst (validated or not: the chain reads any bytes safely):
-    /// bit `i` set when frame `i` must walk the hook ([`Generation::walk_in_burst`]: some member
-    /// of the hook's chain decides on it, or there is no single chain); clear when no member
-    /// decides. Frames past the 64th have no bit: callers send them through the walk.
+    /// Sorts frames `pkts` of this burst in one pass over them: which fail validation
+    /// ([`validate`] at [`Validation::Full`] gives the reason), which must walk the hook (some
+    /// member of the hook's chain decides on them, or there is no single chain), and the bytes
+    /// of all of them. Frames past the 64th have no bit: callers send them through the walk.
     #[inline]
-    pub fn decided<P: Packet>(&self, pkts: &[P]) -> u64 {
-        let Some(chain) = self.sole_chain else {
-            return u64::MAX;
+    pub fn sort<P: Packet>(&self, pkts: &[P]) -> SortedBurst {
+        let mut s = SortedBurst {
+            walk: 0,
+            invalid: 0,
+            bytes: 0,
         };
-        let mut mask = 0;
-        for (c, chunk) in pkts
-            .chunks(DECIDE_CHUNK)
-            .take(64 / DECIDE_CHUNK)
-            .enumerate()
-        {
-            let mut frames = [IngressFrame::EMPTY; DECIDE_CHUNK];
-            for (f, p) in frames.iter_mut().zip(chunk) {
-                *f = IngressFrame::of(p, self.ingress, self.ingress_mac);
+        let Some(chain) = self.sole_chain else {
+            s.walk = u64::MAX;
+            s.bytes = pkts.iter().map(|p| u64::from(p.frame_len())).sum();
+            return s;
+        };
+        let Some(form) = chain.burst_form() else {
+            for (i, p) in pkts.iter().enumerate() {
+                s.bytes += u64::from(p.frame_len());
+                if i < 64 {
+                    s.invalid |= u64::from(validate(p, Validation::Full).is_err()) << i;
+                    let f = IngressFrame::of(p, self.ingress, self.ingress_mac);
+                    s.walk |= u64::from(chain.decides_at_ingress(&f)) << i;
+                }
             }
-            let m = chain.decides_at_ingress_burst(&frames[..chunk.len()]);
-            mask |= m << (c * DECIDE_CHUNK);
+            return s;
+        };
+        for (c, chunk) in pkts.chunks(BURST_MAX).enumerate() {
+            if c >= 64 / BURST_MAX {
+                s.bytes += chunk.iter().map(|p| u64::from(p.frame_len())).sum::<u64>();
+                continue;
+            }
+            let mut ctx = BurstCtx::new();
+            let mut invalid = 0u64;
+            for (i, p) in chunk.iter().enumerate() {
+                let data = p.data();
+                let len = p.frame_len();
+                s.bytes += u64::from(len);
+                let meta = form.meta.map(|rxhash| {
+                    cbpf::ingress_meta(data, self.ingress, self.ingress_mac, p.rss_hash(), rxhash)
+                });
+                ctx.push(data, len, meta.as_ref());
+                let bad = wire::check(data, len, p.ipv4_checksum_verified()).is_err();
+                invalid |= u64::from(bad) << i;
+            }
+            let mut walk = chain.decides_at_ingress_ctx(&mut ctx);
+            // Bits past the chunk mean nothing; bits of short frames may only mean "ask".
+            walk &= u64::MAX >> (64 - chunk.len());
+            let mut ask = walk & !invalid;
+            while ask != 0 {
+                let i = ask.trailing_zeros() as usize;
+                ask &= ask - 1;
+                if let Some(p) = chunk.get(i) {
+                    if p.data().len() < form.short
+                        && !chain.decides_at_ingress(&IngressFrame::of(
+                            p,
+                            self.ingress,
+                            self.ingress_mac,
+                        ))
+                    {
+                        walk &= !(1 << i);
+                    }
+                }
+            }
+            s.walk |= walk << (c * BURST_MAX);
+            s.invalid |= invalid << (c * BURST_MAX);
         }
-        mask
+        s
     }
+}
+
+/// A burst as [`FilteredTarget::sort`] found it: bit `i` of a mask is frame `i`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SortedBurst {
+    /// Frames that must walk the hook ([`Generation::walk_in_burst`]).
+    pub walk: u64,
+    /// Frames that fail validation: dropped under the reason [`validate`] gives, whether or
+    /// not their walk bit is set (the walk's parse would drop them for the same reason).
+    pub invalid: u64,
+    /// Bytes of all the frames.
+    pub bytes: u64,
 }
 
 /// Checks one frame at `level`: `Ok` to forward it, or the reason to drop it.
@@ -1404,7 +1462,7 @@ impl Generation {
     }
 
     /// [`Generation::classify_in_burst`] for a frame that takes the walk through the hook: one
-    /// that [`FilteredTarget::decided`] marked, or any frame when the burst is not
+    /// that [`FilteredTarget::sort`] marked, or any frame when the burst is not
     /// [`FilteredTarget::whole_frames`]. Not validated yet.
     #[inline(always)]
     pub fn walk_in_burst<P: Packet, S: Sink<P>>(

@@ -174,7 +174,7 @@ pub fn ipv4_header_checksum(header: &[u8]) -> u16 {
 #[inline(always)]
 fn ipv4_checksum_ok(header: &[u8]) -> bool {
     match <&[u8; IPV4_MIN_HLEN]>::try_from(header) {
-        Ok(h) => fold20_ne(h) == 0xffff,
+        Ok(h) => sum20_verifies(h),
         Err(_) => ipv4_header_checksum(header) == 0,
     }
 }
@@ -205,6 +205,28 @@ fn fold20_ne(h: &[u8; IPV4_MIN_HLEN]) -> u16 {
     sum = (sum & 0xffff) + (sum >> 16);
     sum = (sum & 0xffff) + (sum >> 16);
     sum as u16
+}
+
+/// Whether a 20-byte header's ones' complement sum folds to `0xffff` (its checksum verifies),
+/// without folding: three native-order words added with end-around carry give a 64-bit sum
+/// `S` congruent, modulo `0xffff`, to the 16-bit words' sum in either byte order (`2^16` and
+/// `2^64 - 1` are both `1` and `0` modulo `0xffff`), and the folded sum is `0xffff` exactly when
+/// `S` is a non-zero multiple of `0xffff` (only an all-zero header sums to 0).
+#[inline(always)]
+fn sum20_verifies(h: &[u8; IPV4_MIN_HLEN]) -> bool {
+    let (a, rest) = h.split_first_chunk::<8>().unwrap_or((&[0; 8], &[]));
+    let (b, c) = rest.split_first_chunk::<8>().unwrap_or((&[0; 8], &[]));
+    let c = c.first_chunk::<4>().copied().unwrap_or([0; 4]);
+    // An addition that wraps leaves at most 2^64 - 2: adding its carry back cannot wrap.
+    let add = |x: u64, y: u64| {
+        let (s, o) = x.overflowing_add(y);
+        s + u64::from(o)
+    };
+    let s = add(
+        add(u64::from_ne_bytes(*a), u64::from_ne_bytes(*b)),
+        u64::from(u32::from_ne_bytes(c)),
+    );
+    s != 0 && s % 0xffff == 0
 }
 
 /// Checks only Ethernet framing: an Ethernet header and complete VLAN tags (up to two). The
@@ -303,7 +325,7 @@ fn check_ipv4_fast(
     }
     if !csum_verified {
         let header = h[L3..L4].first_chunk::<IPV4_MIN_HLEN>()?;
-        if fold20_ne(header) != 0xffff {
+        if !sum20_verifies(header) {
             return Some(Err(DropReason::Ipv4BadChecksum));
         }
     }
@@ -818,6 +840,7 @@ mod tests {
         }
         for h in &headers {
             assert_eq!(ipv4_header_checksum(h), naive_checksum(h), "{h:02x?}");
+            assert_eq!(ipv4_checksum_ok(h), naive_checksum(h) == 0, "{h:02x?}");
             let mut fixed = h.clone();
             fixed[10..12].fill(0);
             let c = ipv4_header_checksum(&fixed);
