@@ -2,9 +2,10 @@
 //! buffers -> tx burst. A buffer is sent as soon as it holds a full burst; partial bursts are
 //! sent when a poll round finds no packet, or at the latest after the drain interval
 //! (`workers.tx_drain_us`), as DPDK's l3fwd does.
+use pipelines::flowlabel::LabelMode;
 use pipelines::pipeline::{
-    validate, BurstTarget, FilteredTarget, Generation, GenerationReader, PortIndex, Sink,
-    Validation,
+    scan_valid, validate, BurstTarget, FilteredTarget, Generation, GenerationReader, PortIndex,
+    Sink, Validation,
 };
 use pipelines::stats::StatsWriter;
 use pipelines::wire::Parsed;
@@ -149,6 +150,15 @@ impl TxSide {
     ) {
         let out = target.out;
         let received = burst.remaining() as u64;
+        if target.flowlabel == LabelMode::Off {
+            // Validation only reads: when every frame passes, the burst leaves as it came.
+            let (invalid, bytes) = scan_valid(burst.as_slice(), target.validation);
+            if invalid == 0 {
+                stats.rx(ingress, received, bytes);
+                self.send_kept(out, burst, bytes, stats);
+                return;
+            }
+        }
         let (rx_bytes, kept_bytes) = keep_valid(burst, ingress, stats, |m, stats| {
             gen.check_burst_frame(m, target, stats)
         });

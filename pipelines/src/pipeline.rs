@@ -510,18 +510,16 @@ impl FilteredTarget<'_> {
                 continue;
             }
             let mut ctx = BurstCtx::new();
-            let mut invalid = 0u64;
-            for (i, p) in chunk.iter().enumerate() {
-                let data = p.data();
-                let len = p.frame_len();
-                s.bytes += u64::from(len);
-                let meta = form.meta.map(|rxhash| {
-                    cbpf::ingress_meta(data, self.ingress, self.ingress_mac, p.rss_hash(), rxhash)
-                });
-                ctx.push(data, len, meta.as_ref());
-                let bad = wire::check(data, len, p.ipv4_checksum_verified()).is_err();
-                invalid |= u64::from(bad) << i;
-            }
+            // One pass: each frame goes into the context and is validated; a loop of its own
+            // for chains that read metadata, so that the question is asked once per burst.
+            let (invalid, bytes) = match form.meta {
+                None => fill_checked(&mut ctx, chunk, |_, _| None),
+                Some(rxhash) => fill_checked(&mut ctx, chunk, |data, p| {
+                    let (dev, mac) = (self.ingress, self.ingress_mac);
+                    Some(cbpf::ingress_meta(data, dev, mac, p.rss_hash(), rxhash))
+                }),
+            };
+            s.bytes += bytes;
             let mut walk = chain.decides_at_ingress_ctx(&mut ctx);
             // Bits past the chunk mean nothing; bits of short frames may only mean "ask".
             walk &= u64::MAX >> (64 - chunk.len());
@@ -548,6 +546,26 @@ impl FilteredTarget<'_> {
     }
 }
 
+/// Fills `ctx` with frames `pkts` (at most [`BURST_MAX`] are taken) and the metadata `meta`
+/// gives for each, validating each ([`Validation::Full`]) in the same pass: returns the mask
+/// of those that fail and the bytes of all.
+#[inline(always)]
+fn fill_checked<'a, P: Packet>(
+    ctx: &mut BurstCtx<'a>,
+    pkts: &'a [P],
+    meta: impl Fn(&'a [u8], &P) -> Option<cbpf::Meta>,
+) -> (u64, u64) {
+    let (mut invalid, mut bytes) = (0u64, 0u64);
+    ctx.fill(pkts.iter().enumerate().map(|(i, p)| {
+        let (data, len) = (p.data(), p.frame_len());
+        bytes += u64::from(len);
+        let bad = wire::check(data, len, p.ipv4_checksum_verified()).is_err();
+        invalid |= u64::from(bad) << i;
+        (data, len, meta(data, p))
+    }));
+    (invalid, bytes)
+}
+
 /// A burst as [`FilteredTarget::sort`] found it: bit `i` of a mask is frame `i`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SortedBurst {
@@ -567,6 +585,22 @@ pub fn validate<P: Packet>(pkt: &P, level: Validation) -> Result<(), DropReason>
         Validation::L2 => wire::check_framing(pkt.data()),
         Validation::Full => wire::check(pkt.data(), pkt.frame_len(), pkt.ipv4_checksum_verified()),
     }
+}
+
+/// Validates frames `pkts` at `level` without changing them: bit `i` of the first result is set
+/// when frame `i` fails ([`validate`] gives the reason); the second is the bytes of all frames.
+/// With more than 64 frames every bit is set (callers then check frame by frame).
+#[inline(always)]
+pub fn scan_valid<P: Packet>(pkts: &[P], level: Validation) -> (u64, u64) {
+    let (mut invalid, mut bytes) = (0u64, 0u64);
+    for (i, p) in pkts.iter().enumerate().take(64) {
+        bytes += u64::from(p.frame_len());
+        invalid |= u64::from(validate(p, level).is_err()) << i;
+    }
+    if pkts.len() > 64 {
+        return (u64::MAX, 0);
+    }
+    (invalid, bytes)
 }
 
 /// One port's pipeline configuration.

@@ -329,24 +329,26 @@ fn check_ipv4_fast(
             return Some(Err(DropReason::Ipv4BadChecksum));
         }
     }
-    let avail = ip_end - L4.min(ip_end);
+    // Bytes after the IPv4 header (total_len >= 20 here). A length that fits them passes; the
+    // reason for one that does not is parse's: no room for the header at all comes first.
+    let avail = total_len - IPV4_MIN_HLEN;
     Some(if proto == ipproto::UDP {
         let len = usize::from(u16::from_be_bytes([h[L4 + 4], h[L4 + 5]]));
-        if avail < UDP_HLEN {
-            Err(DropReason::L4Truncated)
-        } else if len < UDP_HLEN || len > avail {
-            Err(DropReason::UdpBadLength)
-        } else {
+        if (UDP_HLEN..=avail).contains(&len) {
             Ok(())
+        } else if avail < UDP_HLEN {
+            Err(DropReason::L4Truncated)
+        } else {
+            Err(DropReason::UdpBadLength)
         }
     } else {
         let hlen = usize::from(h[L4 + 12] >> 4) * 4;
-        if avail < TCP_MIN_HLEN {
-            Err(DropReason::L4Truncated)
-        } else if hlen < TCP_MIN_HLEN || hlen > avail {
-            Err(DropReason::TcpBadDataOffset)
-        } else {
+        if (TCP_MIN_HLEN..=avail).contains(&hlen) {
             Ok(())
+        } else if avail < TCP_MIN_HLEN {
+            Err(DropReason::L4Truncated)
+        } else {
+            Err(DropReason::TcpBadDataOffset)
         }
     })
 }

@@ -253,6 +253,24 @@ impl<'a> BurstCtx<'a> {
         true
     }
 
+    /// Fills an empty context with `frames` (each as [`BurstCtx::push`]: its bytes, wire
+    /// length and metadata when the chain reads it), taking at most [`BURST_MAX`] of them.
+    #[inline(always)]
+    pub fn fill(&mut self, frames: impl Iterator<Item = (&'a [u8], u32, Option<Meta>)>) {
+        debug_assert_eq!(self.n, 0, "fill of a context that holds frames");
+        let mut n = 0u64;
+        for (slot, (data, wirelen, meta)) in self.slots.iter_mut().zip(frames) {
+            slot.ctx.data = data.as_ptr() as u64;
+            slot.ctx.buflen = data.len() as u64;
+            slot.ctx.wirelen = wirelen;
+            if let Some(m) = &meta {
+                slot.ctx.set_meta(m);
+            }
+            n += 1;
+        }
+        self.n = n;
+    }
+
     /// The context as bytes (native byte order), for rbpf's interpreter.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut b = vec![0u8; BurstCtx::SIZE];
