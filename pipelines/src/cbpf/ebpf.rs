@@ -560,6 +560,12 @@ impl Emitter {
 
     /// `dst = frame[k .. k + n]` (big-endian) or `return 0`.
     fn load_abs(&mut self, dst: u8, k: u32, n: u8) {
+        self.load_abs_wire(dst, k, n);
+        self.swap(dst, n);
+    }
+
+    /// [`Emitter::load_abs`] without the byte swap: `dst` holds the bytes in wire order.
+    fn load_abs_wire(&mut self, dst: u8, k: u32, n: u8) {
         self.check_end(u64::from(k) + u64::from(n));
         let ldx = ldx_op(n);
         match i16::try_from(k) {
@@ -570,7 +576,6 @@ impl Emitter {
                 self.put(ldx, dst, RT, 0, 0);
             }
         }
-        self.swap(dst, n);
     }
 
     /// `A = frame[X + k .. X + k + n]` (big-endian; the sum does not wrap) or `return 0`.
@@ -746,6 +751,54 @@ fn successors(pc: usize, i: &Insn) -> [Option<usize>; 2] {
     }
 }
 
+/// For each instruction of `prog`: whether it is a 16- or 32-bit absolute load whose value
+/// only the next instruction reads, an equality or bit test against a constant that nothing
+/// else jumps to. Such a load may leave its bytes in wire order and the test compare them with
+/// the constant's bytes swapped ([`wire_order_imm`]): a byte swap is a permutation of bits, so
+/// equality and common set bits are the same either way.
+fn wire_order_loads(prog: &Program, live: &[bool]) -> Vec<bool> {
+    use op::*;
+    let insns = prog.insns();
+    let mut preds = vec![0u32; insns.len() + 1];
+    for (pc, i) in insns.iter().enumerate() {
+        let [a, b] = successors(pc, i);
+        for s in [a, b.filter(|&b| Some(b) != a)].into_iter().flatten() {
+            if let Some(n) = preds.get_mut(s) {
+                *n += 1;
+            }
+        }
+    }
+    let mut wire = vec![false; insns.len()];
+    for (pc, pair) in insns.windows(2).enumerate() {
+        let [ld, jmp] = pair else { continue };
+        let load = class(ld.code) == LD
+            && ld.code & 0xe0 == ABS
+            && matches!(ld.code & 0x18, H | W)
+            && ld.k < SKF_AD_OFF;
+        let test = class(jmp.code) == JMP
+            && jmp.code & X_SRC == 0
+            && matches!(jmp.code & 0xf0, JEQ | JSET);
+        let dead_after = successors(pc + 1, jmp)
+            .into_iter()
+            .flatten()
+            .all(|s| live.get(s) != Some(&true));
+        wire[pc] = load && test && preds[pc + 1] == 1 && dead_after;
+    }
+    wire
+}
+
+/// The constant a [`wire_order_loads`] test compares an `n`-byte load in wire order with: `k`
+/// with its `n` bytes swapped. A `k` with bits above the load's width keeps them (an equality
+/// that can never hold stays so; a bit test ignores them, as the loaded value has none).
+fn wire_order_imm(code: u16, k: u32, n: u8) -> u32 {
+    match (n, code & 0xf0) {
+        (2, op::JSET) => u32::from((k as u16).swap_bytes()),
+        (2, _) if k > 0xffff => k,
+        (2, _) => u32::from((k as u16).swap_bytes()),
+        _ => k.swap_bytes(),
+    }
+}
+
 /// Whether `i` is `ldh [12]` (the EtherType).
 fn is_ethertype_load(i: &Insn) -> bool {
     i.code == op::LD | op::H | op::ABS && i.k == ETHERTYPE_OFF
@@ -877,6 +930,7 @@ fn emit_program(em: &mut Emitter, prog: &Program, ret: Ret) {
         vec![false; insns.len() + 1]
     };
     let live = a_live(prog);
+    let wire = wire_order_loads(prog, &live);
     for (pc, i) in insns.iter().enumerate() {
         em.bind(starts[pc]);
         let k = i.k;
@@ -885,6 +939,12 @@ fn emit_program(em: &mut Emitter, prog: &Program, ret: Ret) {
         // that reads `A` other than by comparing it, or that leads where `A` is not known to
         // be the EtherType; comparisons read `RETH`.
         let eth_load = em.ethertype && is_ethertype_load(i);
+        // A load left in wire order, and the test that reads it.
+        let wire_load = wire[pc] && !eth_load;
+        let wire_test = pc
+            .checked_sub(1)
+            .filter(|&p| wire[p] && !(em.ethertype && is_ethertype_load(&insns[p])))
+            .map(|p| size_of_load(insns[p].code));
         let (reads, writes) = register_use(i);
         let a_out = eth_load || (alias[pc] && writes & RA_BIT == 0);
         let leaves = a_out
@@ -915,6 +975,7 @@ fn emit_program(em: &mut Emitter, prog: &Program, ret: Ret) {
                     // The loader rejects every other ancillary offset.
                     None => em.jump(e::JA, 0, 0, 0, em.zero),
                 },
+                ABS if wire_load => em.load_abs_wire(RA, k, size_of_load(i.code)),
                 ABS => em.load_abs(RA, k, size_of_load(i.code)),
                 IND => em.load_ind(k, size_of_load(i.code)),
                 LEN => em.put(e::LD_W_REG, RA, RCTX, CTX_WIRELEN, 0),
@@ -959,6 +1020,7 @@ fn emit_program(em: &mut Emitter, prog: &Program, ret: Ret) {
             }
             JMP => {
                 let reg = i.code & X_SRC != 0;
+                let k = wire_test.map_or(k, |n| wire_order_imm(i.code, k, n));
                 let (src, imm) = if reg { (RX, 0) } else { (0, k as i32) };
                 let (jt, jf) = (u32::from(i.jt), u32::from(i.jf));
                 let (on_true, on_false) = jmp32(i.code, reg);
@@ -1772,6 +1834,89 @@ mod tests {
         }
         let p = [(JMP | JA, 0, 0, 1), (RET | K, 0, 0, 1), (RET | K, 0, 0, 2)];
         assert_eq!(both(&p, &[]), 2);
+    }
+
+    /// Loads left in wire order ([`wire_order_loads`]): a 16- or 32-bit load tested for
+    /// equality or common bits against every kind of constant (swapped, wider than the load,
+    /// high bit set), with the value dead after the test or read again (at a target, by `ret
+    /// a`, or where another jump joins): every case agrees with the reference interpreter, and
+    /// the first shape really is translated without a swap.
+    #[test]
+    fn wire_order_tests_agree_with_the_reference() {
+        let mut d = frame(40);
+        d[6..10].copy_from_slice(&[0x12, 0x34, 0x56, 0x78]);
+        let values = [
+            0u32,
+            0x1234,
+            0x3412,
+            0x0034,
+            0x3400,
+            // Single bits set in one byte order of the loaded value only.
+            0x0004,
+            0x0200,
+            0x0400_0000,
+            0x0000_0100,
+            0x1_1234,
+            0x1234_5678,
+            0x7856_3412,
+            0x8000_1234,
+            0xffff,
+            u32::MAX,
+        ];
+        let mut wire_forms = 0;
+        for size in [H, W] {
+            for cond in [JEQ, JSET] {
+                for k in values {
+                    for (jt, jf) in [(0u8, 1u8), (1, 0), (1, 2), (2, 0), (0, 0)] {
+                        let dead = [
+                            (LD | size | ABS, 0, 0, 6),
+                            (JMP | cond | K, jt, jf, k),
+                            (RET | K, 0, 0, 10),
+                            (RET | K, 0, 0, 11),
+                            (RET | K, 0, 0, 12),
+                        ];
+                        both(&dead, &d);
+                        let p = prog(&dead);
+                        let live = a_live(&p);
+                        if jt != jf && wire_order_loads(&p, &live)[0] {
+                            wire_forms += 1;
+                            let t = translate(&p).unwrap();
+                            assert!(
+                                !t.code().chunks(8).any(|c| c[0] == e::BE),
+                                "{dead:?} still swaps"
+                            );
+                        }
+                        // The value read again after the test: at one target, or at both.
+                        let mut live_after = dead;
+                        live_after[3] = RETA;
+                        both(&live_after, &d);
+                        let mut both_read = live_after;
+                        both_read[2] = RETA;
+                        both_read[4] = RETA;
+                        both(&both_read, &d);
+                        // Another path joins at the test with a different A (the length,
+                        // when it is above `over`).
+                        for over in [10, 1000] {
+                            let joined = [
+                                (LD | W | LEN, 0, 0, 0),
+                                (JMP | JGT | K, 1, 0, over),
+                                (LD | size | ABS, 0, 0, 6),
+                                (JMP | cond | K, jt, jf, k),
+                                (RET | K, 0, 0, 10),
+                                (RET | K, 0, 0, 11),
+                                (RET | K, 0, 0, 12),
+                            ];
+                            both(&joined, &d);
+                            let p = prog(&joined);
+                            assert!(!wire_order_loads(&p, &a_live(&p))[2]);
+                        }
+                        // Cut frames: the load's bounds check still returns 0.
+                        both(&dead, &d[..7]);
+                    }
+                }
+            }
+        }
+        assert!(wire_forms >= 60, "{wire_forms} wire-order translations");
     }
 
     #[test]
