@@ -226,7 +226,11 @@ fn sum20_verifies(h: &[u8; IPV4_MIN_HLEN]) -> bool {
         add(u64::from_ne_bytes(*a), u64::from_ne_bytes(*b)),
         u64::from(u32::from_ne_bytes(c)),
     );
-    s != 0 && s % 0xffff == 0
+    // `s % 0xffff == 0` as one multiplication: for odd `d`, `s` is a multiple of `d` exactly
+    // when `s * d⁻¹ (mod 2^64)` is at most `(2^64 - 1) / d` (the multiples map onto 0..=that).
+    const INV: u64 = 0xfffe_fffe_fffe_ffff;
+    const _: () = assert!(INV.wrapping_mul(0xffff) == 1);
+    s != 0 && s.wrapping_mul(INV) <= u64::MAX / 0xffff
 }
 
 /// Checks only Ethernet framing: an Ethernet header and complete VLAN tags (up to two). The
