@@ -1,5 +1,6 @@
 //! Fuzzes `pipelines::wire::parse`: it must never panic, and whatever it accepts must satisfy the
-//! invariants later pipeline stages rely on.
+//! invariants later pipeline stages rely on. `wire::check` (the validation of frames that are
+//! not parsed, with its own fast path) must give the same verdict.
 //!
 //! Input layout: byte 0 selects the checksum flag (bit 0) and how `frame_len` relates to the data
 //! (bits 1-2); bytes 1-2 are a little-endian `u16` used for that; the rest is the first segment.
@@ -8,7 +9,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use pipelines::wire::{ethertype, parse, Parsed, L3};
+use pipelines::wire::{self, ethertype, parse, Parsed, L3};
 use pipelines::DropReason;
 
 fuzz_target!(|input: &[u8]| {
@@ -26,6 +27,7 @@ fuzz_target!(|input: &[u8]| {
     };
 
     let result = parse(data, frame_len, verified);
+    assert_eq!(wire::check(data, frame_len, verified), result.map(|_| ()));
     if let Ok(p) = &result {
         check(data, frame_len, p);
     }
