@@ -497,9 +497,13 @@ impl FilteredTarget<'_> {
             for (i, p) in pkts.iter().enumerate() {
                 s.bytes += u64::from(p.frame_len());
                 if i < 64 {
-                    s.invalid |= u64::from(validate(p, Validation::Full).is_err()) << i;
-                    let f = IngressFrame::of(p, self.ingress, self.ingress_mac);
-                    s.walk |= u64::from(chain.decides_at_ingress(&f)) << i;
+                    // An invalid frame is dropped before any member is asked.
+                    if validate(p, Validation::Full).is_err() {
+                        s.invalid |= 1 << i;
+                    } else {
+                        let f = IngressFrame::of(p, self.ingress, self.ingress_mac);
+                        s.walk |= u64::from(chain.decides_at_ingress(&f)) << i;
+                    }
                 }
             }
             return s;
