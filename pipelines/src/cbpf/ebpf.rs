@@ -190,6 +190,21 @@ pub const BURST_SLOTS: i32 = 64;
 /// Size of a [`BurstCtx`] slot.
 pub const BURST_SLOT: i32 = 64;
 
+impl BurstSlot {
+    /// A fresh slot's frame: as [`JitCtx::new`] (with `meta` when the chain reads metadata),
+    /// without writing what a fresh context holds already (start and metadata 0; a slot is
+    /// only ever set once).
+    #[inline(always)]
+    fn set(&mut self, data: &[u8], wirelen: u32, meta: Option<&Meta>) {
+        self.ctx.data = data.as_ptr() as u64;
+        self.ctx.buflen = data.len() as u64;
+        self.ctx.wirelen = wirelen;
+        if let Some(m) = meta {
+            self.ctx.set_meta(m);
+        }
+    }
+}
+
 const _: () = {
     assert!(size_of::<BurstSlot>() == BURST_SLOT as usize);
     assert!(offset_of!(BurstCtx<'static>, n) == 0);
@@ -241,14 +256,7 @@ impl<'a> BurstCtx<'a> {
         let Some(slot) = self.slots.get_mut(self.n as usize) else {
             return false;
         };
-        // As `JitCtx::new`, without writing what a fresh context holds already (start and
-        // metadata 0; slots are only ever pushed once).
-        slot.ctx.data = data.as_ptr() as u64;
-        slot.ctx.buflen = data.len() as u64;
-        slot.ctx.wirelen = wirelen;
-        if let Some(m) = meta {
-            slot.ctx.set_meta(m);
-        }
+        slot.set(data, wirelen, meta);
         self.n += 1;
         true
     }
@@ -260,12 +268,7 @@ impl<'a> BurstCtx<'a> {
         debug_assert_eq!(self.n, 0, "fill of a context that holds frames");
         let mut n = 0u64;
         for (slot, (data, wirelen, meta)) in self.slots.iter_mut().zip(frames) {
-            slot.ctx.data = data.as_ptr() as u64;
-            slot.ctx.buflen = data.len() as u64;
-            slot.ctx.wirelen = wirelen;
-            if let Some(m) = &meta {
-                slot.ctx.set_meta(m);
-            }
+            slot.set(data, wirelen, meta.as_ref());
             n += 1;
         }
         self.n = n;
